@@ -1,0 +1,32 @@
+"""The `extok-rag` typer app. Commands live one per module; heavy imports stay inside them so
+that `extok-rag --help` is fast."""
+
+from __future__ import annotations
+
+import typer
+
+from extok_rag import __version__
+from extok_rag.cli.generate_cmd import generate
+from extok_rag.cli.models_cmd import models
+
+app = typer.Typer(
+    name="extok-rag",
+    help="RAG with Extensible Tokenization: retrieved chunks compressed k-fold for a frozen LLM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the extok-rag version."""
+    typer.echo(f"extok-rag {__version__}")
+
+
+app.command()(models)
+app.command()(generate)
+
+
+def main() -> None:
+    app()

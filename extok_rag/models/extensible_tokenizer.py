@@ -1,0 +1,228 @@
+"""The extensible tokenizer (Extensible Tokenization, arXiv 2401.07793, §2).
+
+A small LM — its own copy of the downstream LLM's token embeddings, rotary embedding and first N
+decoder layers — encodes each chunk on its own (no attention across chunks) into one output
+state per token. `downscale` keeps one state per k positions: these are the chunk's
+*extensible embeddings*, read by the frozen LLM in place of its raw tokens.
+
+    chunk ids (L,) -> embed -> N decoder layers -> adapter -> states (L, d) -> downscale(k)
+                                                                              -> (ceil(L/k), d)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from extok_rag import __version__
+from extok_rag.config import AdapterConfig, DownscaleMethod, TokenizerConfig, write_json
+from extok_rag.errors import CheckpointError, IncompatibleModelError
+from extok_rag.models.identity import LLMIdentity
+from extok_rag.models.llm import FrozenLLM
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "tokenizer.safetensors"
+CONFIG_FILE = "tokenizer_config.json"
+
+
+# -- down-scaling ---------------------------------------------------------------------------
+def downscale_indices(length: int, k: int) -> torch.Tensor:
+    """Positions kept by strided sampling: the last of every k, i.e. k-1, 2k-1, ... (0-based).
+
+    When `length` is not a multiple of k, the chunk's final state is kept too, so the tail is
+    never dropped: a chunk of L tokens always gives ceil(L / k) embeddings.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    idx = torch.arange(k - 1, max(length, k - 1), k)
+    if length % k:
+        idx = torch.cat([idx, torch.tensor([length - 1])])
+    return idx
+
+
+def downscale(states: torch.Tensor, k: int, method: DownscaleMethod = "strided") -> torch.Tensor:
+    """Down-scale states (..., L, d) to (..., ceil(L/k), d).
+
+    strided: the state at the last position of each k-window (the paper's choice).
+    mean: the mean state of each k-window (the last window may be shorter).
+    """
+    L = states.shape[-2]
+    if method == "strided":
+        return states[..., downscale_indices(L, k).to(states.device), :]
+    if method == "mean":
+        n = -(-L // k)
+        pad = n * k - L
+        padded = nn.functional.pad(states, (0, 0, 0, pad))
+        sums = padded.unflatten(-2, (n, k)).sum(dim=-2)  # (..., n, d)
+        counts = torch.full((n, 1), float(k), device=states.device, dtype=states.dtype)
+        counts[-1] = k - pad
+        return sums / counts
+    raise ValueError(f"unknown down-scale method {method!r}")
+
+
+# -- output adapter -------------------------------------------------------------------------
+class OutputAdapter(nn.Module):
+    """Maps tokenizer states (..., d) into the LLM's input-embedding space.
+
+    Fixed per-dimension standardisation (buffers, set from data by training; it tames the few
+    massive dimensions of mid-layer residual streams), RMSNorm, then Linear init'd to identity.
+    """
+
+    def __init__(self, d: int, cfg: AdapterConfig, eps: float = 1e-6):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("std", torch.ones(d))
+        self.norm = nn.RMSNorm(d, eps=eps)
+        self.proj = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            self.norm.weight.fill_(cfg.norm_scale)
+            self.proj.weight.copy_(torch.eye(d))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., d)
+        if self.cfg.standardize:
+            h = (h - self.mean) / self.std
+        return self.proj(self.norm(h))
+
+
+# -- the tokenizer --------------------------------------------------------------------------
+class ExtensibleTokenizer(nn.Module):
+    def __init__(self, encoder: nn.Module, config: TokenizerConfig, llm_identity: LLMIdentity):
+        super().__init__()
+        self.encoder = encoder  # HF base model: embeddings, rotary, N layers, no final norm
+        self.config = config
+        self.llm_identity = llm_identity
+        d = encoder.config.hidden_size
+        eps = getattr(encoder.config, "rms_norm_eps", 1e-6)
+        self.adapter = (
+            OutputAdapter(d, config.adapter, eps) if config.adapter.kind != "none" else None
+        )
+
+    @classmethod
+    def from_llm(cls, llm: FrozenLLM, config: TokenizerConfig | None = None):
+        """A fresh (untrained) tokenizer: copies of the LLM's embeddings and first N layers.
+
+        With no config: the default depth (8, the paper's choice), or the LLM's own if smaller.
+        """
+        from transformers import AutoModel
+
+        n_layers = int(llm.config.num_hidden_layers)
+        config = config or TokenizerConfig(num_layers=min(TokenizerConfig.num_layers, n_layers))
+        if not 0 <= config.num_layers <= n_layers:
+            raise ValueError(f"num_layers must be in [0, {n_layers}], got {config.num_layers}")
+        enc_cfg = truncated_config(llm.config, config.num_layers)
+        encoder = AutoModel.from_config(enc_cfg, dtype=llm.dtype)
+        source = llm.model.get_decoder().state_dict()
+        missing = encoder.load_state_dict(
+            {k: v for k, v in source.items() if k in encoder.state_dict()}, strict=False
+        ).missing_keys
+        if [k for k in missing if "rotary" not in k]:
+            raise IncompatibleModelError(f"cannot copy LLM layers, missing {missing[:3]}")
+        encoder.norm = nn.Identity()  # output the residual stream; the adapter normalises
+        tokenizer = cls(encoder, config, llm.identity).to(llm.device, llm.dtype)
+        return tokenizer.train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """(B, L) ids, right-padded -> (B, L, d) output states (padding rows are junk)."""
+        h = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        return self.adapter(h) if self.adapter is not None else h
+
+    def encode(self, chunks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Encode chunks (each (L_i,) ids), each on its own, in one padded batch."""
+        T = max(int(c.numel()) for c in chunks)
+        ids = torch.zeros(len(chunks), T, dtype=torch.long)
+        mask = torch.zeros(len(chunks), T, dtype=torch.long)
+        for i, c in enumerate(chunks):
+            ids[i, : c.numel()] = c
+            mask[i, : c.numel()] = 1
+        states = self(ids.to(self.device), mask.to(self.device))  # (B, T, d)
+        return [states[i, : c.numel()] for i, c in enumerate(chunks)]
+
+    @torch.no_grad()
+    def compress(
+        self, ids: torch.Tensor, k: int, chunk_len: int, method: DownscaleMethod = "strided"
+    ) -> list[torch.Tensor]:
+        """Split ids (n,) into chunks of `chunk_len`, encode each on its own and down-scale:
+        one (ceil(L_i / k), d) tensor per chunk."""
+        chunks = list(ids.split(chunk_len))
+        return [downscale(states, k, method) for states in self.encode(chunks)]
+
+    # -- persistence ------------------------------------------------------------------------
+    def delta_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changes: parameters that require grad, plus the whole adapter."""
+        trained = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {
+            n: t for n, t in self.state_dict().items() if n in trained or n.startswith("adapter.")
+        }
+
+    def save_pretrained(self, path: str | Path, full: bool = True) -> None:
+        """Write weights (safetensors) and config (JSON). `full=False` stores only
+        `delta_state_dict()`; the rest is rebuilt from the LLM when loading."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict() if full else self.delta_state_dict()
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+        write_json(
+            path / CONFIG_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "extok_rag_version": __version__,
+                "tokenizer": self.config.to_dict(),
+                "llm": self.llm_identity.to_dict(),
+                "full": full,
+            },
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, llm: FrozenLLM) -> ExtensibleTokenizer:
+        """Load a checkpoint for `llm`; refuse one made for another LLM."""
+        meta = read_checkpoint_config(Path(path))
+        trained_for = LLMIdentity.from_dict(meta["llm"])
+        if not trained_for.matches(llm.identity):
+            raise IncompatibleModelError(
+                f"tokenizer {path} was trained for LLM {trained_for.name} "
+                f"({trained_for.fingerprint}), not {llm.identity.name} "
+                f"({llm.identity.fingerprint})"
+            )
+        tokenizer = cls.from_llm(llm, TokenizerConfig.from_dict(meta["tokenizer"]))
+        state = load_file(str(Path(path) / WEIGHTS_FILE), device=str(llm.device))
+        unknown = set(state) - set(tokenizer.state_dict())
+        if unknown:
+            raise CheckpointError(f"{path}: unexpected tensors {sorted(unknown)[:3]}")
+        tokenizer.load_state_dict(state, strict=bool(meta["full"]))
+        return tokenizer
+
+
+def truncated_config(config, num_layers: int):
+    """A copy of an HF config with only the first `num_layers` decoder layers."""
+    cfg = copy.deepcopy(config)
+    cfg.num_hidden_layers = num_layers
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:num_layers]
+    return cfg
+
+
+def read_checkpoint_config(path: Path) -> dict:
+    file = path / CONFIG_FILE
+    if not file.is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{path} is not an extensible-tokenizer checkpoint")
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file} is not valid JSON: {err}") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: unsupported format {meta.get('format_version')}")
+    return meta

@@ -1,0 +1,76 @@
+"""Token-by-token decoding from a mixed prompt, with a KV cache and streamed text.
+
+A plain loop rather than `model.generate`: the prompt is `inputs_embeds` with explicit
+contiguous positions, and each step appends one token at the next position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from extok_rag.config import GenerationConfig
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import Row
+
+
+def next_token(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | None) -> int:
+    """Pick one token from last-position logits (V,): greedy, or temperature + nucleus."""
+    if cfg.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < cfg.top_p  # always keeps the top token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@torch.inference_mode()
+def generate_ids(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[int]:
+    """Yield generated token ids until an end-of-sequence token or `max_new_tokens`."""
+    batch = llm.batch([row], padding_side="left")
+    total = int(batch.lengths[0])
+    llm.check_fits(total + cfg.max_new_tokens)
+    gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+    out = llm.model(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=True,
+    )
+    mask = batch.attention_mask
+    stop = llm.eos_token_ids
+    for step in range(cfg.max_new_tokens):
+        token = next_token(out.logits[0, -1].cpu(), cfg, gen)
+        if token in stop:
+            return
+        yield token
+        if step + 1 == cfg.max_new_tokens:
+            return
+        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+        out = llm.model(
+            input_ids=torch.tensor([[token]], device=llm.device),
+            attention_mask=mask,
+            position_ids=torch.tensor([[total + step]], device=llm.device),
+            cache=out.cache,
+            use_cache=True,
+        )
+
+
+def stream_text(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[str]:
+    """Yield decoded text pieces as tokens arrive (whole characters only)."""
+    ids: list[int] = []
+    shown = ""
+    for token in generate_ids(llm, row, cfg):
+        ids.append(token)
+        text = llm.tokenizer.decode(ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
+            continue
+        yield text[len(shown) :]
+        shown = text
+
+
+def generate_text(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> str:
+    return "".join(stream_text(llm, row, cfg))

@@ -1,0 +1,151 @@
+"""The frozen downstream LLM: any Hugging Face causal LM, read through mixed inputs.
+
+It never trains: parameters have `requires_grad=False` and the module stays in eval mode.
+Gradients still flow *through* it to extensible embeddings when a caller needs them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from extok_rag.config import RuntimeConfig
+from extok_rag.errors import InputTooLongError, ModelNotFoundError
+from extok_rag.models.defaults import resolve_llm
+from extok_rag.models.identity import LLMIdentity, fingerprint
+from extok_rag.models.mixed_input import (
+    IGNORE_INDEX,
+    EmbeddingSegment,
+    MixedBatch,
+    Row,
+    Segment,
+    TokenSegment,
+    build_batch,
+)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_PLACEHOLDER = "\x00EXTOK{}\x00"  # marks where an embedding segment sits in a chat prompt
+
+
+@dataclass
+class FrozenLLM:
+    model: torch.nn.Module  # a transformers *ForCausalLM
+    tokenizer: object  # its transformers tokenizer
+    identity: LLMIdentity
+    load_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, spec: str | Path | None = None, runtime: RuntimeConfig | None = None):
+        """Load the default LLM (`spec=None`) or a local HF causal-LM directory, frozen."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        runtime = runtime or RuntimeConfig()
+        start = time.perf_counter()
+        resolved = resolve_llm(spec)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.path, dtype=_DTYPES[runtime.resolve_dtype()], local_files_only=True
+            )
+        except (OSError, ValueError) as err:
+            raise ModelNotFoundError(f"cannot load LLM from {resolved.path}: {err}") from err
+        model.to(runtime.resolve_device())
+        return cls.from_model(model, tokenizer, resolved.name, time.perf_counter() - start)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, name: str, load_seconds: float = 0.0) -> FrozenLLM:
+        model.eval().requires_grad_(False)
+        identity = LLMIdentity(name, fingerprint(model, model.config))
+        return cls(model, tokenizer, identity, load_seconds)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config.max_position_embeddings)
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+        ids.update(extra if isinstance(extra, list) else [extra])
+        return {i for i in ids if i is not None}
+
+    # -- inputs -----------------------------------------------------------------------------
+    def tokenize(self, text: str) -> torch.Tensor:  # (n,) long
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:  # (n,) -> (n, d)
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def batch(self, rows: Sequence[Row], padding_side: str = "right") -> MixedBatch:
+        for row in rows:
+            self.check_fits(sum(len(s) for s in row))
+        return build_batch(rows, self.embed_tokens, padding_side)  # type: ignore[arg-type]
+
+    def check_fits(self, n_positions: int) -> None:
+        if n_positions > self.max_positions:
+            raise InputTooLongError(
+                f"input takes {n_positions} positions; the LLM window is {self.max_positions}"
+            )
+
+    def chat_row(self, user: Sequence[str | torch.Tensor], system: str | None = None) -> Row:
+        """A generation prompt through the chat template; the user turn mixes text and
+        extensible embeddings (tensors (m, d)), in the order given."""
+        text = "".join(
+            p if isinstance(p, str) else _PLACEHOLDER.format(i) for i, p in enumerate(user)
+        )
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}
+        ]
+        prompt = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        row: list[Segment] = []
+        for i, part in enumerate(user):
+            if isinstance(part, str):
+                continue
+            before, prompt = prompt.split(_PLACEHOLDER.format(i), 1)
+            row += [TokenSegment(self.tokenize(before)), EmbeddingSegment(part)]
+        row.append(TokenSegment(self.tokenize(prompt)))
+        return [seg for seg in row if len(seg) > 0]
+
+    # -- computation ------------------------------------------------------------------------
+    def logits(self, batch: MixedBatch) -> torch.Tensor:  # (B, T, V)
+        out = self.model(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        return out.logits
+
+    def token_losses(self, batch: MixedBatch) -> torch.Tensor:  # (B, T-1), 0 where no target
+        """Next-token negative log-likelihood at every position whose next one is a token."""
+        logits = self.logits(batch)[:, :-1].float()
+        targets = batch.labels[:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+        has_target = (targets != IGNORE_INDEX) & (batch.attention_mask[:, :-1] == 1)
+        return nll * has_target

@@ -1,0 +1,100 @@
+"""Mixed input: a row of segments, each raw token ids or extensible embeddings, made into the
+`inputs_embeds`, `attention_mask` and `position_ids` a frozen LLM reads.
+
+Positions are contiguous over the whole mixed row (the paper does not state them; contiguous is
+the natural choice): an embedding segment of m vectors takes m positions, like m tokens would.
+Rows are padded to a common length; padding takes no position and is masked out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+IGNORE_INDEX = -100  # label of positions that carry no next-token target
+
+
+@dataclass(frozen=True)
+class TokenSegment:
+    """Raw token ids, embedded by the LLM's own embedding table."""
+
+    ids: torch.Tensor  # (n,) long
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+
+@dataclass(frozen=True)
+class EmbeddingSegment:
+    """Extensible embeddings, read by the LLM in place of token embeddings."""
+
+    embeds: torch.Tensor  # (m, d)
+
+    def __len__(self) -> int:
+        return int(self.embeds.shape[0])
+
+
+Segment = TokenSegment | EmbeddingSegment
+Row = Sequence[Segment]
+
+
+@dataclass
+class MixedBatch:
+    """A padded batch of mixed rows."""
+
+    inputs_embeds: torch.Tensor  # (B, T, d)
+    attention_mask: torch.Tensor  # (B, T) long, 1 = real position
+    position_ids: torch.Tensor  # (B, T) long, contiguous over real positions
+    labels: torch.Tensor  # (B, T) long: the token id at token positions, IGNORE_INDEX elsewhere
+
+    @property
+    def lengths(self) -> torch.Tensor:  # (B,)
+        return self.attention_mask.sum(dim=1)
+
+
+def row_length(row: Row) -> int:
+    return sum(len(seg) for seg in row)
+
+
+def embed_row(row: Row, embed_tokens: Callable[[torch.Tensor], torch.Tensor]):
+    """One row's embeddings (T, d) and labels (T,)."""
+    parts, labels = [], []
+    for seg in row:
+        if isinstance(seg, TokenSegment):
+            parts.append(embed_tokens(seg.ids))
+            labels.append(seg.ids)
+        else:
+            parts.append(seg.embeds)
+            labels.append(torch.full((len(seg),), IGNORE_INDEX, dtype=torch.long))
+    return parts, torch.cat(labels)
+
+
+def build_batch(
+    rows: Sequence[Row],
+    embed_tokens: Callable[[torch.Tensor], torch.Tensor],
+    padding_side: Literal["left", "right"] = "right",
+) -> MixedBatch:
+    """Embed and pad rows. `embed_tokens` maps ids (n,) to (n, d) in the LLM's dtype/device.
+
+    Left padding suits generation (every row ends at the last column); right padding suits
+    training. Embedding segments are cast to the token embeddings' dtype and device.
+    """
+    embedded = [embed_row(row, embed_tokens) for row in rows]
+    ref = next(p for parts, _ in embedded for p in parts)
+    device, dtype, d = ref.device, ref.dtype, ref.shape[-1]
+    T = max(int(lab.numel()) for _, lab in embedded)
+    B = len(rows)
+    inputs = torch.zeros(B, T, d, dtype=dtype, device=device)
+    mask = torch.zeros(B, T, dtype=torch.long, device=device)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long, device=device)
+    for b, (parts, lab) in enumerate(embedded):
+        n = int(lab.numel())
+        span = slice(T - n, T) if padding_side == "left" else slice(0, n)
+        inputs[b, span] = torch.cat([p.to(device=device, dtype=dtype) for p in parts])
+        mask[b, span] = 1
+        labels[b, span] = lab.to(device)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return MixedBatch(inputs, mask, positions, labels)

@@ -1,0 +1,60 @@
+"""Mixed inputs reach the frozen LLM exactly as plain token ids would."""
+
+import torch
+
+from extok_rag.models.mixed_input import IGNORE_INDEX, EmbeddingSegment, TokenSegment
+
+
+def ids(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(3, 259, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_raw_segments_give_plain_logits_exactly(tiny_llm):
+    tokens = ids(40)
+    plain = tiny_llm.model(input_ids=tokens[None]).logits
+    row = [TokenSegment(tokens[:10]), TokenSegment(tokens[10:25]), TokenSegment(tokens[25:])]
+    mixed = tiny_llm.logits(tiny_llm.batch([row]))
+    assert torch.equal(mixed, plain)
+
+
+def test_positions_are_contiguous_over_segments(tiny_llm):
+    emb = torch.randn(5, tiny_llm.hidden_size)
+    batch = tiny_llm.batch([[TokenSegment(ids(3)), EmbeddingSegment(emb), TokenSegment(ids(4))]])
+    assert batch.position_ids[0].tolist() == list(range(12))
+    assert torch.equal(batch.inputs_embeds[0, 3:8], emb)
+    assert (batch.labels[0, 3:8] == IGNORE_INDEX).all()
+    assert (batch.labels[0, 8:] != IGNORE_INDEX).all()
+
+
+def test_embedding_segment_of_token_embeddings_equals_tokens(tiny_llm):
+    tokens = ids(30)
+    as_embeds = tiny_llm.embed_tokens(tokens[:12])
+    a = tiny_llm.logits(tiny_llm.batch([[EmbeddingSegment(as_embeds), TokenSegment(tokens[12:])]]))
+    b = tiny_llm.model(input_ids=tokens[None]).logits
+    assert torch.equal(a, b)
+
+
+def test_batched_padded_equals_unbatched(tiny_llm):
+    d = tiny_llm.hidden_size
+    rows = [
+        [TokenSegment(ids(7, 1)), EmbeddingSegment(torch.randn(4, d)), TokenSegment(ids(9, 2))],
+        [EmbeddingSegment(torch.randn(2, d)), TokenSegment(ids(3, 3))],
+        [TokenSegment(ids(31, 4))],
+    ]
+    for side in ("left", "right"):
+        batch = tiny_llm.batch(rows, padding_side=side)
+        logits = tiny_llm.logits(batch)
+        for b, row in enumerate(rows):
+            alone = tiny_llm.logits(tiny_llm.batch([row]))[0]
+            real = batch.attention_mask[b].bool()
+            torch.testing.assert_close(logits[b, real], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_token_losses_only_where_the_next_position_is_a_token(tiny_llm):
+    d = tiny_llm.hidden_size
+    rows = [[EmbeddingSegment(torch.randn(4, d)), TokenSegment(ids(6))], [TokenSegment(ids(3))]]
+    losses = tiny_llm.token_losses(tiny_llm.batch(rows, padding_side="left"))
+    # row 0: 10 positions, targets at the 6 token positions; the first is predicted from the
+    # embeddings, so 6 losses. Row 1: 3 tokens -> 2 losses (padding never predicts).
+    assert (losses[0] > 0).sum() == 6
+    assert (losses[1] > 0).sum() == 2
