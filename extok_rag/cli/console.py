@@ -48,3 +48,19 @@ def quiet_transformers() -> None:
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+
+
+def load_llm(spec: str | None, runtime):
+    """Load the frozen LLM behind a status line that says when the one-time conversion runs."""
+    from extok_rag.models import defaults
+    from extok_rag.models.llm import FrozenLLM
+
+    quiet_transformers()
+    converting = spec in (None, "default") and not defaults.is_llm_cached()
+    message = (
+        "converting SmolLM2's GGUF into the safetensors cache (once, ~20 s)"
+        if converting
+        else "loading the LLM"
+    )
+    with err_console.status(message):
+        return FrozenLLM.load(spec, runtime)

@@ -39,15 +39,12 @@ def generate(
     dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
 ) -> None:
     """Answer PROMPT with the frozen LLM, streaming tokens to stdout."""
-    from extok_rag.cli.console import quiet_transformers
+    from extok_rag.cli.console import load_llm
     from extok_rag.config import GenerationConfig, RuntimeConfig
     from extok_rag.models.generation import stream_text
-    from extok_rag.models.llm import FrozenLLM
 
-    quiet_transformers()
     text = read_context(context) if context and mode != ContextMode.none else None
-    with err_console.status("loading models"):
-        frozen = FrozenLLM.load(llm, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
+    frozen = load_llm(llm, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
     user: list = [prompt]
     if text is not None and mode == ContextMode.raw:
         user = [f"Context:\n{text}\n\nQuestion: {prompt}"]

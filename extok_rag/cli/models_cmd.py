@@ -11,46 +11,52 @@ from extok_rag.errors import ModelNotFoundError
 @reports_errors
 def models() -> None:
     """Show the default models: where each comes from, where it is cached, its size."""
+    table = Table(title="extok-rag default models", show_lines=True)
+    table.add_column("role")
+    table.add_column("model, source and path", overflow="fold", ratio=1)
+    table.add_column("size", justify="right")
+    table.add_column("status")
+    for row in (llm_row(), embedder_row(), tokenizer_row()):
+        table.add_row(*row)
+    out_console.print(table)
+
+
+def llm_row() -> tuple[str, str, str, str]:
     from extok_rag.models import defaults
 
-    table = Table(title="extok-rag default models")
-    for column in ("role", "model", "source", "path", "size", "status"):
-        table.add_column(column, overflow="fold")
+    name = "SmolLM2-135M-Instruct"
     try:
         gguf = defaults.gguf_path()
-        table.add_row(
-            "frozen LLM",
-            "SmolLM2-135M-Instruct",
-            f"{defaults.GGUF_PACKAGE} wheel",
-            str(gguf),
-            human_bytes(gguf.stat().st_size),
-            "GGUF (Q4_1)",
-        )
-        cache = defaults.llm_cache_dir()
-        cached = defaults.is_llm_cached()
-        size = human_bytes(defaults.ResolvedModel("", cache, "").size_bytes) if cached else "-"
-        status = "converted" if cached else "converted on first use (~20 s)"
-        table.add_row("", "", "safetensors cache", str(cache), size, status)
     except ModelNotFoundError as err:
-        table.add_row("frozen LLM", "SmolLM2-135M-Instruct", "missing", str(err), "-", "missing")
+        return "frozen LLM", f"{name}\n{err}", "-", "[red]missing[/red]"
+    cache = defaults.llm_cache_dir()
+    where = f"{name}\n{defaults.GGUF_PACKAGE} wheel: {gguf}\ncache: {cache}"
+    size = human_bytes(gguf.stat().st_size) + " GGUF"
+    if defaults.is_llm_cached():
+        cached = defaults.ResolvedModel(name, cache, "cache").size_bytes
+        return "frozen LLM", where, f"{size}\n{human_bytes(cached)} cache", "ready (cached)"
+    return "frozen LLM", where, size, "converted on first use (~20 s)"
+
+
+def embedder_row() -> tuple[str, str, str, str]:
+    from extok_rag.models import defaults
+
     try:
         emb = defaults.resolve_embedder()
-        table.add_row(
-            "retrieval embedder",
-            emb.name,
-            emb.source,
-            str(emb.path),
-            human_bytes(emb.size_bytes),
-            "ready",
-        )
     except ModelNotFoundError as err:
-        table.add_row("retrieval embedder", "all-MiniLM-L6-v2", "missing", str(err), "-", "missing")
-    table.add_row(
+        return "retrieval embedder", f"all-MiniLM-L6-v2\n{err}", "-", "[red]missing[/red]"
+    return (
+        "retrieval embedder",
+        f"{emb.name}\n{emb.source}: {emb.path}",
+        human_bytes(emb.size_bytes),
+        "ready",
+    )
+
+
+def tokenizer_row() -> tuple[str, str, str, str]:
+    return (
         "extensible tokenizer",
-        "first 8 layers of the LLM",
-        "built from the LLM",
-        "-",
+        "first 8 layers of the frozen LLM\nbuilt from the LLM",
         "-",
         "untrained: no trained checkpoint ships yet",
     )
-    out_console.print(table)

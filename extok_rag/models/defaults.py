@@ -80,7 +80,14 @@ def resolve_default_llm() -> ResolvedModel:
 
 def convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise a GGUF into an HF safetensors directory, atomically (temp dir + rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from unittest import mock
+
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        GgufConfig,
+        modeling_gguf_pytorch_utils,
+    )
 
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -89,9 +96,11 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         kwargs = {"gguf_file": gguf.name, "local_files_only": True}
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
         # GgufConfig(dequantize=True): without it the model loads but cannot be saved.
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, quantization_config=GgufConfig(dequantize=True), **kwargs
-        )
+        # transformers' GGUF reader draws its own tqdm bar; callers show their own progress.
+        with mock.patch.object(modeling_gguf_pytorch_utils, "tqdm", lambda it, **_: it):
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, quantization_config=GgufConfig(dequantize=True), **kwargs
+            )
         model.config.name_or_path = DEFAULT_LLM_NAME
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
