@@ -19,3 +19,7 @@ class CheckpointError(ExtokError):
 
 class InputTooLongError(ExtokError):
     """A mixed input does not fit the LLM's context window."""
+
+
+class IndexStoreError(ExtokError):
+    """An index on disk (manifest, chunk table or vector index) is missing, corrupt or misused."""

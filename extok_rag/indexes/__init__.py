@@ -1,0 +1,38 @@
+"""Index storage: a manifest, a LanceDB chunk table (text, vectors, extensible embeddings) and a
+FAISS vector index keyed by chunk row id. Nothing here imports torch.
+
+Layout of an index folder::
+
+    <index_dir>/manifest.json     which models built it, stride, chunking settings, counts
+    <index_dir>/lance/chunks.lance  the chunk table (LanceDB, versioned)
+    <index_dir>/lance/row_ids.json  the next row id to assign
+    <index_dir>/vectors.faiss     the vector index (path chosen by the caller)
+"""
+
+from extok_rag.indexes.manifest import (
+    FORMAT_VERSION,
+    IndexCounts,
+    Manifest,
+    ModelIdentity,
+    check_compatible,
+    read_manifest,
+    write_manifest,
+)
+from extok_rag.indexes.table import ChunkRecord, ChunkTable, StoredChunk, chunk_schema
+from extok_rag.indexes.vectors import DEFAULT_HNSW_THRESHOLD, VectorIndex
+
+__all__ = [
+    "DEFAULT_HNSW_THRESHOLD",
+    "FORMAT_VERSION",
+    "ChunkRecord",
+    "ChunkTable",
+    "IndexCounts",
+    "Manifest",
+    "ModelIdentity",
+    "StoredChunk",
+    "VectorIndex",
+    "check_compatible",
+    "chunk_schema",
+    "read_manifest",
+    "write_manifest",
+]

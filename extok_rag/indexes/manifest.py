@@ -1,0 +1,137 @@
+"""The index manifest: which models built an index, at which stride, and what it holds.
+
+One JSON file, `<index_dir>/manifest.json`, written atomically. A query refuses an index whose
+manifest names another LLM, extensible tokenizer or retrieval embedder than the ones loaded,
+because its stored states and vectors would be meaningless to them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from extok_rag.config import write_json
+from extok_rag.errors import IncompatibleModelError, IndexStoreError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def _now() -> str:
+    """UTC time, ISO 8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model by name (or path) and fingerprint; two models match when fingerprints match."""
+
+    name: str
+    fingerprint: str
+
+    def describe(self) -> str:
+        return f"'{self.name}' (fingerprint {self.fingerprint})"
+
+
+@dataclass(frozen=True)
+class IndexCounts:
+    """What an index holds: documents, chunks, and LLM tokens over all chunks."""
+
+    documents: int = 0
+    chunks: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to tell whether an index can serve the models loaded now.
+
+    `stride`: the base down-scaling stride at which extensible embeddings are stored (a chunk
+    of n tokens keeps ceil(n / stride) states). `chunking`: the chunker's settings, verbatim.
+    """
+
+    llm: ModelIdentity
+    tokenizer: ModelIdentity
+    embedder: str
+    stride: int
+    chunking: dict = field(default_factory=dict)
+    counts: IndexCounts = field(default_factory=IndexCounts)
+    created: str = field(default_factory=_now)
+    updated: str = field(default_factory=_now)
+    format_version: int = FORMAT_VERSION
+
+    def with_counts(self, counts: IndexCounts) -> Manifest:
+        """A copy holding `counts`, stamped as updated now."""
+        return replace(self, counts=counts, updated=_now())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        """Parse a manifest dict; KeyError / TypeError / ValueError on a malformed one."""
+        return cls(
+            llm=ModelIdentity(**data["llm"]),
+            tokenizer=ModelIdentity(**data["tokenizer"]),
+            embedder=str(data["embedder"]),
+            stride=int(data["stride"]),
+            chunking=dict(data["chunking"]),
+            counts=IndexCounts(**data["counts"]),
+            created=str(data["created"]),
+            updated=str(data["updated"]),
+            format_version=int(data["format_version"]),
+        )
+
+
+def manifest_path(index_dir: Path) -> Path:
+    return Path(index_dir) / MANIFEST_NAME
+
+
+def write_manifest(index_dir: Path, manifest: Manifest) -> None:
+    """Write `<index_dir>/manifest.json` atomically (temp file + rename)."""
+    write_json(manifest_path(index_dir), manifest.to_dict())
+
+
+def read_manifest(index_dir: Path) -> Manifest:
+    """Read `<index_dir>/manifest.json`; IndexStoreError if it is missing, corrupt or too new."""
+    path = manifest_path(index_dir)
+    if not path.is_file():
+        raise IndexStoreError(f"no index manifest at {path}; build the index first")
+    try:
+        data = json.loads(path.read_text())
+        manifest = Manifest.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexStoreError(f"index manifest {path} is not valid JSON ({exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexStoreError(f"index manifest {path} is malformed ({exc!r})") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexStoreError(
+            f"index manifest {path} has format version {manifest.format_version}; this "
+            f"extok-rag reads version {FORMAT_VERSION}; rebuild the index with --rebuild"
+        )
+    return manifest
+
+
+def check_compatible(
+    manifest: Manifest, *, llm: ModelIdentity, tokenizer: ModelIdentity, embedder: str
+) -> None:
+    """Raise IncompatibleModelError, naming both sides, if any loaded model differs from the
+    one the index was built with (LLM and tokenizer by fingerprint, embedder by name)."""
+    mismatches = []
+    if manifest.llm.fingerprint != llm.fingerprint:
+        mismatches.append(f"LLM {manifest.llm.describe()} in the index vs {llm.describe()} loaded")
+    if manifest.tokenizer.fingerprint != tokenizer.fingerprint:
+        mismatches.append(
+            f"extensible tokenizer {manifest.tokenizer.describe()} in the index vs "
+            f"{tokenizer.describe()} loaded"
+        )
+    if manifest.embedder != embedder:
+        mismatches.append(f"embedder '{manifest.embedder}' in the index vs '{embedder}' loaded")
+    if mismatches:
+        raise IncompatibleModelError(
+            "index was built with other models: "
+            + "; ".join(mismatches)
+            + "; rebuild it with --rebuild"
+        )

@@ -1,0 +1,337 @@
+"""The chunk table: one LanceDB row per chunk, holding its text, retrieval vector and states.
+
+Stored in `<index_dir>/lance/` as the table "chunks". Each row carries the chunk's extensible
+embeddings ("states", (n_states, d) float16) as an Arrow `list<fixed_size_list<float16, d>>`,
+so a chunk of any length is one row and reading it back is a zero-copy reshape.
+
+Rows are keyed by `row_id`, an int64 assigned here, increasing, and never reused after a delete
+(the next id is kept in `<index_dir>/lance/row_ids.json`), so a FAISS index keyed by row id
+never points at a different chunk than the one it was built from.
+
+Every write makes a new LanceDB table version; `checkout(version)` gives a read-only snapshot
+that keeps seeing that version while a writer moves on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from extok_rag.config import write_json
+from extok_rag.errors import IndexStoreError
+
+TABLE_NAME = "chunks"
+LANCE_DIR = "lance"
+DEFAULT_VECTOR_DIM = 384  # all-MiniLM-L6-v2
+DEFAULT_STATE_DIM = 576  # SmolLM2-135M hidden size
+_ROW_IDS_FILE = "row_ids.json"
+_MISSING_EXTRA = "LanceDB is not installed; install it with pip install 'extok-rag[cpu]'"
+
+
+def chunk_schema(dim: int = DEFAULT_VECTOR_DIM, d: int = DEFAULT_STATE_DIM) -> pa.Schema:
+    """The chunk table's Arrow schema; `dim`: retrieval vector size, `d`: state size."""
+    return pa.schema(
+        [
+            pa.field("row_id", pa.int64(), nullable=False),
+            pa.field("chunk_id", pa.string()),
+            pa.field("doc_path", pa.string()),
+            pa.field("doc_hash", pa.string()),
+            pa.field("content_hash", pa.string()),
+            pa.field("position", pa.int32()),  # chunk index within its document
+            pa.field("text", pa.string()),
+            pa.field("n_tokens", pa.int32()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("states", pa.list_(pa.list_(pa.float16(), d))),
+        ]
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkRecord:
+    """One chunk to store. `vector`: (dim,) float32; `states`: (n_states, d) float16."""
+
+    chunk_id: str
+    doc_path: str
+    doc_hash: str
+    content_hash: str
+    position: int
+    text: str
+    n_tokens: int
+    vector: np.ndarray
+    states: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class StoredChunk(ChunkRecord):
+    """A chunk read back from the table, with the row id it was stored under."""
+
+    row_id: int
+
+
+# --- numpy <-> Arrow, vectorised: one concatenate per batch, never a loop per value ---
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, dim) float32 -> fixed_size_list<float32, dim>[n]."""
+    flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), vectors.shape[1])
+
+
+def vectors_from_arrow(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """fixed_size_list<float32, dim>[n] -> (n, dim) float32."""
+    array = _combine(column)
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), dim)
+
+
+def states_to_arrow(states: Sequence[np.ndarray], d: int) -> pa.ListArray:
+    """n arrays of shape (n_i, d) float16 -> list<fixed_size_list<float16, d>>[n]."""
+    lengths = np.fromiter((s.shape[0] for s in states), dtype=np.int64, count=len(states))
+    offsets = np.zeros(len(states) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    if len(states):
+        flat = np.concatenate([np.asarray(s, dtype=np.float16).reshape(-1) for s in states])
+    else:
+        flat = np.zeros(0, dtype=np.float16)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float16()), d)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+
+
+def states_from_arrow(column: pa.ChunkedArray | pa.Array, d: int) -> list[np.ndarray]:
+    """list<fixed_size_list<float16, d>>[n] -> n read-only (n_i, d) float16 views."""
+    array = _combine(column)
+    if len(array) == 0:
+        return []
+    offsets = array.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a sliced array's offsets need not start at 0
+    flat = array.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+    return np.split(flat, offsets[1:-1])
+
+
+def _combine(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def records_to_arrow(
+    records: Sequence[ChunkRecord], row_ids: np.ndarray, dim: int, d: int
+) -> pa.Table:
+    """Records + their row ids (n,) -> a pa.Table in `chunk_schema(dim, d)`."""
+    schema = chunk_schema(dim, d)
+    _check_shapes(records, dim, d)
+
+    def strings(name: str) -> pa.Array:
+        return pa.array([getattr(r, name) for r in records], type=pa.string())
+
+    def ints(name: str) -> pa.Array:
+        return pa.array(np.array([getattr(r, name) for r in records], dtype=np.int32))
+
+    vectors = np.stack([r.vector for r in records]) if records else np.zeros((0, dim))
+    columns = [
+        pa.array(row_ids, type=pa.int64()),
+        strings("chunk_id"),
+        strings("doc_path"),
+        strings("doc_hash"),
+        strings("content_hash"),
+        ints("position"),
+        strings("text"),
+        ints("n_tokens"),
+        vectors_to_arrow(vectors.reshape(-1, dim)),
+        states_to_arrow([r.states for r in records], d),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _check_shapes(records: Sequence[ChunkRecord], dim: int, d: int) -> None:
+    for r in records:
+        if np.shape(r.vector) != (dim,):
+            raise IndexStoreError(
+                f"chunk {r.chunk_id}: vector has shape {np.shape(r.vector)}, table expects ({dim},)"
+            )
+        if np.ndim(r.states) != 2 or np.shape(r.states)[1] != d:
+            raise IndexStoreError(
+                f"chunk {r.chunk_id}: states have shape {np.shape(r.states)}, "
+                f"table expects (n_states, {d})"
+            )
+
+
+# --- the table ---
+
+
+def _connect(lance_dir: Path):
+    try:
+        import lancedb
+    except ImportError as exc:
+        raise IndexStoreError(_MISSING_EXTRA) from exc
+    return lancedb.connect(str(lance_dir))
+
+
+class ChunkTable:
+    """The "chunks" LanceDB table of one index. Build with `create` or `open`, not directly."""
+
+    def __init__(self, index_dir: Path, table, *, snapshot: bool) -> None:
+        self.index_dir = Path(index_dir)
+        self._table = table  # lancedb.table.LanceTable
+        self._snapshot = snapshot
+        vector_type = table.schema.field("vector").type
+        self.dim: int = vector_type.list_size
+        self.d: int = table.schema.field("states").type.value_type.list_size
+
+    # -- opening --
+
+    @classmethod
+    def create(
+        cls,
+        index_dir: Path,
+        dim: int = DEFAULT_VECTOR_DIM,
+        d: int = DEFAULT_STATE_DIM,
+        *,
+        overwrite: bool = False,
+    ) -> ChunkTable:
+        """Create an empty table in `<index_dir>/lance/`; IndexStoreError if one exists."""
+        lance_dir = Path(index_dir) / LANCE_DIR
+        if _table_path(index_dir).exists() and not overwrite:
+            raise IndexStoreError(f"a chunk table already exists in {lance_dir}")
+        lance_dir.mkdir(parents=True, exist_ok=True)
+        db = _connect(lance_dir)
+        mode = "overwrite" if overwrite else "create"
+        table = db.create_table(TABLE_NAME, schema=chunk_schema(dim, d), mode=mode)
+        write_json(lance_dir / _ROW_IDS_FILE, {"next_row_id": 0})
+        return cls(index_dir, table, snapshot=False)
+
+    @classmethod
+    def open(cls, index_dir: Path, version: int | None = None) -> ChunkTable:
+        """Open the table at its latest version (writable) or at `version` (read-only)."""
+        if not _table_path(index_dir).is_dir():
+            raise IndexStoreError(f"no chunk table in {Path(index_dir) / LANCE_DIR}")
+        table = _connect(Path(index_dir) / LANCE_DIR).open_table(TABLE_NAME)
+        if version is not None:
+            try:
+                table.checkout(version)
+            except ValueError as exc:
+                raise IndexStoreError(f"chunk table has no version {version} ({exc})") from exc
+        return cls(index_dir, table, snapshot=version is not None)
+
+    def checkout(self, version: int | None = None) -> ChunkTable:
+        """A read-only snapshot at `version` (default: the current one) that later writes to
+        the table do not change."""
+        return ChunkTable.open(self.index_dir, self.version if version is None else version)
+
+    @property
+    def version(self) -> int:
+        """The LanceDB table version this handle sees; every write adds one."""
+        return self._table.version
+
+    # -- writing --
+
+    def add(self, records: Sequence[ChunkRecord]) -> np.ndarray:
+        """Append chunks; returns their new row ids, (n,) int64, in the order given."""
+        self._check_writable()
+        start = self.next_row_id()
+        row_ids = np.arange(start, start + len(records), dtype=np.int64)
+        if len(records):
+            self._table.add(records_to_arrow(records, row_ids, self.dim, self.d))
+            write_json(self._row_ids_path(), {"next_row_id": int(start + len(records))})
+        return row_ids
+
+    def delete_docs(self, paths: Iterable[str]) -> None:
+        """Delete every chunk of the documents at `paths` (unknown paths are ignored)."""
+        from lancedb.expr import col
+
+        self._check_writable()
+        paths = list(paths)
+        if paths:
+            self._table.delete(col("doc_path").isin(paths))
+
+    # -- reading --
+
+    def count(self) -> int:
+        return self._table.count_rows()
+
+    def max_row_id(self) -> int:
+        """The largest row id stored in this version, -1 if there is none."""
+        row_ids = self._scan(["row_id"]).column("row_id").to_numpy()
+        return int(row_ids.max()) if len(row_ids) else -1
+
+    def next_row_id(self) -> int:
+        """The row id the next added chunk gets: above every id ever assigned."""
+        path = self._row_ids_path()
+        try:
+            saved = int(json.loads(path.read_text())["next_row_id"])
+        except FileNotFoundError:
+            saved = 0
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IndexStoreError(f"row id counter {path} is corrupt ({exc!r})") from exc
+        # An add that crashed before saving the counter still left its rows in the table.
+        return max(saved, self.max_row_id() + 1)
+
+    def doc_hashes(self) -> dict[str, str]:
+        """{doc_path: doc_hash} over every stored document."""
+        table = self._scan(["doc_path", "doc_hash"])
+        paths = table.column("doc_path").to_pylist()
+        return dict(zip(paths, table.column("doc_hash").to_pylist(), strict=True))
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All retrieval vectors: (row_ids (N,) int64, vectors (N, dim) float32)."""
+        table = self._scan(["row_id", "vector"])
+        row_ids = table.column("row_id").to_numpy()
+        return row_ids, vectors_from_arrow(table.column("vector"), self.dim)
+
+    def fetch(self, row_ids: Sequence[int] | np.ndarray) -> list[StoredChunk]:
+        """The chunks with these row ids, in the order asked; IndexStoreError if one is absent.
+
+        States come back as read-only (n_states, d) float16 views into one Arrow buffer.
+        """
+        from lancedb.expr import col
+
+        wanted = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+        if len(wanted) == 0:
+            return []
+        unique = np.unique(wanted)
+        table = self._scan(None, where=col("row_id").isin([int(i) for i in unique]))
+        stored = table.column("row_id").to_numpy()
+        order = np.argsort(stored)
+        missing = np.setdiff1d(unique, stored)
+        if len(missing):
+            shown = ", ".join(str(i) for i in missing[:5])
+            raise IndexStoreError(f"row ids not in chunk table version {self.version}: {shown}")
+        take = order[np.searchsorted(stored, wanted, sorter=order)]
+        return _to_stored_chunks(table.take(pa.array(take)), self.dim, self.d)
+
+    # -- internals --
+
+    def _scan(self, columns: list[str] | None, where=None) -> pa.Table:
+        query = self._table.search().limit(None)
+        if columns is not None:
+            query = query.select(columns)
+        if where is not None:
+            query = query.where(where)
+        return query.to_arrow()
+
+    def _check_writable(self) -> None:
+        if self._snapshot:
+            raise IndexStoreError(
+                f"chunk table snapshot at version {self.version} is read-only; "
+                "open the latest version to write"
+            )
+
+    def _row_ids_path(self) -> Path:
+        return self.index_dir / LANCE_DIR / _ROW_IDS_FILE
+
+
+def _table_path(index_dir: Path) -> Path:
+    return Path(index_dir) / LANCE_DIR / f"{TABLE_NAME}.lance"
+
+
+def _to_stored_chunks(table: pa.Table, dim: int, d: int) -> list[StoredChunk]:
+    """A pa.Table in chunk_schema -> StoredChunk per row (arrays converted column-wise)."""
+    vectors = vectors_from_arrow(table.column("vector"), dim)
+    states = states_from_arrow(table.column("states"), d)
+    scalars = table.drop_columns(["vector", "states"]).to_pylist()
+    return [
+        StoredChunk(vector=vector, states=state, **row)
+        for row, vector, state in zip(scalars, vectors, states, strict=True)
+    ]

@@ -1,0 +1,186 @@
+"""Chunk table: bitwise state round trip, fetch order, deletes, row ids, versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from extok_rag.errors import IndexStoreError
+from extok_rag.indexes.table import (
+    ChunkRecord,
+    ChunkTable,
+    chunk_schema,
+    states_from_arrow,
+    states_to_arrow,
+)
+
+DIM, D = 16, 8  # small vector and state sizes keep these tests fast
+
+
+def make_records(
+    rng: np.random.Generator, doc: str, n_chunks: int, lengths=None, doc_hash: str = "h0"
+) -> list[ChunkRecord]:
+    lengths = lengths or [int(rng.integers(1, 9)) for _ in range(n_chunks)]
+    return [
+        ChunkRecord(
+            chunk_id=f"{doc}#{i}",
+            doc_path=doc,
+            doc_hash=f"{doc}:{doc_hash}",
+            content_hash=f"c{i}",
+            position=i,
+            text=f"chunk {i} of {doc}",
+            n_tokens=4 * n,
+            vector=rng.standard_normal(DIM).astype(np.float32),
+            states=rng.standard_normal((n, D)).astype(np.float16),
+        )
+        for i, n in enumerate(lengths)
+    ]
+
+
+def assert_same_bits(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tobytes() == b.tobytes()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_schema_is_parameterised():
+    schema = chunk_schema(dim=384, d=576)
+    assert schema.field("vector").type == pa.list_(pa.float32(), 384)
+    assert schema.field("states").type == pa.list_(pa.list_(pa.float16(), 576))
+    assert schema.field("row_id").type == pa.int64()
+
+
+def test_states_arrow_round_trip_is_bitwise(rng):
+    specials = np.array([np.inf, -np.inf, np.nan, -0.0, 6.1e-5, 65504, 6e-8, 0.0], np.float16)
+    nan_payload = np.array([0x7E01] * D, dtype=np.uint16).view(np.float16)  # non-canonical NaN
+    states = [
+        rng.standard_normal((1, D)).astype(np.float16),
+        specials.reshape(1, D),
+        nan_payload.reshape(1, D),
+        rng.standard_normal((17, D)).astype(np.float16),
+        np.zeros((0, D), np.float16),
+        rng.standard_normal((3, D)).astype(np.float16),
+    ]
+    array = states_to_arrow(states, D)
+    assert array.type == chunk_schema(DIM, D).field("states").type
+    for got, want in zip(states_from_arrow(array, D), states, strict=True):
+        assert_same_bits(got, want)
+    # a slice (offsets not starting at 0) and a chunked array read back the same
+    assert states_from_arrow(array.slice(0, 0), D) == []
+    for got, want in zip(states_from_arrow(array.slice(3), D), states[3:], strict=True):
+        assert_same_bits(got, want)
+    chunked = pa.chunked_array([array.slice(0, 2), array.slice(2)])
+    for got, want in zip(states_from_arrow(chunked, D), states, strict=True):
+        assert_same_bits(got, want)
+
+
+def test_add_fetch_round_trip_in_asked_order(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    records = make_records(rng, "a.md", 5, lengths=[1, 3, 1, 8, 2]) + make_records(rng, "b.md", 4)
+    row_ids = table.add(records)
+    assert row_ids.tolist() == list(range(9))
+    asked = [7, 0, 3, 3, 8, 1]
+    fetched = table.fetch(asked)
+    assert [c.row_id for c in fetched] == asked
+    for chunk, row_id in zip(fetched, asked, strict=True):
+        want = records[row_id]
+        assert_same_bits(chunk.states, want.states)
+        assert_same_bits(chunk.vector, want.vector)
+        assert (chunk.chunk_id, chunk.doc_path, chunk.position) == (
+            want.chunk_id,
+            want.doc_path,
+            want.position,
+        )
+        assert (chunk.text, chunk.n_tokens, chunk.content_hash) == (
+            want.text,
+            want.n_tokens,
+            want.content_hash,
+        )
+    assert table.fetch([]) == []
+
+
+def test_fetch_unknown_row_id_raises(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    table.add(make_records(rng, "a.md", 2))
+    with pytest.raises(IndexStoreError, match=r"row ids not in chunk table.*: 5"):
+        table.fetch([0, 5])
+
+
+def test_delete_docs_and_doc_hashes(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    for doc in ["a.md", "b's.md", "c.md"]:  # a quote in a path must not break the filter
+        table.add(make_records(rng, doc, 3))
+    assert table.doc_hashes() == {d: f"{d}:h0" for d in ["a.md", "b's.md", "c.md"]}
+    table.delete_docs(["b's.md", "missing.md"])
+    table.delete_docs([])
+    assert table.count() == 6
+    assert set(table.doc_hashes()) == {"a.md", "c.md"}
+    row_ids, vectors = table.vectors()
+    assert sorted(row_ids.tolist()) == [0, 1, 2, 6, 7, 8]
+    assert vectors.shape == (6, DIM) and vectors.dtype == np.float32
+
+
+def test_row_ids_never_reused_after_delete_and_reopen(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    table.add(make_records(rng, "a.md", 2))
+    table.add(make_records(rng, "b.md", 3))
+    assert table.max_row_id() == 4
+    table.delete_docs(["b.md"])  # deletes the highest ids
+    assert table.max_row_id() == 1
+    reopened = ChunkTable.open(tmp_path)
+    assert reopened.add(make_records(rng, "c.md", 2)).tolist() == [5, 6]
+    # a lost counter file (crash before it was written) falls back to the table's max
+    (tmp_path / "lance" / "row_ids.json").unlink()
+    assert reopened.next_row_id() == 7
+
+
+def test_snapshot_keeps_old_rows_after_later_writes(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    table.add(make_records(rng, "a.md", 3))
+    snapshot = table.checkout()
+    version = snapshot.version
+    table.delete_docs(["a.md"])
+    table.add(make_records(rng, "b.md", 2))
+    assert table.version > version
+    assert table.count() == 2
+    assert snapshot.count() == 3 and snapshot.version == version
+    assert [c.doc_path for c in snapshot.fetch([2, 0])] == ["a.md", "a.md"]
+    assert ChunkTable.open(tmp_path, version=version).count() == 3
+    with pytest.raises(IndexStoreError, match="read-only"):
+        snapshot.add(make_records(rng, "c.md", 1))
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(IndexStoreError, match="no chunk table"):
+        ChunkTable.open(tmp_path)
+    ChunkTable.create(tmp_path, dim=DIM, d=D)
+    with pytest.raises(IndexStoreError, match="already exists"):
+        ChunkTable.create(tmp_path, dim=DIM, d=D)
+    with pytest.raises(IndexStoreError, match="no version 99"):
+        ChunkTable.open(tmp_path, version=99)
+    reopened = ChunkTable.open(tmp_path)
+    assert (reopened.dim, reopened.d, reopened.count()) == (DIM, D, 0)
+
+
+def test_wrong_shapes_refused(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    (record,) = make_records(rng, "a.md", 1)
+    bad = ChunkRecord(**{**record.__dict__, "states": np.zeros((2, D + 1), np.float16)})
+    with pytest.raises(IndexStoreError, match=r"expects \(n_states, 8\)"):
+        table.add([bad])
+    assert table.count() == 0
+
+
+def test_scans_return_every_row_not_a_default_limit(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    for i in range(3):
+        table.add(make_records(rng, f"doc{i}.md", 12))
+    row_ids, vectors = table.vectors()
+    assert sorted(row_ids.tolist()) == list(range(36)) and vectors.shape == (36, DIM)
+    assert len(table.doc_hashes()) == 3
+    assert len(table.fetch(np.arange(36)[::-1])) == 36
