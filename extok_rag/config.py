@@ -40,6 +40,8 @@ class TokenizerConfig:
 
     num_layers: int = 8
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    lora_rank: int = 0  # >0: LoRA adapters on every attention/MLP linear of the layers
+    lora_alpha: float = 32.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +49,8 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TokenizerConfig:
         adapter = AdapterConfig(**data.get("adapter", {}))
-        return cls(num_layers=int(data["num_layers"]), adapter=adapter)
+        rest = {k: v for k, v in data.items() if k in ("lora_rank", "lora_alpha")}
+        return cls(num_layers=int(data["num_layers"]), adapter=adapter, **rest)
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,70 @@ class GenerationConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+
+
+Objective = Literal["ar", "reconstruction"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Two-stream AR training of an extensible tokenizer (paper §2.2) and the study's options.
+
+    A packed sequence of `seq_len` tokens is cut into `seq_len // chunk_len` chunks. Pass 1
+    encodes every chunk on its own; pass 2 predicts chunk i's tokens from the down-scaled
+    embeddings of chunks < i plus its own preceding raw tokens (objective "ar"), or from its
+    *own* embeddings (objective "reconstruction", a warm-up whose loss depends wholly on them).
+    """
+
+    data_dir: str = ""  # packed shards (train.bin, val.bin, meta.json); "" = the data dir
+    out_dir: str = ""  # checkpoints and log; "" = <home>/runs/<name>
+    name: str = "run"
+    tokenizer: TokenizerConfig = field(
+        default_factory=lambda: TokenizerConfig(
+            num_layers=8, adapter=AdapterConfig("rmsnorm_linear", standardize=True)
+        )
+    )
+    seq_len: int = 1024
+    chunk_len: int = 256
+    k_choices: tuple[int, ...] = (2, 4, 8, 16, 32)
+    downscale: DownscaleMethod = "strided"
+    objective: Objective = "ar"
+    reconstruction_steps: int = 0  # warm-up steps of the reconstruction objective, then "ar"
+    loss_first_tokens: int = 0  # >0: loss only on the first m tokens of each predicted chunk
+    train_mode: Literal["lora", "full", "adapter"] = "lora"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lr: float = 5e-4  # encoder (LoRA or full layers)
+    adapter_lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int = 200  # optimiser steps
+    grad_accum: int = 4  # sequences per optimiser step
+    clip: float = 1.0
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    stats_sequences: int = 16  # sequences used to fix the adapter's standardisation
+    probe_every: int = 25  # optimiser steps between content probes (0 = never)
+    probe_sequences: int = 8
+    checkpoint_every: int = 10
+    seed: int = 0
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"  # autocast dtype (frozen LLM weights too)
+
+    @property
+    def chunks_per_sequence(self) -> int:
+        return self.seq_len // self.chunk_len
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        tok = data.pop("tokenizer", None)
+        if "k_choices" in data:
+            data["k_choices"] = tuple(data["k_choices"])
+        cfg = cls(**data)
+        if tok is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, tokenizer=TokenizerConfig.from_dict(tok))
+        return cfg

@@ -25,6 +25,7 @@ from extok_rag.config import AdapterConfig, DownscaleMethod, TokenizerConfig, wr
 from extok_rag.errors import CheckpointError, IncompatibleModelError
 from extok_rag.models.identity import LLMIdentity
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.lora import add_lora
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "tokenizer.safetensors"
@@ -125,8 +126,10 @@ class ExtensibleTokenizer(nn.Module):
         if [k for k in missing if "rotary" not in k]:
             raise IncompatibleModelError(f"cannot copy LLM layers, missing {missing[:3]}")
         encoder.norm = nn.Identity()  # output the residual stream; the adapter normalises
+        if config.lora_rank > 0:
+            add_lora(encoder, config.lora_rank, config.lora_alpha)
         tokenizer = cls(encoder, config, llm.identity).to(llm.device, llm.dtype)
-        return tokenizer.train(False)
+        return tokenizer.train(False).requires_grad_(False)
 
     @property
     def device(self) -> torch.device:
@@ -161,10 +164,15 @@ class ExtensibleTokenizer(nn.Module):
 
     # -- persistence ------------------------------------------------------------------------
     def delta_state_dict(self) -> dict[str, torch.Tensor]:
-        """What training changes: parameters that require grad, plus the whole adapter."""
+        """What training changes: the adapter, LoRA factors, and parameters that require grad.
+
+        Everything else is an exact copy of the LLM's weights, rebuilt by `from_llm`.
+        """
         trained = {n for n, p in self.named_parameters() if p.requires_grad}
         return {
-            n: t for n, t in self.state_dict().items() if n in trained or n.startswith("adapter.")
+            n: t
+            for n, t in self.state_dict().items()
+            if n in trained or n.startswith("adapter.") or ".lora_" in n
         }
 
     def save_pretrained(self, path: str | Path, full: bool = True) -> None:
@@ -189,21 +197,20 @@ class ExtensibleTokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, llm: FrozenLLM) -> ExtensibleTokenizer:
         """Load a checkpoint for `llm`; refuse one made for another LLM."""
-        meta = read_checkpoint_config(Path(path))
-        trained_for = LLMIdentity.from_dict(meta["llm"])
-        if not trained_for.matches(llm.identity):
-            raise IncompatibleModelError(
-                f"tokenizer {path} was trained for LLM {trained_for.name} "
-                f"({trained_for.fingerprint}), not {llm.identity.name} "
-                f"({llm.identity.fingerprint})"
-            )
+        meta = read_checkpoint_config(Path(path), llm.identity)
         tokenizer = cls.from_llm(llm, TokenizerConfig.from_dict(meta["tokenizer"]))
-        state = load_file(str(Path(path) / WEIGHTS_FILE), device=str(llm.device))
-        unknown = set(state) - set(tokenizer.state_dict())
+        tokenizer.load_weights(path, llm)
+        return tokenizer
+
+    def load_weights(self, path: str | Path, llm: FrozenLLM) -> None:
+        """Load a checkpoint's tensors into this module, keeping its dtypes (training resumes
+        in fp32 from here)."""
+        meta = read_checkpoint_config(Path(path), llm.identity)
+        state = load_file(str(Path(path) / WEIGHTS_FILE), device=str(self.device))
+        unknown = set(state) - set(self.state_dict())
         if unknown:
             raise CheckpointError(f"{path}: unexpected tensors {sorted(unknown)[:3]}")
-        tokenizer.load_state_dict(state, strict=bool(meta["full"]))
-        return tokenizer
+        self.load_state_dict(state, strict=bool(meta["full"]))
 
 
 def truncated_config(config, num_layers: int):
@@ -215,7 +222,8 @@ def truncated_config(config, num_layers: int):
     return cfg
 
 
-def read_checkpoint_config(path: Path) -> dict:
+def read_checkpoint_config(path: Path, llm_identity: LLMIdentity | None = None) -> dict:
+    """A checkpoint's JSON config; with `llm_identity`, refuse a checkpoint for another LLM."""
     file = path / CONFIG_FILE
     if not file.is_file() or not (path / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{path} is not an extensible-tokenizer checkpoint")
@@ -225,4 +233,10 @@ def read_checkpoint_config(path: Path) -> dict:
         raise CheckpointError(f"{file} is not valid JSON: {err}") from err
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{file}: unsupported format {meta.get('format_version')}")
+    trained_for = LLMIdentity.from_dict(meta["llm"])
+    if llm_identity is not None and not trained_for.matches(llm_identity):
+        raise IncompatibleModelError(
+            f"tokenizer {path} was trained for LLM {trained_for.name} "
+            f"({trained_for.fingerprint}), not {llm_identity.name} ({llm_identity.fingerprint})"
+        )
     return meta

@@ -19,9 +19,11 @@ IGNORE_INDEX = -100  # label of positions that carry no next-token target
 
 @dataclass(frozen=True)
 class TokenSegment:
-    """Raw token ids, embedded by the LLM's own embedding table."""
+    """Raw token ids, embedded by the LLM's own embedding table. `scored=False` marks raw
+    context whose tokens are read but are not next-token targets (no labels)."""
 
     ids: torch.Tensor  # (n,) long
+    scored: bool = True
 
     def __len__(self) -> int:
         return int(self.ids.numel())
@@ -65,7 +67,7 @@ def embed_row(row: Row, embed_tokens: Callable[[torch.Tensor], torch.Tensor]):
     for seg in row:
         if isinstance(seg, TokenSegment):
             parts.append(embed_tokens(seg.ids))
-            labels.append(seg.ids)
+            labels.append(seg.ids if seg.scored else torch.full_like(seg.ids, IGNORE_INDEX))
         else:
             parts.append(seg.embeds)
             labels.append(torch.full((len(seg),), IGNORE_INDEX, dtype=torch.long))
