@@ -125,6 +125,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 10
     max_steps: int = 200  # optimiser steps
+    max_minutes: float = 0.0  # >0: also stop once training time (probes excluded) reaches it
     grad_accum: int = 4  # sequences per optimiser step
     clip: float = 1.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import typer
 
 from extok_rag import __version__
+from extok_rag.cli.data_cmd import data_app
 from extok_rag.cli.generate_cmd import generate
 from extok_rag.cli.models_cmd import models
+from extok_rag.cli.train_cmd import train
 
 app = typer.Typer(
     name="extok-rag",
@@ -26,6 +28,8 @@ def version() -> None:
 
 app.command()(models)
 app.command()(generate)
+app.command()(train)
+app.add_typer(data_app)
 
 
 def main() -> None:

@@ -1,0 +1,71 @@
+"""The two-stream objective (paper §2.2, Eq. 3) and the reconstruction warm-up, batched.
+
+Pass 1 encodes every chunk of a packed sequence on its own (one batched tokenizer call).
+Pass 2 is one batched call of the frozen LLM, one row per predicted chunk:
+
+    ar:             row i = [et(chunk 1) … et(chunk i-1)] + raw chunk i     (i = 2..C)
+    reconstruction: row i = [et(chunk i)]                 + raw chunk i     (i = 1..C)
+
+The loss is the mean next-token NLL over the raw tokens of every row (optionally only the first
+m of each chunk, which are then the only raw tokens in the row), so every gradient reaching the
+tokenizer flows through the frozen LLM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from extok_rag.config import DownscaleMethod
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import IGNORE_INDEX, EmbeddingSegment, Row, TokenSegment
+
+
+@dataclass
+class ChunkLosses:
+    """Per-row summed NLL and target counts, so callers can average or compare rows."""
+
+    nll: torch.Tensor  # (R,) summed NLL over each row's targets
+    count: torch.Tensor  # (R,) number of targets per row
+
+    def mean(self) -> torch.Tensor:
+        return self.nll.sum() / self.count.sum().clamp(min=1)
+
+
+def encode_sequence(
+    tokenizer: ExtensibleTokenizer, chunks: torch.Tensor, k: int, method: DownscaleMethod
+) -> list[torch.Tensor]:
+    """Pass 1: chunks (C, L) ids -> C tensors of extensible embeddings (ceil(L/k), d)."""
+    states = tokenizer(chunks.to(tokenizer.device))  # (C, L, d), no padding
+    return list(downscale(states, k, method).unbind(0))
+
+
+def ar_rows(chunks: torch.Tensor, embeds: list[torch.Tensor], raw_len: int = 0) -> list[Row]:
+    """Rows predicting chunk i from the embeddings of all earlier chunks (i >= 2).
+
+    `raw_len > 0` keeps only the first `raw_len` tokens of each predicted chunk: the same loss
+    as scoring only those tokens, at a fraction of the compute.
+    """
+    raw = chunks[:, :raw_len] if raw_len else chunks
+    return [
+        [EmbeddingSegment(torch.cat(embeds[:i])), TokenSegment(raw[i])]
+        for i in range(1, chunks.shape[0])
+    ]
+
+
+def reconstruction_rows(
+    chunks: torch.Tensor, embeds: list[torch.Tensor], raw_len: int = 0
+) -> list[Row]:
+    """Rows predicting each chunk (or its first `raw_len` tokens) from its *own* embeddings."""
+    raw = chunks[:, :raw_len] if raw_len else chunks
+    return [[EmbeddingSegment(e), TokenSegment(c)] for c, e in zip(raw, embeds, strict=True)]
+
+
+def row_losses(llm: FrozenLLM, rows: list[Row]) -> ChunkLosses:
+    """Pass 2: one batched LLM call; NLL of the scored raw tokens of each row."""
+    batch = llm.batch(rows, padding_side="right")
+    nll = llm.token_losses(batch)  # (R, T-1), 0 where no target
+    targets = (batch.labels[:, 1:] != IGNORE_INDEX) & (batch.attention_mask[:, :-1] == 1)
+    return ChunkLosses(nll.sum(dim=1), targets.sum(dim=1))

@@ -1,0 +1,56 @@
+"""Building a tokenizer ready to train: which parameters train, and the adapter's fixed
+standardisation statistics (the study's representation fix, TRAINING-NOTES.md)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from extok_rag.config import TrainConfig
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.llm import FrozenLLM
+
+
+def token_embedding_rms(llm: FrozenLLM) -> float:
+    """RMS of the LLM's token-embedding matrix: the scale the LLM expects at its input."""
+    weight = llm.model.get_input_embeddings().weight.float()
+    return float(weight.pow(2).mean().sqrt())
+
+
+def build_tokenizer(llm: FrozenLLM, cfg: TrainConfig) -> ExtensibleTokenizer:
+    """An untrained tokenizer for `cfg`: fp32 master weights (bf16 comes from autocast)."""
+    tok_cfg = cfg.tokenizer
+    adapter = replace(tok_cfg.adapter, norm_scale=token_embedding_rms(llm))
+    lora = cfg.lora_rank if cfg.train_mode == "lora" else 0
+    tok_cfg = replace(tok_cfg, adapter=adapter, lora_rank=lora, lora_alpha=cfg.lora_alpha)
+    tokenizer = ExtensibleTokenizer.from_llm(llm, tok_cfg).float()
+    set_trainable(tokenizer, cfg.train_mode)
+    return tokenizer
+
+
+def set_trainable(tokenizer: ExtensibleTokenizer, mode: str) -> None:
+    """lora: LoRA factors + adapter; full: decoder layers + adapter; adapter: adapter only.
+    Token embeddings never train (they stay the LLM's own)."""
+    tokenizer.requires_grad_(False)
+    if tokenizer.adapter is not None:
+        tokenizer.adapter.requires_grad_(True)
+    for name, param in tokenizer.encoder.named_parameters():
+        if (mode == "lora" and ".lora_" in name) or (mode == "full" and name.startswith("layers.")):
+            param.requires_grad_(True)
+
+
+@torch.no_grad()
+def fit_standardisation(tokenizer: ExtensibleTokenizer, chunks: torch.Tensor) -> None:
+    """Fix the adapter's per-dimension mean/std from encoder states of chunks (N, L).
+
+    Position 0 is left out: its state is the attention sink (massive norms) and strided
+    sampling never picks it for k > 1.
+    """
+    adapter = tokenizer.adapter
+    if adapter is None or not adapter.cfg.standardize:
+        return
+    states = tokenizer.encoder(input_ids=chunks.to(tokenizer.device), use_cache=False)
+    h = states.last_hidden_state[:, 1:].float().reshape(-1, adapter.mean.numel())
+    adapter.mean.copy_(h.mean(dim=0))
+    adapter.std.copy_(h.std(dim=0).clamp(min=1e-4))
