@@ -8,6 +8,7 @@ import typer
 from extok_rag import __version__
 from extok_rag.cli.data_cmd import data_app
 from extok_rag.cli.generate_cmd import generate
+from extok_rag.cli.index_cmd import index, info
 from extok_rag.cli.models_cmd import models
 from extok_rag.cli.train_cmd import train
 
@@ -27,6 +28,8 @@ def version() -> None:
 
 
 app.command()(models)
+app.command()(index)
+app.command()(info)
 app.command()(generate)
 app.command()(train)
 app.add_typer(data_app)

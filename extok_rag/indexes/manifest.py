@@ -50,6 +50,8 @@ class Manifest:
 
     `stride`: the base down-scaling stride at which extensible embeddings are stored (a chunk
     of n tokens keeps ceil(n / stride) states). `chunking`: the chunker's settings, verbatim.
+    `table_version`: the chunk-table version this manifest describes (readers open the table
+    there); `vector_file`: the FAISS file, in the index folder, built from that version.
     """
 
     llm: ModelIdentity
@@ -61,6 +63,8 @@ class Manifest:
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
+    table_version: int | None = None
+    vector_file: str = "vectors.faiss"
 
     def with_counts(self, counts: IndexCounts) -> Manifest:
         """A copy holding `counts`, stamped as updated now."""
@@ -82,6 +86,8 @@ class Manifest:
             created=str(data["created"]),
             updated=str(data["updated"]),
             format_version=int(data["format_version"]),
+            table_version=None if data.get("table_version") is None else int(data["table_version"]),
+            vector_file=str(data.get("vector_file", "vectors.faiss")),
         )
 
 

@@ -246,7 +246,19 @@ class ChunkTable:
         if paths:
             self._table.delete(col("doc_path").isin(paths))
 
+    def restore(self, version: int) -> None:
+        """Make the latest version hold what `version` held (a new version; history is kept),
+        e.g. to drop writes no manifest ever committed."""
+        self._check_writable()
+        self._table.restore(version)
+
     # -- reading --
+
+    def counts(self) -> tuple[int, int, int]:
+        """(documents, chunks, tokens) in this version."""
+        table = self._scan(["doc_path", "n_tokens"])
+        tokens = int(table.column("n_tokens").to_numpy().sum())
+        return len(set(table.column("doc_path").to_pylist())), table.num_rows, tokens
 
     def count(self) -> int:
         return self._table.count_rows()

@@ -1,0 +1,234 @@
+"""`extok-rag index CORPUS` builds or updates an index; `extok-rag info [INDEX]` describes one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from extok_rag.cli.console import err_console, human_bytes, out_console, reports_errors
+from extok_rag.errors import IndexStoreError
+
+INDEXES_DIR = Path("indexes")  # default parent of named indexes, relative to the working dir
+
+
+@reports_errors
+def index(
+    corpus: Annotated[Path, typer.Argument(help="Folder of .txt/.md/.rst/.html/.pdf files.")],
+    index_path: Annotated[
+        Path | None,
+        typer.Option("--index", help="Index folder (default ./indexes/<name>)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Index name (default: the corpus folder's name).")
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Extensible-tokenizer checkpoint (default: untrained).")
+    ] = None,
+    embedder: Annotated[
+        Path | None, typer.Option(help="Retrieval embedder directory (default all-MiniLM-L6-v2).")
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(min=8, help="LLM tokens per chunk (default 256, or the index's).")
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(min=1, help="Base stride of stored states (default 2).")
+    ] = None,
+    splitter: Annotated[
+        str | None, typer.Option(help="tokens (fast, default) or sentence (LlamaIndex).")
+    ] = None,
+    batch_tokens: Annotated[int, typer.Option(min=256, help="Padded tokens per batch.")] = 16_384,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    rebuild: Annotated[bool, typer.Option(help="Rebuild from scratch (other models).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Index CORPUS: chunks, retrieval vectors and extensible embeddings, incrementally."""
+    from extok_rag.chunking import ChunkingConfig
+    from extok_rag.cli.console import load_llm
+    from extok_rag.config import RuntimeConfig
+    from extok_rag.indexing import IndexModels, IndexSettings, build_index
+
+    if not corpus.is_dir():
+        raise IndexStoreError(f"corpus folder {corpus} does not exist")
+    index_dir = index_path or INDEXES_DIR / (name or corpus.resolve().name)
+    chunking = None
+    if chunk_tokens is not None or splitter is not None:
+        if splitter not in (None, "tokens", "sentence"):
+            raise typer.BadParameter("--splitter must be 'tokens' or 'sentence'")
+        chunking = ChunkingConfig(chunk_tokens or ChunkingConfig.chunk_tokens, splitter or "tokens")
+    frozen = load_llm(llm, RuntimeConfig(device=device))
+    if tokenizer is None:
+        err_console.print(
+            "[yellow]note:[/yellow] no --tokenizer given: states come from an untrained "
+            "extensible tokenizer (the LLM's first layers), which carries little content"
+        )
+    settings = IndexSettings(
+        chunking=chunking,
+        stride=stride,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        batch_tokens=batch_tokens,
+    )
+    models = IndexModels(frozen, tokenizer, embedder)
+    with RichProgress() as progress:
+        report = build_index(
+            corpus,
+            index_dir,
+            models,
+            settings,
+            rebuild=rebuild,
+            dry_run=dry_run,
+            progress=progress,
+        )
+    print_report(report)
+
+
+@reports_errors
+def info(
+    index_path: Annotated[
+        Path | None,
+        typer.Argument(metavar="[INDEX]", help="Index folder or name under ./indexes/."),
+    ] = None,
+) -> None:
+    """Show an index's manifest and counts."""
+    from rich.table import Table
+
+    from extok_rag.indexing import disk_bytes, open_index
+
+    index_dir = resolve_index_dir(index_path)
+    snapshot = open_index(index_dir)
+    m = snapshot.manifest
+    table = Table(title=f"index {index_dir}", show_header=False)
+    rows = [
+        ("LLM", m.llm.describe()),
+        ("extensible tokenizer", m.tokenizer.describe()),
+        ("embedder", m.embedder),
+        ("stride", str(m.stride)),
+        ("chunking", ", ".join(f"{k}={v}" for k, v in sorted(m.chunking.items()))),
+        ("documents", f"{m.counts.documents:,}"),
+        ("chunks", f"{m.counts.chunks:,} (table: {snapshot.table.count():,})"),
+        ("tokens", f"{m.counts.tokens:,}"),
+        ("vector index", f"{snapshot.vectors.kind}, {len(snapshot.vectors):,} vectors"),
+        ("table version", str(m.table_version)),
+        ("bytes on disk", human_bytes(disk_bytes(index_dir))),
+        ("created / updated", f"{m.created} / {m.updated}"),
+        ("format version", str(m.format_version)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out_console.print(table)
+
+
+def resolve_index_dir(index_path: Path | None) -> Path:
+    """A folder as given, a name under ./indexes/, or the only index under ./indexes/."""
+    if index_path is not None:
+        if (index_path / "manifest.json").is_file() or index_path.is_absolute():
+            return index_path
+        named = INDEXES_DIR / index_path
+        return named if named.is_dir() else index_path
+    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise IndexStoreError(f"no index under ./{INDEXES_DIR}/; build one with `extok-rag index`")
+    names = ", ".join(p.name for p in found)
+    raise IndexStoreError(f"several indexes under ./{INDEXES_DIR}/ ({names}); name one")
+
+
+class RichProgress:
+    """IndexProgress drawn as rich bars on stderr: files (by bytes, with ETA), chunks, tokens/s."""
+
+    def __enter__(self):
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._time = time.perf_counter
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._progress.__enter__()
+        self._files = self._progress.add_task("files", total=None, detail="")
+        self._bytes = self._progress.add_task("bytes", total=None, detail="", visible=False)
+        self._chunks = self._progress.add_task("chunks", total=None, detail="")
+        self._tokens = 0
+        self._started = self._time()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def warn(self, message: str) -> None:
+        self._progress.console.print(
+            f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True
+        )
+
+    def status(self, message: str) -> None:
+        self._progress.update(self._chunks, detail=message)
+
+    def start(self, plan) -> None:
+        self._progress.update(self._files, total=len(plan.to_index))
+        self._progress.update(self._bytes, total=sum(f.size for f in plan.to_index))
+        self._started = self._time()
+
+    def advance(self, files: int, bytes_read: int, chunks: int, tokens: int) -> None:
+        self._tokens += tokens
+        rate = self._tokens / max(self._time() - self._started, 1e-9)
+        self._progress.advance(self._files, files)
+        self._progress.advance(self._bytes, bytes_read)
+        self._progress.advance(self._chunks, chunks)
+        self._progress.update(self._chunks, detail=f"{self._tokens:,} tokens, {rate:,.0f} tokens/s")
+
+
+def print_report(report) -> None:
+    from rich.table import Table
+
+    plan = report.plan
+    verb = "would index" if report.dry_run else "indexed"
+    if report.up_to_date:
+        err_console.print(
+            f"index {report.index_dir} is up to date: no model work done", soft_wrap=True
+        )
+    table = Table(title=f"{report.index_dir}{' (dry run)' if report.dry_run else ''}")
+    for column in ("", "documents", "chunks", "tokens"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row(
+        f"{verb} (new {len(plan.added)}, changed {len(plan.changed)})",
+        f"{len(plan.to_index):,}",
+        f"{report.chunks_written:,}",
+        f"{report.tokens_written:,}",
+    )
+    table.add_row("removed", f"{len(plan.deleted):,}", "", "")
+    table.add_row("unchanged", f"{len(plan.unchanged):,}", "", "")
+    table.add_row("skipped (warned)", f"{len(report.skipped):,}", "", "")
+    if not report.dry_run:
+        c = report.counts
+        table.add_row("index total", f"{c.documents:,}", f"{c.chunks:,}", f"{c.tokens:,}")
+    table.caption = f"{human_bytes(report.bytes_on_disk)} on disk, {report.seconds:.1f} s" + (
+        f", table version {report.table_version}" if report.table_version is not None else ""
+    )
+    err_console.print(table)

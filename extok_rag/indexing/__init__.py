@@ -1,0 +1,32 @@
+"""The offline indexer: corpus files -> chunks -> retrieval vectors + extensible-embedding states
+-> an index folder (LanceDB chunk table, FAISS file, manifest). See docs/indexing.md.
+
+    build_index(corpus, index_dir, IndexModels(llm), IndexSettings())  # write / update
+    open_index(index_dir)                                              # a committed snapshot
+"""
+
+from extok_rag.indexing.build import (
+    DEFAULT_STRIDE,
+    IndexModels,
+    IndexPlan,
+    IndexProgress,
+    IndexReport,
+    IndexSettings,
+    IndexSnapshot,
+    build_index,
+    disk_bytes,
+    open_index,
+)
+
+__all__ = [
+    "DEFAULT_STRIDE",
+    "IndexModels",
+    "IndexPlan",
+    "IndexProgress",
+    "IndexReport",
+    "IndexSettings",
+    "IndexSnapshot",
+    "build_index",
+    "disk_bytes",
+    "open_index",
+]

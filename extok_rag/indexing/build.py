@@ -1,0 +1,543 @@
+"""Corpus -> index: incremental, crash-safe, with a consistent snapshot for readers.
+
+The commit protocol (every step survives `kill -9` between any two of them):
+
+1. Before its first write, a run records what it writes with in `pending.json` (model
+   identities, stride, chunking). Writes go to the latest LanceDB table version only.
+2. Deletes (changed and removed documents) come first, in one table commit; then new chunks,
+   in commits holding *whole* documents only. So at every table version a document is either
+   absent or complete, and `doc_hashes()` of the latest version says exactly what is done.
+3. At the end: the FAISS index is rebuilt from the table at its final version V and saved as
+   `vectors-V.faiss` (temp + rename); then `manifest.json` (temp + rename) names V and that
+   file. The manifest write is the commit point. `pending.json` is removed, and FAISS files
+   older than the previous manifest's are deleted.
+
+Readers (`open_index`) read the manifest, open the table *at its version* and its FAISS file,
+so they never see a half-done run. A run that finds uncommitted table versions resumes from them
+when `pending.json` names its own models and settings (no work is lost or duplicated), and
+otherwise restores the table to the manifest's version first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+from extok_rag.chunking import Chunk, Chunker, ChunkingConfig
+from extok_rag.config import write_json
+from extok_rag.errors import IncompatibleModelError, IndexStoreError
+from extok_rag.indexes import (
+    DEFAULT_HNSW_THRESHOLD,
+    ChunkRecord,
+    ChunkTable,
+    IndexCounts,
+    Manifest,
+    ModelIdentity,
+    VectorIndex,
+    check_compatible,
+    read_manifest,
+    write_manifest,
+)
+from extok_rag.indexes.manifest import manifest_path
+from extok_rag.indexing.reading import SourceFile, UnreadableFile, list_corpus, read_text
+
+# Base stride 2: half the disk of stride 1 and every even k stays possible at query time,
+# which covers the paper's k in {2, 4, 8, 16, 32}; k = 1 (no compression) is what raw tokens
+# are for. Bytes per token measured in docs/indexing.md.
+DEFAULT_STRIDE = 2
+DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
+PENDING_NAME = "pending.json"
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What a run indexes and how. `chunking` / `stride` None: the existing index's, else the
+    defaults."""
+
+    chunking: ChunkingConfig | None = None
+    stride: int | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    batch_tokens: int = 16_384  # padded tokens per forward pass
+    commit_tokens: int = DEFAULT_COMMIT_TOKENS
+    hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD
+
+
+class IndexModels:
+    """The models an index is built with. Identities come without loading the extensible
+    tokenizer or the embedder; those load on first use, so an up-to-date run loads neither."""
+
+    def __init__(self, llm, tokenizer_path: Path | None = None, embedder_path: Path | None = None):
+        self.llm = llm  # FrozenLLM, already on its device and dtype
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
+        self.embedder_path = Path(embedder_path) if embedder_path else None
+
+    @property
+    def llm_identity(self) -> ModelIdentity:
+        return ModelIdentity(self.llm.identity.name, self.llm.identity.fingerprint)
+
+    @cached_property
+    def tokenizer_identity(self) -> ModelIdentity:
+        from extok_rag.models.embedder import weights_fingerprint
+
+        if self.tokenizer_path is None:
+            from extok_rag.config import TokenizerConfig
+
+            layers = min(TokenizerConfig.num_layers, int(self.llm.config.num_hidden_layers))
+            fingerprint = f"untrained:{self.llm.identity.fingerprint}:{layers}"
+            return ModelIdentity("untrained (from_llm)", fingerprint)
+        path = self.tokenizer_path.expanduser().resolve()
+        return ModelIdentity(str(path), weights_fingerprint(path))
+
+    @cached_property
+    def embedder_identity(self) -> str:
+        from extok_rag.models.defaults import resolve_embedder
+        from extok_rag.models.embedder import embedder_identity
+
+        if self.embedder_path is None:
+            resolved = resolve_embedder()
+            return embedder_identity(resolved.path, resolved.name)
+        path = self.embedder_path.expanduser().resolve()
+        return embedder_identity(path, path.name)
+
+    @cached_property
+    def tokenizer(self):
+        from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+
+        if self.tokenizer_path is None:
+            return ExtensibleTokenizer.from_llm(self.llm)
+        return ExtensibleTokenizer.from_pretrained(self.tokenizer_path, self.llm)
+
+    @cached_property
+    def embedder(self):
+        from extok_rag.config import RuntimeConfig
+        from extok_rag.models.embedder import Embedder
+
+        device = str(self.llm.device)
+        dtype = str(self.llm.dtype).removeprefix("torch.")
+        return Embedder.load(self.embedder_path, RuntimeConfig(device=device, dtype=dtype))
+
+    @property
+    def state_dim(self) -> int:
+        return self.llm.hidden_size
+
+
+@dataclass
+class IndexPlan:
+    """What a run does to each corpus document (doc paths)."""
+
+    added: list[SourceFile] = field(default_factory=list)
+    changed: list[SourceFile] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def to_index(self) -> list[SourceFile]:
+        return self.added + self.changed
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.added or self.changed or self.deleted)
+
+
+@dataclass
+class IndexReport:
+    """The outcome of a run; `counts` are the whole index's after it."""
+
+    index_dir: Path
+    plan: IndexPlan
+    counts: IndexCounts
+    chunks_written: int = 0
+    tokens_written: int = 0
+    skipped: list[str] = field(default_factory=list)
+    bytes_on_disk: int = 0
+    seconds: float = 0.0
+    up_to_date: bool = False
+    dry_run: bool = False
+    table_version: int | None = None
+
+
+class IndexProgress:
+    """Callbacks a run reports through (the CLI draws rich bars); this base does nothing."""
+
+    def warn(self, message: str) -> None: ...
+    def status(self, message: str) -> None: ...
+    def start(self, plan: IndexPlan) -> None: ...
+    def advance(self, files: int, bytes_read: int, chunks: int, tokens: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """A committed, consistent view of an index: its manifest, table and vectors."""
+
+    manifest: Manifest
+    table: ChunkTable
+    vectors: VectorIndex
+
+
+def open_index(index_dir: Path) -> IndexSnapshot:
+    """The index as its manifest last committed it (table at the manifest's version)."""
+    index_dir = Path(index_dir)
+    for attempt in range(2):
+        manifest = read_manifest(index_dir)
+        if manifest.table_version is None:
+            raise IndexStoreError(f"index {index_dir} has no committed table version; rebuild it")
+        try:
+            vectors = VectorIndex.load(index_dir / manifest.vector_file)
+        except IndexStoreError:
+            if attempt:  # a writer may have committed between our two reads: read again once
+                raise
+            continue
+        table = ChunkTable.open(index_dir, manifest.table_version)
+        return IndexSnapshot(manifest, table, vectors)
+    raise AssertionError("unreachable")
+
+
+def disk_bytes(index_dir: Path) -> int:
+    return sum(p.stat().st_size for p in Path(index_dir).rglob("*") if p.is_file())
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def build_index(
+    corpus: Path,
+    index_dir: Path,
+    models: IndexModels,
+    settings: IndexSettings | None = None,
+    *,
+    rebuild: bool = False,
+    dry_run: bool = False,
+    progress: IndexProgress | None = None,
+) -> IndexReport:
+    """Bring the index at `index_dir` up to date with the corpus folder `corpus`.
+
+    Raises IncompatibleModelError if the index was built with other models or settings (unless
+    `rebuild`), IndexStoreError if it is unreadable. Bad corpus files are skipped with a warning.
+    """
+    start = time.perf_counter()
+    settings = settings or IndexSettings()
+    progress = progress or IndexProgress()
+    index_dir = Path(index_dir)
+    files, skipped = list_corpus(Path(corpus), settings.include, settings.exclude)
+    for message in skipped:
+        progress.warn(message)
+
+    manifest = _existing_manifest(index_dir, rebuild)
+    chunking = settings.chunking or (
+        ChunkingConfig.from_dict(manifest.chunking) if manifest else ChunkingConfig()
+    )
+    stride = settings.stride or (manifest.stride if manifest else DEFAULT_STRIDE)
+    target = _target(models, chunking, stride)
+    if manifest is not None and not rebuild:
+        _check_settings(manifest, target)
+
+    table = _open_table(index_dir, manifest, target, models, rebuild=rebuild, dry_run=dry_run)
+    plan = _plan(files, table.doc_hashes() if table is not None else {})
+    report = IndexReport(index_dir, plan, manifest.counts if manifest else IndexCounts())
+    report.skipped = skipped
+    progress.start(plan)
+    chunker = Chunker(models.llm.tokenizer, chunking)
+
+    if dry_run:
+        for file, chunks in _chunked(plan.to_index, chunker, report, progress):
+            report.chunks_written += len(chunks)
+            report.tokens_written += sum(c.n_tokens for c in chunks)
+            progress.advance(1, file.size, len(chunks), sum(c.n_tokens for c in chunks))
+        report.dry_run = True
+        report.bytes_on_disk = disk_bytes(index_dir) if index_dir.is_dir() else 0
+        report.seconds = time.perf_counter() - start
+        return report
+
+    assert table is not None
+    committed = manifest is not None and manifest.table_version == table.version
+    vectors_ok = manifest is not None and (index_dir / manifest.vector_file).is_file()
+    stale = plan.deleted + [f.rel for f in plan.changed]
+    if stale or not committed:
+        _write_pending(index_dir, target, rebuild=rebuild)
+    if stale:
+        table.delete_docs(stale)
+    # New files that turn out unreadable or empty write nothing: then no pending, no commit.
+    _write_chunks(
+        table,
+        models,
+        chunker,
+        stride,
+        plan,
+        settings,
+        report,
+        progress,
+        before_first_write=lambda: _write_pending(index_dir, target, rebuild=rebuild),
+    )
+    if table.version == (manifest.table_version if manifest else None) and vectors_ok:
+        report.up_to_date = not plan.has_changes or not (stale or report.chunks_written)
+        report.table_version = table.version
+        report.bytes_on_disk = disk_bytes(index_dir)
+    else:
+        _commit(index_dir, table, target, settings, manifest, report, progress)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _existing_manifest(index_dir: Path, rebuild: bool) -> Manifest | None:
+    if not manifest_path(index_dir).is_file():
+        return None
+    try:
+        return read_manifest(index_dir)
+    except IndexStoreError:
+        if rebuild:
+            return None
+        raise
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a run writes with: compared with the manifest and with pending.json."""
+
+    llm: ModelIdentity
+    tokenizer: ModelIdentity
+    embedder: str
+    stride: int
+    chunking: dict
+
+    def to_dict(self) -> dict:
+        return {
+            "llm": vars(self.llm),
+            "tokenizer": vars(self.tokenizer),
+            "embedder": self.embedder,
+            "stride": self.stride,
+            "chunking": self.chunking,
+        }
+
+
+def _target(models: IndexModels, chunking: ChunkingConfig, stride: int) -> _Target:
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    return _Target(
+        models.llm_identity,
+        models.tokenizer_identity,
+        models.embedder_identity,
+        stride,
+        chunking.to_dict(),
+    )
+
+
+def _check_settings(manifest: Manifest, target: _Target) -> None:
+    check_compatible(manifest, llm=target.llm, tokenizer=target.tokenizer, embedder=target.embedder)
+    differences = []
+    if manifest.stride != target.stride:
+        differences.append(f"stride {manifest.stride} in the index vs {target.stride} asked")
+    if manifest.chunking != target.chunking:
+        differences.append(f"chunking {manifest.chunking} in the index vs {target.chunking} asked")
+    if differences:
+        raise IncompatibleModelError(
+            "index was built with other settings: "
+            + "; ".join(differences)
+            + "; rebuild it with --rebuild"
+        )
+
+
+def _open_table(
+    index_dir: Path,
+    manifest: Manifest | None,
+    target: _Target,
+    models: IndexModels,
+    *,
+    rebuild: bool,
+    dry_run: bool,
+) -> ChunkTable | None:
+    """The writable table to continue from (see the module docstring); None on a dry run with
+    no usable table."""
+    exists = (index_dir / "lance" / "chunks.lance").is_dir()
+    pending = _read_pending(index_dir)
+    resumable = exists and pending is not None and pending["target"] == target.to_dict()
+    if dry_run:
+        if rebuild or not exists:
+            return None
+        return ChunkTable.open(index_dir, manifest.table_version if manifest else None)
+    if rebuild or manifest is None:
+        # Resume a rebuild (or first build) this same target left unfinished; else start over.
+        if resumable and (pending["rebuild"] or manifest is None):
+            return ChunkTable.open(index_dir)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        dim = _embedder_dim(models)
+        return ChunkTable.create(index_dir, dim, models.state_dim, overwrite=exists)
+    table = ChunkTable.open(index_dir)
+    if table.version != manifest.table_version and not resumable:
+        # Writes no manifest committed, by another target (or unknown): drop them.
+        table.restore(int(manifest.table_version))  # type: ignore[arg-type]
+        table = ChunkTable.open(index_dir)
+    return table
+
+
+def _embedder_dim(models: IndexModels) -> int:
+    from extok_rag.models.defaults import resolve_embedder
+
+    path = models.embedder_path or resolve_embedder().path
+    return int(json.loads((Path(path) / "config.json").read_text())["hidden_size"])
+
+
+def _read_pending(index_dir: Path) -> dict | None:
+    path = index_dir / PENDING_NAME
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_pending(index_dir: Path, target: _Target, *, rebuild: bool) -> None:
+    pending = _read_pending(index_dir)
+    if pending is not None and pending["target"] == target.to_dict():
+        rebuild = rebuild or bool(pending["rebuild"])  # still finishing an earlier rebuild
+    write_json(index_dir / PENDING_NAME, {"target": target.to_dict(), "rebuild": rebuild})
+
+
+def _plan(files: Sequence[SourceFile], stored: dict[str, str]) -> IndexPlan:
+    plan = IndexPlan()
+    present = set()
+    for file in files:
+        present.add(file.rel)
+        if file.rel not in stored:
+            plan.added.append(file)
+        elif stored[file.rel] != file.doc_hash:
+            plan.changed.append(file)
+        else:
+            plan.unchanged.append(file.rel)
+    plan.deleted = sorted(set(stored) - present)
+    return plan
+
+
+def _chunked(
+    files: Sequence[SourceFile], chunker: Chunker, report: IndexReport, progress: IndexProgress
+) -> Iterator[tuple[SourceFile, list[Chunk]]]:
+    """(file, its chunks) for each readable, non-empty file; others warned about and skipped."""
+    for file in files:
+        try:
+            chunks = chunker.split(file.rel, read_text(file))
+        except UnreadableFile as reason:
+            message = f"skipped {file.rel}: {reason}"
+            report.skipped.append(message)
+            progress.warn(message)
+            progress.advance(1, file.size, 0, 0)
+            continue
+        yield file, chunks
+
+
+def _write_chunks(
+    table: ChunkTable,
+    models: IndexModels,
+    chunker: Chunker,
+    stride: int,
+    plan: IndexPlan,
+    settings: IndexSettings,
+    report: IndexReport,
+    progress: IndexProgress,
+    before_first_write,
+) -> None:
+    """Encode and add the documents to index, committing whole documents at a time."""
+    from extok_rag.indexing.encoding import ChunkEncoder
+
+    encoder = None
+    group: list[tuple[SourceFile, list[Chunk]]] = []
+    group_tokens = 0
+
+    def flush() -> None:
+        nonlocal encoder, group, group_tokens
+        chunks = [c for _, doc_chunks in group for c in doc_chunks]
+        if chunks:
+            if encoder is None:
+                progress.status("loading the extensible tokenizer and the embedder")
+                encoder = ChunkEncoder(
+                    models.tokenizer, models.embedder, stride, settings.batch_tokens
+                )
+            vectors, states = encoder.encode(chunks)
+            hashes = {file.rel: file.doc_hash for file, _ in group}
+            if report.chunks_written == 0:
+                before_first_write()
+            table.add(_records(chunks, hashes, vectors, states))
+        tokens = sum(c.n_tokens for c in chunks)
+        report.chunks_written += len(chunks)
+        report.tokens_written += tokens
+        progress.advance(len(group), sum(f.size for f, _ in group), len(chunks), tokens)
+        group, group_tokens = [], 0
+
+    for file, chunks in _chunked(plan.to_index, chunker, report, progress):
+        if not chunks:
+            message = f"skipped {file.rel}: no text in it"
+            report.skipped.append(message)
+            progress.warn(message)
+            progress.advance(1, file.size, 0, 0)
+            continue
+        group.append((file, chunks))
+        group_tokens += sum(c.n_tokens for c in chunks)
+        if group_tokens >= settings.commit_tokens:
+            flush()
+    if group:
+        flush()
+
+
+def _records(chunks: Sequence[Chunk], doc_hashes: dict[str, str], vectors, states):
+    return [
+        ChunkRecord(
+            chunk_id=c.chunk_id,
+            doc_path=c.doc_path,
+            doc_hash=doc_hashes[c.doc_path],
+            content_hash=c.content_hash,
+            position=c.position,
+            text=c.text,
+            n_tokens=c.n_tokens,
+            vector=vector,
+            states=state,
+        )
+        for c, vector, state in zip(chunks, vectors, states, strict=True)
+    ]
+
+
+def _commit(
+    index_dir: Path,
+    table: ChunkTable,
+    target: _Target,
+    settings: IndexSettings,
+    previous: Manifest | None,
+    report: IndexReport,
+    progress: IndexProgress,
+) -> None:
+    """FAISS file for the table's version, then the manifest (the commit point), then cleanup."""
+    progress.status("building the vector index")
+    version = table.version
+    snapshot = table.checkout(version)
+    row_ids, vectors = snapshot.vectors()
+    vector_file = f"vectors-{version}.faiss"
+    index = VectorIndex.build(row_ids, vectors, hnsw_threshold=settings.hnsw_threshold)
+    index.save(index_dir / vector_file)
+    documents, chunks, tokens = snapshot.counts()
+    counts = IndexCounts(documents=documents, chunks=chunks, tokens=tokens)
+    manifest = Manifest(
+        llm=target.llm,
+        tokenizer=target.tokenizer,
+        embedder=target.embedder,
+        stride=target.stride,
+        chunking=target.chunking,
+        counts=counts,
+        table_version=version,
+        vector_file=vector_file,
+    )
+    if previous is not None and not _rebuilt(previous, target):
+        manifest = replace(manifest, created=previous.created)
+    write_manifest(index_dir, manifest)
+    (index_dir / PENDING_NAME).unlink(missing_ok=True)
+    keep = {vector_file, previous.vector_file if previous else vector_file}
+    for old in index_dir.glob("vectors-*.faiss"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    report.counts = counts
+    report.table_version = version
+    report.bytes_on_disk = disk_bytes(index_dir)
+
+
+def _rebuilt(previous: Manifest, target: _Target) -> bool:
+    return previous.llm != target.llm or previous.tokenizer != target.tokenizer

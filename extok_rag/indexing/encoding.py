@@ -1,0 +1,51 @@
+"""Chunks -> (retrieval vectors, extensible-embedding states at the base stride).
+
+Both models see chunks sorted by length and batched by a padded-token budget, so a batch wastes
+little compute on padding. States leave the extensible tokenizer as (L, d) in the model dtype,
+are down-scaled by the base stride s (strided sampling, `downscale(states, s)`) and stored as
+float16: (ceil(L/s), d) per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from extok_rag.chunking import Chunk
+from extok_rag.models.embedder import DEFAULT_BATCH_TOKENS, Embedder, length_batches
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+
+
+class ChunkEncoder:
+    """Runs the extensible tokenizer and the retrieval embedder over chunks."""
+
+    def __init__(
+        self,
+        tokenizer: ExtensibleTokenizer,
+        embedder: Embedder,
+        stride: int,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+        self.stride = stride
+        self.batch_tokens = batch_tokens
+
+    def encode(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """-> (vectors (n, dim) float32 unit norm, states: n arrays (ceil(L_i/s), d) float16)."""
+        vectors = self.embedder.embed([c.text for c in chunks], self.batch_tokens)
+        return vectors, self.states(chunks)
+
+    @torch.inference_mode()
+    def states(self, chunks: Sequence[Chunk]) -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.zeros(0)] * len(chunks)
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].n_tokens)
+        for batch in length_batches([chunks[i].n_tokens for i in order], self.batch_tokens):
+            rows = [order[j] for j in batch]
+            ids = [torch.from_numpy(chunks[i].token_ids) for i in rows]
+            for i, states in zip(rows, self.tokenizer.encode(ids), strict=True):
+                kept = downscale(states, self.stride)  # (ceil(L/s), d)
+                out[i] = kept.to("cpu", torch.float16).numpy()
+        return out
