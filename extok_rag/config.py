@@ -130,7 +130,10 @@ class TrainConfig:
     clip: float = 1.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     stats_sequences: int = 16  # sequences used to fix the adapter's standardisation
+    adapter_init: Literal["identity", "regression"] = "identity"  # regression: least squares
+    # from each state to the LLM's embedding of the token at its position (a readable start)
     probe_every: int = 25  # optimiser steps between content probes (0 = never)
+    probe_at_start: bool = True  # also probe the untrained tokenizer (step 0)
     probe_sequences: int = 8
     checkpoint_every: int = 10
     seed: int = 0

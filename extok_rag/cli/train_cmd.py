@@ -19,7 +19,9 @@ from extok_rag.errors import ExtokError
 
 @reports_errors
 def train(
-    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON.")] = None,
+    config: Annotated[
+        list[Path] | None, typer.Option(help="TrainConfig JSON; repeat to layer files.")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override: key=value (JSON value or plain string)."),
@@ -42,7 +44,7 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = load_config(config, set_ or [], name=name, max_steps=max_steps)
+    cfg = load_config(config or [], set_ or [], name=name, max_steps=max_steps)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else home_dir() / "training-data"
     out_dir = Path(cfg.out_dir) if cfg.out_dir else home_dir() / "runs" / cfg.name
     train_data, val_data = (
@@ -62,11 +64,12 @@ def train(
         err_console.print(f"tokenizer written to {export}")
 
 
-def load_config(path: Path | None, overrides: list[str], **fields):
+def load_config(paths: list[Path], overrides: list[str], **fields):
+    """Defaults, then each JSON file in order, then `key=value` overrides, then `fields`."""
     from extok_rag.config import TrainConfig
 
     data = TrainConfig().to_dict()
-    if path is not None:
+    for path in paths:
         if not path.is_file():
             raise ExtokError(f"config file {path} does not exist")
         merge(data, json.loads(path.read_text()))

@@ -54,3 +54,25 @@ def fit_standardisation(tokenizer: ExtensibleTokenizer, chunks: torch.Tensor) ->
     h = states.last_hidden_state[:, 1:].float().reshape(-1, adapter.mean.numel())
     adapter.mean.copy_(h.mean(dim=0))
     adapter.std.copy_(h.std(dim=0).clamp(min=1e-4))
+
+
+@torch.no_grad()
+def fit_regression_init(tokenizer: ExtensibleTokenizer, llm: FrozenLLM, chunks: torch.Tensor):
+    """Set the adapter's Linear by least squares so each output ≈ the LLM's embedding of the
+    token at its position: at k = 1 the LLM then reads (nearly) the chunk itself, at k > 1
+    every k-th token — content from the first step, which training then refines.
+
+    chunks: (N, L) ids. Returns the fit's R² (share of target variance explained)."""
+    adapter = tokenizer.adapter
+    if adapter is None:
+        raise ValueError("regression init needs an adapter")
+    ids = chunks.to(tokenizer.device)
+    h = tokenizer.encoder(input_ids=ids, use_cache=False).last_hidden_state.float()
+    if adapter.cfg.standardize:
+        h = (h - adapter.mean) / adapter.std
+    x = adapter.norm(h)[:, 1:].reshape(-1, h.shape[-1])  # (N*(L-1), d), sink position left out
+    y = llm.embed_tokens(ids[:, 1:]).float().reshape(-1, h.shape[-1])
+    w = torch.linalg.lstsq(x, y).solution  # (d, d): x @ w ≈ y
+    adapter.proj.weight.copy_(w.T)
+    residual = (x @ w - y).pow(2).sum()
+    return float(1 - residual / (y - y.mean(0)).pow(2).sum())

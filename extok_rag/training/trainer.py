@@ -31,7 +31,7 @@ from extok_rag.training.objective import (
     row_losses,
 )
 from extok_rag.training.probe import ContentProbe
-from extok_rag.training.setup import build_tokenizer, fit_standardisation
+from extok_rag.training.setup import build_tokenizer, fit_regression_init, fit_standardisation
 
 CHECKPOINT, LOG = "checkpoint", "log.jsonl"
 
@@ -73,6 +73,9 @@ class Trainer:
         if not self.resume():
             stats = self.chunks_of(train, range(min(len(train), cfg.stats_sequences)))
             fit_standardisation(self.tokenizer, stats.flatten(0, 1))
+            if cfg.adapter_init == "regression":
+                r2 = fit_regression_init(self.tokenizer, llm, stats.flatten(0, 1))
+                self.log({"step": 0, "regression_init_r2": r2})
 
     # -- setup ------------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
@@ -157,7 +160,7 @@ class Trainer:
     def run(self, on_event: Callable[[dict], None] | None = None) -> None:
         """Train until `max_steps` (or `max_minutes`), logging, probing and checkpointing."""
         emit = on_event or (lambda _e: None)
-        if self.step == 0 and self.probe is not None:
+        if self.step == 0 and self.probe is not None and self.cfg.probe_at_start:
             emit(self.log({"step": 0, "elapsed_s": 0.0, "probe": self.probe_now()}))
         while not self.finished():
             stats = self.train_step()
