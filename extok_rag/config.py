@@ -158,3 +158,22 @@ class TrainConfig:
 
             cfg = replace(cfg, tokenizer=TokenizerConfig.from_dict(tok))
         return cfg
+
+
+AskMode = Literal["compressed", "raw", "hybrid", "none"]
+AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
+
+
+@dataclass(frozen=True)
+class AskConfig:
+    """How retrieved chunks reach the frozen LLM.
+
+    compressed: every chunk as extensible embeddings at k; raw: every chunk's text; hybrid: the
+    best chunk raw, the rest compressed; none: no retrieval. `k=None` is "auto": the smallest
+    k in AUTO_K_CHOICES (a multiple of the index stride) that fits the LLM window.
+    """
+
+    top_n: int = 4
+    k: int | None = None
+    mode: AskMode = "compressed"
+    source_lines: bool = False  # head each chunk with a short raw line naming its document

@@ -6,7 +6,9 @@ from __future__ import annotations
 import typer
 
 from extok_rag import __version__
+from extok_rag.cli.ask_cmd import ask
 from extok_rag.cli.data_cmd import data_app
+from extok_rag.cli.eval_cmd import eval_app
 from extok_rag.cli.generate_cmd import generate
 from extok_rag.cli.index_cmd import index, info
 from extok_rag.cli.models_cmd import models
@@ -30,9 +32,11 @@ def version() -> None:
 app.command()(models)
 app.command()(index)
 app.command()(info)
+app.command()(ask)
 app.command()(generate)
 app.command()(train)
 app.add_typer(data_app)
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

@@ -1,0 +1,129 @@
+"""`extok-rag ask`: answer from an index — retrieved chunks compressed (or raw) + the raw
+question into the frozen LLM, tokens streamed to stdout. No question: an interactive loop that
+loads the models once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from extok_rag.cli.console import err_console, reports_errors
+from extok_rag.errors import ExtokError
+
+
+class Mode(StrEnum):
+    compressed = "compressed"
+    raw = "raw"
+    hybrid = "hybrid"
+    none = "none"
+
+
+@reports_errors
+def ask(
+    question: Annotated[
+        str | None, typer.Argument(help="The question (none: interactive).")
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option(help="Index folder or name under ./indexes/.")
+    ] = None,
+    top_n: Annotated[int, typer.Option(min=1, help="Chunks to retrieve.")] = 4,
+    k: Annotated[
+        str, typer.Option(help="Down-scaling factor, or 'auto' (smallest that fits).")
+    ] = "auto",
+    mode: Annotated[
+        Mode, typer.Option(help="How retrieved chunks reach the LLM.")
+    ] = Mode.compressed,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    show_sources: Annotated[bool, typer.Option(help="List the retrieved chunks.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
+    llm: Annotated[
+        str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
+) -> None:
+    """Answer QUESTION from an index built by `extok-rag index`."""
+    from extok_rag.cli.console import load_llm
+    from extok_rag.cli.index_cmd import resolve_index_dir
+    from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
+    from extok_rag.indexing import open_index
+    from extok_rag.models.embedder import Embedder
+    from extok_rag.query import check_llm
+
+    cfg = AskConfig(top_n=top_n, k=parse_k(k), mode=mode.value)
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    snapshot = open_index(resolve_index_dir(index))
+    runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
+    frozen = load_llm(llm, runtime)
+    check_llm(snapshot, frozen)
+    embedder = Embedder.load(None, runtime)
+    session = (frozen, embedder, snapshot, cfg, gen, show_sources, as_json)
+    if question is not None:
+        answer_one(question, *session)
+        return
+    err_console.print("[dim]interactive: empty line or Ctrl-D to quit[/dim]")
+    while (line := read_question()) is not None:
+        answer_one(line, *session)
+
+
+def parse_k(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ExtokError(f"--k {value!r}: expected a positive integer or 'auto'")
+    return int(value)
+
+
+def read_question() -> str | None:
+    try:
+        line = input("? ").strip()
+    except EOFError:
+        return None
+    return line or None
+
+
+def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_json) -> None:
+    from extok_rag.query import ask as ask_query
+
+    chunks, prompt, pieces = ask_query(llm, embedder, snapshot, question, cfg, gen)
+    if show_sources and not as_json:
+        for i, chunk in enumerate(chunks, start=1):
+            err_console.print(
+                f"[dim][{i}] {chunk.doc_path} (score {chunk.score:.3f}, "
+                f"{chunk.n_tokens} tokens)[/dim]",
+                highlight=False,
+            )
+    if as_json:
+        answer = "".join(pieces)
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "question": question,
+                    "answer": answer.strip(),
+                    "mode": cfg.mode,
+                    "k": prompt.k,
+                    "positions": prompt.positions,
+                    "sources": [
+                        {
+                            "doc_path": c.doc_path,
+                            "score": c.score,
+                            "row_id": c.row_id,
+                            "text": c.text,
+                        }
+                        for c in chunks
+                    ],
+                }
+            )
+            + "\n"
+        )
+        return
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")

@@ -1,0 +1,170 @@
+"""The ask path over a tiny index: retrieval, prompts at k, modes, and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from extok_rag.cli import app
+from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
+from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
+from extok_rag.indexing import build_index, open_index
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.extensible_tokenizer import downscale
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import EmbeddingSegment
+from extok_rag.query import ask, build_prompt, check_llm, chunk_embeddings, retrieve
+
+GEN = GenerationConfig(max_new_tokens=4)
+
+
+@pytest.fixture
+def built(corpus, tmp_path, models, settings):
+    build_index(corpus, tmp_path / "idx", models, settings)
+    return open_index(tmp_path / "idx"), models
+
+
+@pytest.fixture
+def embedder(tiny_embedder_dir):
+    return Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
+
+
+def test_retrieve_returns_best_first_with_their_rows(built, embedder):
+    snapshot, _ = built
+    chunks = retrieve(snapshot, embedder, "Section 3 numbers", 3)
+    assert len(chunks) == 3
+    assert [c.score for c in chunks] == sorted((c.score for c in chunks), reverse=True)
+    stored = snapshot.table.fetch([chunks[0].row_id])[0]
+    assert chunks[0].text == stored.text and chunks[0].doc_path == stored.doc_path
+
+
+def test_compressed_prompt_holds_each_chunk_downscaled_to_k(built, embedder, tiny_llm):
+    snapshot, _ = built
+    stride = snapshot.manifest.stride
+    chunks = retrieve(snapshot, embedder, "Alpha", 2)
+    prompt = build_prompt(tiny_llm, "Alpha?", chunks, AskConfig(k=4, top_n=2), stride, 4)
+    embeds = [seg.embeds for seg in prompt.row if isinstance(seg, EmbeddingSegment)]
+    assert len(embeds) == 2 and prompt.k == 4
+    for chunk, emb in zip(chunks, embeds, strict=True):
+        assert emb.shape[0] == -(-chunk.n_tokens // 4)
+        stored = torch.from_numpy(chunk.states.astype("float32"))
+        assert torch.equal(emb, downscale(stored, 4 // stride))
+
+
+def test_modes_change_what_the_llm_reads(built, embedder, tiny_llm):
+    snapshot, _ = built
+    positions = {}
+    for mode in ("compressed", "hybrid", "raw", "none"):
+        cfg = AskConfig(mode=mode, k=4, top_n=3)
+        chunks, prompt, answer = ask(tiny_llm, embedder, snapshot, "Section 2?", cfg, GEN)
+        assert isinstance("".join(answer), str)
+        kinds = [type(s).__name__ for s in prompt.row]
+        assert ("EmbeddingSegment" in kinds) == (mode in ("compressed", "hybrid"))
+        assert (len(chunks) == 0) == (mode == "none")
+        positions[mode] = prompt.positions
+    assert positions["none"] < positions["compressed"] < positions["hybrid"] < positions["raw"]
+
+
+def test_auto_k_is_the_smallest_that_fits(built, embedder, tiny_llm):
+    snapshot, _ = built
+    chunks = retrieve(snapshot, embedder, "Section", 4)
+    stride = snapshot.manifest.stride
+    roomy = build_prompt(tiny_llm, "q", chunks, AskConfig(top_n=4), stride, reserve=4)
+    assert roomy.k == 2
+    tight = build_prompt(
+        tiny_llm,
+        "q",
+        chunks,
+        AskConfig(top_n=4),
+        stride,
+        reserve=tiny_llm.max_positions - roomy.positions + 40,
+    )
+    assert tight.k > 2 and tight.positions <= roomy.positions - 40
+
+
+def test_errors_are_clear(built, embedder, tiny_llm, other_llm_dir):
+    snapshot, _ = built
+    chunk = retrieve(snapshot, embedder, "Alpha", 1)[0]
+    with pytest.raises(ExtokError, match="not a multiple of the index's stride"):
+        chunk_embeddings(chunk, 3, snapshot.manifest.stride)
+    with pytest.raises(InputTooLongError, match="LLM window"):
+        build_prompt(tiny_llm, "why? " * 200, [chunk], AskConfig(k=2), 2, reserve=4)
+    other = FrozenLLM.load(other_llm_dir, RuntimeConfig(device="cpu", dtype="float32"))
+    with pytest.raises(IncompatibleModelError, match="index was built for LLM"):
+        check_llm(snapshot, other)
+
+
+def test_an_empty_index_says_so(tmp_path, models, settings, embedder, tiny_llm):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "empty.txt").write_text("")
+    build_index(tmp_path / "corpus", tmp_path / "idx", models, settings)
+    with pytest.raises(ExtokError, match="index is empty"):
+        ask(tiny_llm, embedder, open_index(tmp_path / "idx"), "q", AskConfig(), GEN)
+
+
+def test_cli_ask_end_to_end(built, tmp_path, tiny_llm_dir, tiny_embedder_dir, monkeypatch):
+    import extok_rag.models.embedder as embedder_module
+
+    real_load = embedder_module.Embedder.load
+    monkeypatch.setattr(
+        embedder_module.Embedder,
+        "load",
+        classmethod(lambda cls, path=None, rt=None: real_load(tiny_embedder_dir, rt)),
+    )
+    runner = CliRunner()
+    base = [
+        "ask",
+        "--index",
+        str(tmp_path / "idx"),
+        "--llm",
+        str(tiny_llm_dir),
+        "--dtype",
+        "float32",
+        "--max-new-tokens",
+        "3",
+    ]
+    result = runner.invoke(app, [*base, "Section 1?", "--json", "--k", "4"])
+    assert result.exit_code == 0, result.output
+    assert '"sources"' in result.output and '"k": 4' in result.output
+    result = runner.invoke(app, [*base, "q", "--k", "3"])
+    assert result.exit_code == 1 and "not a multiple" in result.output
+    result = runner.invoke(app, ["ask", "q", "--index", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_interactive_loop_answers_until_an_empty_line(
+    built, tmp_path, tiny_llm_dir, tiny_embedder_dir, monkeypatch
+):
+    import extok_rag.models.embedder as embedder_module
+
+    real_load = embedder_module.Embedder.load
+    monkeypatch.setattr(
+        embedder_module.Embedder,
+        "load",
+        classmethod(lambda cls, path=None, rt=None: real_load(tiny_embedder_dir, rt)),
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            "--index",
+            str(tmp_path / "idx"),
+            "--llm",
+            str(tiny_llm_dir),
+            "--json",
+            "--dtype",
+            "float32",
+            "--max-new-tokens",
+            "2",
+        ],
+        input="first?\nsecond?\n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count('"question"') == 2
+
+
+def test_replace_keeps_config_frozen():
+    assert replace(AskConfig(), k=8).k == 8
