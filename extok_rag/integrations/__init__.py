@@ -1,0 +1,1 @@
+"""Framework integrations, one thin module per framework (only that module imports it)."""

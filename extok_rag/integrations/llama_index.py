@@ -1,0 +1,130 @@
+"""LlamaIndex integration: an extok index as a `BaseRetriever`, and a query engine that answers
+with compressed retrieved chunks read by the frozen LLM.
+
+    engine = ExtokQueryEngine.from_index("indexes/corpus")
+    response = engine.query("What is ...?")          # Response with source_nodes
+    engine = ExtokQueryEngine.from_index(..., retriever=any_llama_index_retriever)
+
+Nodes that come from another retriever (not rows of the extok index) are compressed on the fly
+by the extensible tokenizer. Nothing here touches LlamaIndex's `Settings` (whose defaults would
+reach for OpenAI): every model is ours and local.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.response.schema import Response, StreamingResponse
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.query_engine import CustomQueryEngine
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
+from extok_rag.indexing import IndexSnapshot, open_index
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.generation import stream_text
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.query import Retrieved, build_prompt, check_llm, retrieve
+
+ROW_ID = "extok_row_id"  # node metadata key marking a row of the extok index
+
+
+class ExtokRetriever(BaseRetriever):
+    """Top-n chunks of an extok index as `NodeWithScore` (text + document metadata)."""
+
+    def __init__(self, snapshot: IndexSnapshot, embedder: Embedder, top_n: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.snapshot, self.embedder, self.top_n = snapshot, embedder, top_n
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        chunks = retrieve(self.snapshot, self.embedder, query_bundle.query_str, self.top_n)
+        return [NodeWithScore(node=to_node(c), score=c.score) for c in chunks]
+
+
+def to_node(chunk: Retrieved) -> TextNode:
+    return TextNode(
+        id_=f"extok-{chunk.row_id}",
+        text=chunk.text,
+        metadata={ROW_ID: chunk.row_id, "doc_path": chunk.doc_path, "n_tokens": chunk.n_tokens},
+    )
+
+
+class ExtokQueryEngine(CustomQueryEngine):
+    """Retrieve nodes, compress them, and answer with the frozen LLM (streaming optional)."""
+
+    llm: Any = Field(description="FrozenLLM")
+    retriever: Any = Field(description="any LlamaIndex BaseRetriever")
+    snapshot: Any = Field(default=None, description="IndexSnapshot holding stored states")
+    tokenizer: Any = Field(default=None, description="ExtensibleTokenizer for other nodes")
+    ask_config: AskConfig = Field(default_factory=AskConfig)
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(128))
+    streaming: bool = False
+
+    @classmethod
+    def from_index(
+        cls,
+        index_dir: str | Path,
+        llm: FrozenLLM | None = None,
+        retriever: BaseRetriever | None = None,
+        tokenizer: ExtensibleTokenizer | None = None,
+        **kwargs,
+    ) -> ExtokQueryEngine:
+        """An engine over an index built by `extok-rag index` (default models if not given)."""
+        snapshot = open_index(Path(index_dir))
+        llm = llm or FrozenLLM.load(None, RuntimeConfig())
+        check_llm(snapshot, llm)
+        ask = kwargs.get("ask_config", AskConfig())
+        if retriever is None:
+            retriever = ExtokRetriever(snapshot, Embedder.load(), top_n=ask.top_n)
+        return cls(llm=llm, retriever=retriever, snapshot=snapshot, tokenizer=tokenizer, **kwargs)
+
+    @property
+    def stride(self) -> int:
+        return self.snapshot.manifest.stride if self.snapshot is not None else 1
+
+    def custom_query(self, query_str: str) -> Response | StreamingResponse:
+        nodes = self.retriever.retrieve(query_str)
+        chunks = [self.as_chunk(n) for n in nodes]
+        prompt = build_prompt(
+            self.llm,
+            query_str,
+            chunks,
+            self.ask_config,
+            self.stride,
+            self.generation.max_new_tokens,
+        )
+        pieces = stream_text(self.llm, prompt.row, self.generation)
+        metadata = {"k": prompt.k, "positions": prompt.positions, "mode": self.ask_config.mode}
+        if self.streaming:
+            return StreamingResponse(response_gen=pieces, source_nodes=nodes, metadata=metadata)
+        return Response("".join(pieces).strip(), source_nodes=nodes, metadata=metadata)
+
+    def as_chunk(self, node: NodeWithScore) -> Retrieved:
+        """A stored row when the node is one; otherwise the node's text compressed now."""
+        row_id = node.node.metadata.get(ROW_ID)
+        if row_id is not None and self.snapshot is not None:
+            row = self.snapshot.table.fetch([int(row_id)])[0]
+            return Retrieved(
+                row.row_id, node.score or 0.0, row.doc_path, row.text, row.n_tokens, row.states
+            )
+        return self.compress_node(node)
+
+    def compress_node(self, node: NodeWithScore) -> Retrieved:
+        if self.tokenizer is None:
+            self.tokenizer = ExtensibleTokenizer.from_llm(self.llm)  # untrained: say so
+        text = node.node.get_content()
+        ids = self.llm.tokenize(text)
+        states = downscale(self.tokenizer.encode([ids])[0].detach().float(), self.stride)
+        path = str(node.node.metadata.get("file_path", node.node.node_id))
+        return Retrieved(
+            -1,
+            node.score or 0.0,
+            path,
+            text,
+            int(ids.numel()),
+            states.cpu().numpy().astype(np.float16),
+        )

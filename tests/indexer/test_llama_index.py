@@ -1,0 +1,84 @@
+"""The LlamaIndex integration through LlamaIndex's own calling conventions, on tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from llama_index.core.base.response.schema import Response, StreamingResponse
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
+from extok_rag.indexing import build_index, open_index
+from extok_rag.integrations.llama_index import ROW_ID, ExtokQueryEngine, ExtokRetriever
+from extok_rag.models.embedder import Embedder
+
+GEN = GenerationConfig(max_new_tokens=3)
+
+
+@pytest.fixture
+def snapshot(corpus, tmp_path, models, settings):
+    build_index(corpus, tmp_path / "idx", models, settings)
+    return open_index(tmp_path / "idx")
+
+
+@pytest.fixture
+def retriever(snapshot, tiny_embedder_dir):
+    embedder = Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
+    return ExtokRetriever(snapshot, embedder, top_n=3)
+
+
+def test_retriever_is_a_llama_index_retriever(retriever):
+    assert isinstance(retriever, BaseRetriever)
+    nodes = retriever.retrieve("Section 4 numbers")
+    assert len(nodes) == 3 and all(isinstance(n, NodeWithScore) for n in nodes)
+    assert all(ROW_ID in n.node.metadata and n.node.metadata["doc_path"] for n in nodes)
+    again = asyncio.run(retriever.aretrieve(QueryBundle("Section 4 numbers")))
+    assert [n.node.node_id for n in again] == [n.node.node_id for n in nodes]
+
+
+def test_query_engine_answers_with_sources(snapshot, retriever, tiny_llm):
+    engine = ExtokQueryEngine(
+        llm=tiny_llm,
+        retriever=retriever,
+        snapshot=snapshot,
+        ask_config=AskConfig(k=4, top_n=3),
+        generation=GEN,
+    )
+    response = engine.query("What does section 2 say?")
+    assert isinstance(response, Response) and isinstance(response.response, str)
+    assert len(response.source_nodes) == 3 and response.metadata["k"] == 4
+    async_response = asyncio.run(engine.aquery("What does section 2 say?"))
+    assert async_response.response == response.response
+
+
+def test_query_engine_streams(snapshot, retriever, tiny_llm):
+    engine = ExtokQueryEngine(
+        llm=tiny_llm, retriever=retriever, snapshot=snapshot, generation=GEN, streaming=True
+    )
+    response = engine.query("Alpha?")
+    assert isinstance(response, StreamingResponse)
+    text = "".join(response.response_gen)
+    assert isinstance(text, str) and response.source_nodes
+
+
+class ListRetriever(BaseRetriever):
+    """A foreign retriever: nodes that are not rows of any extok index."""
+
+    def _retrieve(self, query_bundle):
+        texts = ["Foreign node one about cats.", "Another foreign node about dogs and cats."]
+        return [
+            NodeWithScore(node=TextNode(text=t), score=1.0 - i / 10) for i, t in enumerate(texts)
+        ]
+
+
+def test_foreign_nodes_are_compressed_on_the_fly(tiny_llm):
+    engine = ExtokQueryEngine(
+        llm=tiny_llm, retriever=ListRetriever(), generation=GEN, ask_config=AskConfig(k=2)
+    )
+    response = engine.query("Which animal?")
+    assert len(response.source_nodes) == 2 and response.metadata["k"] == 2
+    assert engine.tokenizer is not None  # built on demand for the foreign nodes
+    chunk = engine.as_chunk(response.source_nodes[0])
+    assert chunk.row_id == -1 and chunk.states.shape[0] == chunk.n_tokens
