@@ -15,6 +15,29 @@ DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model by name (or path) and fingerprint; two models match when fingerprints match.
+
+    Checkpoints and indexes record the identities of the models they were made with."""
+
+    name: str
+    fingerprint: str
+
+    def matches(self, other: ModelIdentity) -> bool:
+        return self.fingerprint == other.fingerprint
+
+    def describe(self) -> str:
+        return f"'{self.name}' (fingerprint {self.fingerprint})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelIdentity:
+        return cls(name=str(data["name"]), fingerprint=str(data["fingerprint"]))
+
+
 def home_dir() -> Path:
     """Data dir for caches and checkpoints: `$EXTOK_RAG_HOME`, else ~/.cache/extok-rag."""
     env = os.environ.get("EXTOK_RAG_HOME")

@@ -48,10 +48,10 @@ class Prompt:
 def check_llm(snapshot: IndexSnapshot, llm: FrozenLLM) -> None:
     """Refuse to read an index whose states were made for another LLM."""
     made_for = snapshot.manifest.llm
-    if made_for.fingerprint != llm.identity.fingerprint:
+    if not made_for.matches(llm.identity):
         raise IncompatibleModelError(
-            f"index was built for LLM {made_for.name} ({made_for.fingerprint}), not "
-            f"{llm.identity.name} ({llm.identity.fingerprint}): use that --llm or re-index"
+            f"index was built for LLM {made_for.describe()}, not {llm.identity.describe()}: "
+            "use that --llm or re-index"
         )
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from extok_rag.config import write_json
+from extok_rag.config import ModelIdentity, write_json
 from extok_rag.errors import IncompatibleModelError, IndexStoreError
 
 FORMAT_VERSION = 1
@@ -22,17 +22,6 @@ MANIFEST_NAME = "manifest.json"
 def _now() -> str:
     """UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """A model by name (or path) and fingerprint; two models match when fingerprints match."""
-
-    name: str
-    fingerprint: str
-
-    def describe(self) -> str:
-        return f"'{self.name}' (fingerprint {self.fingerprint})"
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class IndexModels:
 
     @property
     def llm_identity(self) -> ModelIdentity:
-        return ModelIdentity(self.llm.identity.name, self.llm.identity.fingerprint)
+        return self.llm.identity
 
     @cached_property
     def tokenizer_identity(self) -> ModelIdentity:

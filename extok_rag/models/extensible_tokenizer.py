@@ -21,9 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from extok_rag import __version__
-from extok_rag.config import AdapterConfig, DownscaleMethod, TokenizerConfig, write_json
+from extok_rag.config import (
+    AdapterConfig,
+    DownscaleMethod,
+    ModelIdentity,
+    TokenizerConfig,
+    write_json,
+)
 from extok_rag.errors import CheckpointError, IncompatibleModelError
-from extok_rag.models.identity import LLMIdentity
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora
 
@@ -94,7 +99,7 @@ class OutputAdapter(nn.Module):
 
 # -- the tokenizer --------------------------------------------------------------------------
 class ExtensibleTokenizer(nn.Module):
-    def __init__(self, encoder: nn.Module, config: TokenizerConfig, llm_identity: LLMIdentity):
+    def __init__(self, encoder: nn.Module, config: TokenizerConfig, llm_identity: ModelIdentity):
         super().__init__()
         self.encoder = encoder  # HF base model: embeddings, rotary, N layers, no final norm
         self.config = config
@@ -222,7 +227,7 @@ def truncated_config(config, num_layers: int):
     return cfg
 
 
-def read_checkpoint_config(path: Path, llm_identity: LLMIdentity | None = None) -> dict:
+def read_checkpoint_config(path: Path, llm_identity: ModelIdentity | None = None) -> dict:
     """A checkpoint's JSON config; with `llm_identity`, refuse a checkpoint for another LLM."""
     file = path / CONFIG_FILE
     if not file.is_file() or not (path / WEIGHTS_FILE).is_file():
@@ -233,7 +238,7 @@ def read_checkpoint_config(path: Path, llm_identity: LLMIdentity | None = None) 
         raise CheckpointError(f"{file} is not valid JSON: {err}") from err
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{file}: unsupported format {meta.get('format_version')}")
-    trained_for = LLMIdentity.from_dict(meta["llm"])
+    trained_for = ModelIdentity.from_dict(meta["llm"])
     if llm_identity is not None and not trained_for.matches(llm_identity):
         raise IncompatibleModelError(
             f"tokenizer {path} was trained for LLM {trained_for.name} "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 
 import torch
 
@@ -31,22 +30,6 @@ _CONFIG_FIELDS = (
     "hidden_act",
 )
 _SAMPLES_PER_TENSOR = 4096
-
-
-@dataclass(frozen=True)
-class LLMIdentity:
-    name: str
-    fingerprint: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LLMIdentity:
-        return cls(name=str(data["name"]), fingerprint=str(data["fingerprint"]))
-
-    def matches(self, other: LLMIdentity) -> bool:
-        return self.fingerprint == other.fingerprint
 
 
 def config_digest(config) -> dict:

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from extok_rag.config import RuntimeConfig
+from extok_rag.config import ModelIdentity, RuntimeConfig
 from extok_rag.errors import InputTooLongError, ModelNotFoundError
 from extok_rag.models.defaults import resolve_llm
-from extok_rag.models.identity import LLMIdentity, fingerprint
+from extok_rag.models.identity import fingerprint
 from extok_rag.models.mixed_input import (
     IGNORE_INDEX,
     EmbeddingSegment,
@@ -36,7 +36,7 @@ _PLACEHOLDER = "\x00EXTOK{}\x00"  # marks where an embedding segment sits in a c
 class FrozenLLM:
     model: torch.nn.Module  # a transformers *ForCausalLM
     tokenizer: object  # its transformers tokenizer
-    identity: LLMIdentity
+    identity: ModelIdentity
     load_seconds: float = 0.0
 
     @classmethod
@@ -60,7 +60,7 @@ class FrozenLLM:
     @classmethod
     def from_model(cls, model, tokenizer, name: str, load_seconds: float = 0.0) -> FrozenLLM:
         model.eval().requires_grad_(False)
-        identity = LLMIdentity(name, fingerprint(model, model.config))
+        identity = ModelIdentity(name, fingerprint(model, model.config))
         return cls(model, tokenizer, identity, load_seconds)
 
     # -- properties -------------------------------------------------------------------------

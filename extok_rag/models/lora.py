@@ -1,6 +1,6 @@
 """Low-rank adapters (LoRA, Hu et al. 2021) for the extensible tokenizer's linear layers.
 
-    y = W x + (alpha / r) · B A x        A: (r, in) random, B: (out, r) zeros — starts as W x
+y = W x + (alpha / r) · B A x        A: (r, in) random, B: (out, r) zeros — starts as W x
 """
 
 from __future__ import annotations
