@@ -8,5 +8,5 @@ variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=($(ls configs/study/r*.json | xargs -n1 basename | sed 's/.json$//'))
 for v in "${variants[@]}"; do
   .venv/bin/extok-rag train --config configs/study/base.json --config "configs/study/$v.json" \
-    --name "study-$v"
+    --name "study-$v" ${STUDY_THREADS:+--threads $STUDY_THREADS}
 done
