@@ -16,7 +16,7 @@ from extok_rag.config import DownscaleMethod
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment
-from extok_rag.training.objective import encode_sequence, row_losses
+from extok_rag.training.objective import ChunkLosses, encode_sequence, row_losses
 
 PROBE_KS = (2, 16)
 
@@ -25,15 +25,22 @@ PROBE_KS = (2, 16)
 class ContentProbe:
     sequences: torch.Tensor  # (P, C, L) held-out token ids
     method: DownscaleMethod = "strided"
-    _baselines: dict[str, float] = field(default_factory=dict)
+    _baselines: dict[str, ChunkLosses] = field(default_factory=dict)
 
     @torch.no_grad()
     def run(self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer) -> dict[str, float]:
         """Perplexities by row name: none, raw, k2, k16, self_k2, other_k2."""
+        return {name: nll_to_ppl(nll) for name, nll in self.run_detailed(llm, tokenizer).items()}
+
+    @torch.no_grad()
+    def run_detailed(
+        self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer
+    ) -> dict[str, ChunkLosses]:
+        """Per-sequence summed NLL and token counts by row name (for paired statistics)."""
         if not self._baselines:
             self._baselines = {
-                "none": self.ppl(llm, [[TokenSegment(s[-1])] for s in self.sequences]),
-                "raw": self.ppl(
+                "none": row_losses(llm, [[TokenSegment(s[-1])] for s in self.sequences]),
+                "raw": row_losses(
                     llm,
                     [
                         [TokenSegment(s[:-1].reshape(-1), scored=False), TokenSegment(s[-1])]
@@ -50,20 +57,19 @@ class ContentProbe:
                 [EmbeddingSegment(torch.cat(e[:-1])), TokenSegment(s[-1])]
                 for s, e in zip(self.sequences, embeds, strict=True)
             ]
-            result[f"k{k}"] = self.ppl(llm, rows)
+            result[f"k{k}"] = row_losses(llm, rows)
             if k == PROBE_KS[0]:
                 own = [e[-1] for e in embeds]
                 other = own[1:] + own[:1]  # the last chunk of the next sequence
                 last = [s[-1] for s in self.sequences]
-                result[f"self_k{k}"] = self.ppl(llm, self_rows(own, last))
-                result[f"other_k{k}"] = self.ppl(llm, self_rows(other, last))
+                result[f"self_k{k}"] = row_losses(llm, self_rows(own, last))
+                result[f"other_k{k}"] = row_losses(llm, self_rows(other, last))
         tokenizer.train(was_training)
         return result
 
-    @staticmethod
-    def ppl(llm: FrozenLLM, rows: list[Row]) -> float:
-        losses = row_losses(llm, rows)
-        return math.exp(float(losses.mean()))
+
+def nll_to_ppl(losses: ChunkLosses) -> float:
+    return math.exp(float(losses.mean()))
 
 
 def self_rows(embeds: list[torch.Tensor], chunks: list[torch.Tensor]) -> list[Row]:
