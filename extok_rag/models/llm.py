@@ -19,7 +19,6 @@ from extok_rag.errors import InputTooLongError, ModelNotFoundError
 from extok_rag.models.defaults import resolve_llm
 from extok_rag.models.identity import fingerprint
 from extok_rag.models.mixed_input import (
-    IGNORE_INDEX,
     EmbeddingSegment,
     MixedBatch,
     Row,
@@ -147,5 +146,4 @@ class FrozenLLM:
         logits = self.logits(batch)[:, :-1].float()
         targets = batch.labels[:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
-        has_target = (targets != IGNORE_INDEX) & (batch.attention_mask[:, :-1] == 1)
-        return nll * has_target
+        return nll * batch.next_token_targets

@@ -56,6 +56,11 @@ class MixedBatch:
     def lengths(self) -> torch.Tensor:  # (B,)
         return self.attention_mask.sum(dim=1)
 
+    @property
+    def next_token_targets(self) -> torch.Tensor:  # (B, T-1) bool
+        """Where position t predicts a scored token at t+1 (padding never predicts)."""
+        return (self.labels[:, 1:] != IGNORE_INDEX) & (self.attention_mask[:, :-1] == 1)
+
 
 def row_length(row: Row) -> int:
     return sum(len(seg) for seg in row)

@@ -20,7 +20,7 @@ import torch
 from extok_rag.config import DownscaleMethod
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.models.mixed_input import IGNORE_INDEX, EmbeddingSegment, Row, TokenSegment
+from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment
 
 
 @dataclass
@@ -67,5 +67,4 @@ def row_losses(llm: FrozenLLM, rows: list[Row]) -> ChunkLosses:
     """Pass 2: one batched LLM call; NLL of the scored raw tokens of each row."""
     batch = llm.batch(rows, padding_side="right")
     nll = llm.token_losses(batch)  # (R, T-1), 0 where no target
-    targets = (batch.labels[:, 1:] != IGNORE_INDEX) & (batch.attention_mask[:, :-1] == 1)
-    return ChunkLosses(nll.sum(dim=1), targets.sum(dim=1))
+    return ChunkLosses(nll.sum(dim=1), batch.next_token_targets.sum(dim=1))
