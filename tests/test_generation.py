@@ -4,7 +4,12 @@ places embeddings inside the user turn, streams text."""
 import torch
 
 from extok_rag.config import GenerationConfig
-from extok_rag.models.generation import generate_ids, generate_text, stream_text
+from extok_rag.models.generation import (
+    generate_batch,
+    generate_ids,
+    generate_text,
+    stream_text,
+)
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
 
 
@@ -23,6 +28,18 @@ def test_greedy_equals_transformers_generate(tiny_llm):
     theirs = [t for t in theirs if t not in tiny_llm.eos_token_ids]
     assert ours == theirs[: len(ours)]
     assert len(ours) == 12 or len(ours) == len(theirs)
+
+
+def test_batched_greedy_equals_one_row_at_a_time(tiny_llm):
+    emb = torch.randn(5, tiny_llm.hidden_size)
+    rows = [
+        tiny_llm.chat_row(["Tell me a story about a cat."]),
+        tiny_llm.chat_row(["Context: ", emb, " Short?"]),
+        tiny_llm.chat_row(["A much longer question, padded less than the others are, surely?"]),
+    ]
+    cfg = GenerationConfig(max_new_tokens=10)
+    one_by_one = [list(generate_ids(tiny_llm, row, cfg)) for row in rows]
+    assert generate_batch(tiny_llm, rows, 10) == one_by_one
 
 
 def test_chat_row_puts_embeddings_inside_the_user_turn(tiny_llm):
