@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import random
 import shutil
 import time
@@ -51,6 +53,18 @@ class StepStats:
     ks: list[int]
     tokens: int  # raw tokens predicted this step
     seconds: float
+
+
+def hardware() -> dict:
+    """What this part of a run trains on (a resumed run may move between machines)."""
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+    }
 
 
 class Trainer:
@@ -160,6 +174,7 @@ class Trainer:
     def run(self, on_event: Callable[[dict], None] | None = None) -> None:
         """Train until `max_steps` (or `max_minutes`), logging, probing and checkpointing."""
         emit = on_event or (lambda _e: None)
+        self.log({"step": self.step, "elapsed_s": self.elapsed, "hardware": hardware()})
         if self.step == 0 and self.probe is not None and self.cfg.probe_at_start:
             emit(self.log({"step": 0, "elapsed_s": 0.0, "probe": self.probe_now()}))
         while not self.finished():

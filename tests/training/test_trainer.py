@@ -99,7 +99,10 @@ def test_killed_and_resumed_run_continues_exactly(tiny_llm, data, tmp_path):
         [json.loads(x) for x in (tmp_path / d / "log.jsonl").read_text().splitlines()]
         for d in ("a", "b")
     ]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
+    trained = [[r["step"] for r in log if "hardware" not in r] for log in logs]
+    assert trained[0] == trained[1]
+    assert [r["step"] for r in logs[1] if "hardware" in r] == [0, 2]  # one per part of the run
+    assert logs[1][0]["hardware"]["device"] == "cpu"
     losses = [[r["loss"] for r in log if "loss" in r] for log in logs]
     assert losses[0] == losses[1]
 
