@@ -28,6 +28,10 @@ def train(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (out dir <home>/runs/NAME).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps in total.")] = None,
+    stop_at: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop at this step (schedule still set by max steps)."),
+    ] = None,
     export: Annotated[Path | None, typer.Option(help="Write the trained tokenizer here.")] = None,
     llm: Annotated[
         str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
@@ -58,7 +62,7 @@ def train(
         f"{len(train_data):,} training sequences of {cfg.seq_len} tokens"
     )
     with TrainProgress(cfg.max_steps, trainer.step) as progress:
-        trainer.run(progress.update)
+        trainer.run(progress.update, stop_at=stop_at)
     if export:
         trainer.export(export)
         err_console.print(f"tokenizer written to {export}")

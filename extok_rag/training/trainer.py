@@ -83,6 +83,7 @@ class Trainer:
             else None
         )
         self.step, self.elapsed = 0, 0.0
+        self.stop_at: int | None = None
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
             stats = self.chunks_of(train, range(min(len(train), cfg.stats_sequences)))
@@ -171,9 +172,13 @@ class Trainer:
         self.elapsed += seconds
         return StepStats(self.step, total / max(count, 1), lr, ks, count, seconds)
 
-    def run(self, on_event: Callable[[dict], None] | None = None) -> None:
-        """Train until `max_steps` (or `max_minutes`), logging, probing and checkpointing."""
+    def run(
+        self, on_event: Callable[[dict], None] | None = None, stop_at: int | None = None
+    ) -> None:
+        """Train until `max_steps` (or `max_minutes`, or step `stop_at`: a run in parts on the
+        same schedule), logging, probing and checkpointing."""
         emit = on_event or (lambda _e: None)
+        self.stop_at = stop_at
         self.log({"step": self.step, "elapsed_s": self.elapsed, "hardware": hardware()})
         if self.step == 0 and self.probe is not None and self.cfg.probe_at_start:
             emit(self.log({"step": 0, "elapsed_s": 0.0, "probe": self.probe_now()}))
@@ -205,7 +210,8 @@ class Trainer:
 
     def finished(self) -> bool:
         budget = self.cfg.max_minutes * 60
-        return self.step >= self.cfg.max_steps or (budget > 0 and self.elapsed >= budget)
+        last = min(self.cfg.max_steps, self.stop_at or self.cfg.max_steps)
+        return self.step >= last or (budget > 0 and self.elapsed >= budget)
 
     def probe_now(self) -> dict[str, float]:
         assert self.probe is not None

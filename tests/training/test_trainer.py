@@ -118,3 +118,16 @@ def test_probe_reports_paired_rows_and_checkpoint_exports(tiny_llm, data, tmp_pa
     loaded = ExtensibleTokenizer.from_pretrained(tmp_path / "export", tiny_llm)
     x = torch.as_tensor(data[1][0][:16])[None]
     torch.testing.assert_close(loaded(x), trainer.tokenizer(x).detach())
+
+
+def test_a_run_in_parts_matches_a_straight_run(tiny_llm, data, tmp_path):
+    straight = Trainer(CFG, tiny_llm, *data, tmp_path / "a")
+    straight.run()
+    first = Trainer(CFG, tiny_llm, *data, tmp_path / "b")
+    first.run(stop_at=2)
+    assert first.step == 2 and (tmp_path / "b" / "checkpoint").is_dir()
+    rest = Trainer(CFG, tiny_llm, *data, tmp_path / "b")
+    rest.run()
+    assert rest.step == CFG.max_steps
+    for name, tensor in straight.tokenizer.state_dict().items():
+        assert torch.equal(tensor, rest.tokenizer.state_dict()[name]), name
