@@ -46,3 +46,25 @@ def book_dir(tmp_path, books):
     for book in books:
         (folder / f"{book.name}.txt").write_text(book.text)
     return folder
+
+
+@pytest.fixture
+def docs_sections(tmp_path, monkeypatch) -> dict[str, str]:
+    """What `eval … --write-docs` writes, by section name; docs/benchmarks.md stays untouched."""
+    from extok_rag.cli import eval_cmd
+
+    written: dict[str, str] = {}
+
+    class Report:  # stands in for benchmarks/report.py
+        DOC = tmp_path / "benchmarks.md"
+
+        @staticmethod
+        def machine_line():
+            return "test machine"
+
+        @staticmethod
+        def write_section(name, body):
+            written[name] = body
+
+    monkeypatch.setattr(eval_cmd, "_report_module", lambda: Report)
+    return written

@@ -7,7 +7,6 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from extok_rag.cli import eval_cmd
 from extok_rag.cli.eval_cmd import eval_app
 from extok_rag.config import TokenizerConfig
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
@@ -17,24 +16,10 @@ SMALL = ["--lengths", "128,256", "--windows", "2", "--ks", "1,4", "--chunk-len",
 SMALL += ["--target-len", "32", "--raw-positions", "96", "--device", "cpu", "--dtype", "float32"]
 
 
-def test_eval_lm_end_to_end(tiny_llm, tiny_llm_dir, tmp_path, book_dir, monkeypatch):
+def test_eval_lm_end_to_end(tiny_llm, tiny_llm_dir, tmp_path, book_dir, docs_sections):
     checkpoint = tmp_path / "zero-layer"
     tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=0))
     tok.save_pretrained(checkpoint)
-    written = {}
-
-    class Report:  # stands in for benchmarks/report.py, so docs/benchmarks.md is untouched
-        DOC = tmp_path / "benchmarks.md"
-
-        @staticmethod
-        def machine_line():
-            return "test machine"
-
-        @staticmethod
-        def write_section(name, body):
-            written[name] = body
-
-    monkeypatch.setattr(eval_cmd, "_report_module", lambda: Report)
     out = tmp_path / "result.json"
     args = ["lm", "--llm", str(tiny_llm_dir), "--books", str(book_dir)]
     args += ["--tokenizer", str(checkpoint), "--out", str(out), "--write-docs", *SMALL]
@@ -46,7 +31,7 @@ def test_eval_lm_end_to_end(tiny_llm, tiny_llm_dir, tmp_path, book_dir, monkeypa
     cells = data["results"]["256"]
     assert cells["extok@1"]["window_nll"] == cells["raw-full"]["window_nll"]
     assert cells["untrained@4"]["ppl"] > 0
-    body = written["eval-lm"]
+    body = docs_sections["eval-lm"]
     assert "extok-rag eval lm --tokenizer" in body and "--ks 1,4" in body
     assert "Median of per-window perplexities" in body
 

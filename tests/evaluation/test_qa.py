@@ -8,7 +8,6 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from extok_rag.cli import eval_cmd
 from extok_rag.cli.eval_cmd import eval_app
 from extok_rag.config import RuntimeConfig
 from extok_rag.evaluation.books import EvalDataError
@@ -123,22 +122,8 @@ def hotpot_available():
 
 
 def test_cli_indexes_a_real_set_once_and_writes_docs(
-    hotpot_available, tiny_llm_dir, tiny_embedder_dir, tmp_path, monkeypatch
+    hotpot_available, tiny_llm_dir, tiny_embedder_dir, tmp_path, docs_sections
 ):
-    written = {}
-
-    class Report:  # stands in for benchmarks/report.py, so docs/benchmarks.md is untouched
-        DOC = tmp_path / "benchmarks.md"
-
-        @staticmethod
-        def machine_line():
-            return "test machine"
-
-        @staticmethod
-        def write_section(name, body):
-            written[name] = body
-
-    monkeypatch.setattr(eval_cmd, "_report_module", lambda: Report)
     args = ["qa", "--sets", "hotpotqa", "--questions", "3", "--top-n", "1", "--ks", "4"]
     args += ["--budget-ks", "2"]  # the tiny LLM's window holds one raw chunk
     args += ["--max-new-tokens", "2", "--latency-questions", "1", "--llm", str(tiny_llm_dir)]
@@ -149,7 +134,7 @@ def test_cli_indexes_a_real_set_once_and_writes_docs(
     assert "| extok ×4 top-1 |" in first.output and "| extok ×2 top-2 |" in first.output
     data = json.loads((tmp_path / "qa.json").read_text())
     assert data["sets"][0]["name"] == "hotpotqa" and len(data["sets"][0]["qids"]) == 3
-    assert "extok-rag eval qa --sets hotpotqa --questions 3" in written["eval-qa"]
+    assert "extok-rag eval qa --sets hotpotqa --questions 3" in docs_sections["eval-qa"]
     manifest = (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text()
     again = runner.invoke(eval_app, args)
     assert again.exit_code == 0, again.output
