@@ -41,6 +41,9 @@ def ask(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     show_sources: Annotated[bool, typer.Option(help="List the retrieved chunks.")] = False,
+    source_lines: Annotated[
+        bool, typer.Option(help="Head each chunk in the prompt with its file path (raw).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
     llm: Annotated[
         str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
@@ -56,7 +59,7 @@ def ask(
     from extok_rag.models.embedder import Embedder
     from extok_rag.query import check_llm
 
-    cfg = AskConfig(top_n=top_n, k=parse_k(k), mode=mode.value)
+    cfg = AskConfig(top_n=top_n, k=parse_k(k), mode=mode.value, source_lines=source_lines)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
     snapshot = open_index(resolve_index_dir(index))
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]

@@ -68,6 +68,16 @@ def test_modes_change_what_the_llm_reads(built, embedder, tiny_llm):
     assert positions["none"] < positions["compressed"] < positions["hybrid"] < positions["raw"]
 
 
+def test_source_lines_head_each_chunk_with_its_file(built, embedder, tiny_llm):
+    snapshot, _ = built
+    chunks = retrieve(snapshot, embedder, "Alpha", 2)
+    cfg = AskConfig(k=4, top_n=2, source_lines=True)
+    prompt = build_prompt(tiny_llm, "Alpha?", chunks, cfg, snapshot.manifest.stride, 4)
+    text = "".join(tiny_llm.tokenizer.decode(s.ids) for s in prompt.row if hasattr(s, "ids"))
+    for chunk in chunks:
+        assert f"[{chunk.doc_path}]" in text
+
+
 def test_auto_k_is_the_smallest_that_fits(built, embedder, tiny_llm):
     snapshot, _ = built
     chunks = retrieve(snapshot, embedder, "Section", 4)
@@ -126,7 +136,7 @@ def test_cli_ask_end_to_end(built, tmp_path, tiny_llm_dir, tiny_embedder_dir, mo
         "--max-new-tokens",
         "3",
     ]
-    result = runner.invoke(app, [*base, "Section 1?", "--json", "--k", "4"])
+    result = runner.invoke(app, [*base, "Section 1?", "--json", "--k", "4", "--source-lines"])
     assert result.exit_code == 0, result.output
     assert '"sources"' in result.output and '"k": 4' in result.output
     result = runner.invoke(app, [*base, "q", "--k", "3"])
