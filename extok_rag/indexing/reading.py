@@ -59,7 +59,7 @@ def list_corpus(
             recursive=True,
             exclude=list(exclude) or None,
             required_exts=list(SUFFIXES),
-            exclude_hidden=True,
+            exclude_hidden=False,  # it tests every part of the absolute path: see below
         )
         paths = [Path(p) for p in reader.input_files]
     except ValueError:  # "No files found in <dir>."
@@ -67,6 +67,8 @@ def list_corpus(
     files, warnings = [], []
     for path in sorted(paths):
         rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # hidden below the root; a root inside ~/.cache is fine
         if include and not any(_matches(rel, g) for g in include):
             continue
         try:

@@ -280,3 +280,16 @@ def test_sigkill_mid_run_then_rerun_equals_clean_build(
     assert not (idx / "pending.json").exists()
     build_index(corpus, tmp_path / "clean", models, settings)
     assert_same_rows(rows(idx), rows(tmp_path / "clean"))
+
+
+def test_a_corpus_inside_a_hidden_folder_is_read_but_hidden_files_in_it_are_not(tmp_path):
+    from extok_rag.indexing.reading import list_corpus
+
+    root = tmp_path / ".cache" / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.txt").write_text("visible text")
+    (root / ".hidden.txt").write_text("a dotfile")
+    (root / ".git").mkdir()
+    (root / ".git" / "b.txt").write_text("inside a dot folder")
+    files, warnings = list_corpus(root)
+    assert [f.rel for f in files] == ["sub/a.txt"] and warnings == []
