@@ -36,14 +36,14 @@ def training_section(run: Path, records: list[dict]) -> str:
     parts = [r for r in records if "hardware" in r]
     first_logged = parts[0]["step"] if parts else state["step"]
     hardware = [
-        f"- from step {r['step']}: {r['hardware']['device']}, {r['hardware']['cpu_count']} "
+        f"  - from step {r['step']}: {r['hardware']['device']}, {r['hardware']['cpu_count']} "
         f"CPU cores, {r['hardware']['torch_threads']} torch threads, torch {r['hardware']['torch']}"
         for r in parts
     ]
     if first_logged > 0:
         hardware.insert(
             0,
-            f"- steps 0–{first_logged}: the same 2-core CPU machine (x86_64, no GPU, torch "
+            f"  - steps 0–{first_logged}: the same 2-core CPU machine (x86_64, no GPU, torch "
             "2.13.0+cpu, 2 threads; logged before hardware records existed)",
         )
     return "\n".join(
@@ -106,32 +106,40 @@ def target_lines(lm: dict) -> list[str]:
         "1. (d) beats no context (a) and the untrained tokenizer (e) at every k and length: "
         + ("**met**." if not misses else f"**missed** at {len(misses)} cells: " + "; ".join(misses))
     )
-    gaps = []
+    gaps = {}
     for t in (x for x in lengths if x >= 4096):
         a, c = ppl(lm, t, "none"), ppl(lm, t, "raw-full")
         for k in (x for x in ks if x in (2, 4)):
             d = ppl(lm, t, f"extok@{k}")
             if d is not None and a is not None and c is not None and a > c:
-                gaps.append(f"{t // 1024}K ×{k}: {100 * (a - d) / (a - c):.0f}%")
+                gaps[f"{t // 1024}K ×{k}"] = (a - d) / (a - c)
+    closed = "; ".join(f"{cell}: {100 * share:.0f}%" for cell, share in gaps.items())
     out.append(
-        "2. (d) at k = 2 and 4 closes ≥ 50% of the (a)→(c) gap on 4K and 8K windows — closed: "
-        + ("; ".join(gaps) if gaps else "n/a (no 4K/8K window measured)")
-        + "."
+        "2. (d) at k = 2 and 4 closes ≥ 50% of the (a)→(c) gap on 4K and 8K windows: "
+        + (
+            verdict(all(v >= 0.5 for v in gaps.values())) + f" — closed {closed}."
+            if gaps
+            else "n/a (no 4K/8K window measured)."
+        )
     )
-    equal = [
-        f"{t // 1024}K ×{k}: (d) {ppl(lm, t, f'extok@{k}'):.2f} vs (b) "
-        f"{ppl(lm, t, f'raw-equal@{k}'):.2f}"
+    equal = {
+        f"{t // 1024}K ×{k}": (ppl(lm, t, f"extok@{k}"), ppl(lm, t, f"raw-equal@{k}"))
         for t in lengths
         if t >= 4096
         for k in ks
         if k >= 4 and ppl(lm, t, f"extok@{k}") is not None
-    ]
+    }
+    cells = "; ".join(f"{cell}: (d) {d:.2f} vs (b) {b:.2f}" for cell, (d, b) in equal.items())
     out.append(
         "3. (d) beats the equal-position raw baseline (b) for k ≥ 4 at every length ≥ 4K: "
-        + "; ".join(equal)
-        + "."
+        + verdict(bool(equal) and all(d < b for d, b in equal.values()))
+        + f" — {cells}."
     )
     return out
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**missed**"
 
 
 def lm_table(lm: dict) -> str:
@@ -173,7 +181,12 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--lm", type=Path, required=True, help="`eval lm --out` JSON")
     parser.add_argument("--qa", type=Path, help="`eval qa --out` JSON")
-    parser.add_argument("--notes", type=Path, help="Markdown appended (findings, next steps)")
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=Path(__file__).with_name("model_card_notes.md"),
+        help="Markdown appended (findings, next steps)",
+    )
     parser.add_argument("--install", action="store_true")
     args = parser.parse_args()
     if args.install:
