@@ -67,7 +67,7 @@ def list_corpus(
     files, warnings = [], []
     for path in sorted(paths):
         rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
+        if any(part.startswith(".") for part in rel.split("/")):
             continue  # hidden below the root; a root inside ~/.cache is fine
         if include and not any(_matches(rel, g) for g in include):
             continue

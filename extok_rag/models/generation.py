@@ -6,7 +6,7 @@ contiguous positions, and each step appends one token at the next position.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -28,41 +28,15 @@ def next_token(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator
 
 
 @torch.inference_mode()
-def generate_ids(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[int]:
-    """Yield generated token ids until an end-of-sequence token or `max_new_tokens`."""
-    batch = llm.batch([row], padding_side="left")
-    total = int(batch.lengths[0])
-    llm.check_fits(total + cfg.max_new_tokens)
-    gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
-    out = llm.model(
-        inputs_embeds=batch.inputs_embeds,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=True,
-    )
-    mask = batch.attention_mask
-    stop = llm.eos_token_ids
-    for step in range(cfg.max_new_tokens):
-        token = next_token(out.logits[0, -1].cpu(), cfg, gen)
-        if token in stop:
-            return
-        yield token
-        if step + 1 == cfg.max_new_tokens:
-            return
-        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
-        out = llm.model(
-            input_ids=torch.tensor([[token]], device=llm.device),
-            attention_mask=mask,
-            position_ids=torch.tensor([[total + step]], device=llm.device),
-            cache=out.cache,
-            use_cache=True,
-        )
-
-
-@torch.inference_mode()
-def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding of several prompts at once (left-padded, one KV cache): per row the
-    same tokens as `generate_ids` up to low-precision noise. A row stops at end-of-sequence."""
+def decode_steps(
+    llm: FrozenLLM,
+    rows: Sequence[Row],
+    max_new_tokens: int,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+) -> Iterator[torch.Tensor]:
+    """Prefill `rows` (left-padded, one KV cache), then yield the next token of every row (B,),
+    chosen by `pick` from the last-position logits (B, V), and feed it back at the row's next
+    position; at most `max_new_tokens` steps. Stopping early is the caller's: stop iterating."""
     batch = llm.batch(rows, padding_side="left")
     lengths = batch.lengths.to(llm.device)  # (B,)
     llm.check_fits(int(lengths.max()) + max_new_tokens)
@@ -72,16 +46,12 @@ def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> 
         position_ids=batch.position_ids,
         use_cache=True,
     )
-    mask, stop = batch.attention_mask, torch.tensor(sorted(llm.eos_token_ids), device=llm.device)
-    done = torch.zeros(len(rows), dtype=torch.bool, device=llm.device)
-    generated: list[list[int]] = [[] for _ in rows]
+    mask = batch.attention_mask
     for step in range(max_new_tokens):
-        tokens = out.logits[:, -1].argmax(-1)  # (B,)
-        done |= torch.isin(tokens, stop)
-        for i in (~done).nonzero().flatten().tolist():
-            generated[i].append(int(tokens[i]))
-        if bool(done.all()) or step + 1 == max_new_tokens:
-            break
+        tokens = pick(out.logits[:, -1])  # (B,)
+        yield tokens
+        if step + 1 == max_new_tokens:
+            return
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         out = llm.model(
             input_ids=tokens[:, None],
@@ -90,6 +60,37 @@ def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> 
             cache=out.cache,
             use_cache=True,
         )
+
+
+@torch.inference_mode()
+def generate_ids(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[int]:
+    """Yield generated token ids until an end-of-sequence token or `max_new_tokens`."""
+    gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:  # (1, V) -> (1,)
+        return torch.tensor([next_token(logits[0].cpu(), cfg, gen)], device=llm.device)
+
+    stop = llm.eos_token_ids
+    for tokens in decode_steps(llm, [row], cfg.max_new_tokens, pick):
+        token = int(tokens[0])
+        if token in stop:
+            return
+        yield token
+
+
+@torch.inference_mode()
+def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding of several prompts at once (left-padded, one KV cache): per row the
+    same tokens as `generate_ids` up to low-precision noise. A row stops at end-of-sequence."""
+    stop = torch.tensor(sorted(llm.eos_token_ids), device=llm.device)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=llm.device)
+    generated: list[list[int]] = [[] for _ in rows]
+    for tokens in decode_steps(llm, rows, max_new_tokens, lambda logits: logits.argmax(-1)):
+        done |= torch.isin(tokens, stop)
+        for i in (~done).nonzero().flatten().tolist():
+            generated[i].append(int(tokens[i]))
+        if bool(done.all()):
+            break
     return generated
 
 

@@ -83,7 +83,6 @@ class Trainer:
             else None
         )
         self.step, self.elapsed = 0, 0.0
-        self.stop_at: int | None = None
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
             stats = self.chunks_of(train, range(min(len(train), cfg.stats_sequences)))
@@ -178,11 +177,10 @@ class Trainer:
         """Train until `max_steps` (or `max_minutes`, or step `stop_at`: a run in parts on the
         same schedule), logging, probing and checkpointing."""
         emit = on_event or (lambda _e: None)
-        self.stop_at = stop_at
         self.log({"step": self.step, "elapsed_s": self.elapsed, "hardware": hardware()})
         if self.step == 0 and self.probe is not None and self.cfg.probe_at_start:
             emit(self.log({"step": 0, "elapsed_s": 0.0, "probe": self.probe_now()}))
-        while not self.finished():
+        while not self.finished(stop_at):
             stats = self.train_step()
             emit(
                 self.log(
@@ -198,7 +196,7 @@ class Trainer:
                     }
                 )
             )
-            last = self.finished()
+            last = self.finished(stop_at)
             if self.probe is not None and (self.step % self.cfg.probe_every == 0 or last):
                 emit(
                     self.log(
@@ -208,9 +206,9 @@ class Trainer:
             if self.step % self.cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
 
-    def finished(self) -> bool:
+    def finished(self, stop_at: int | None = None) -> bool:
         budget = self.cfg.max_minutes * 60
-        last = min(self.cfg.max_steps, self.stop_at or self.cfg.max_steps)
+        last = min(self.cfg.max_steps, stop_at or self.cfg.max_steps)
         return self.step >= last or (budget > 0 and self.elapsed >= budget)
 
     def probe_now(self) -> dict[str, float]:
