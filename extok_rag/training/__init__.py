@@ -1,4 +1,5 @@
-"""Training: data preparation (Debian documentation -> token shards) and, later, the loop.
+"""Training: data preparation (source packages -> token shards and JSON-lines files) and the
+loop.
 
 Only names re-exported here are the public API; heavy imports (transformers) happen inside
 the functions that need them.
@@ -10,14 +11,14 @@ from extok_rag.training.data import (
     training_data_dir,
 )
 from extok_rag.training.shards import PackedSequences
-from extok_rag.training.sources import DEFAULT_SOURCES, EVALUATION_PACKAGES, DebianSource
+from extok_rag.training.sources import DEFAULT_SOURCES, EVALUATION_PACKAGES, TrainingSource
 
 __all__ = [
     "DEFAULT_SOURCES",
     "EVALUATION_PACKAGES",
     "DataSettings",
-    "DebianSource",
     "PackedSequences",
+    "TrainingSource",
     "prepare_training_data",
     "training_data_dir",
 ]

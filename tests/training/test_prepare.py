@@ -65,3 +65,56 @@ def test_cli_rejects_unknown_sources(tmp_path):
     args = ["data", "prepare", "--data-dir", str(tmp_path), "--sources", "shakespeare"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "unknown source" in result.output
+
+
+# -- passages, SWORD documents, QA files (no packages needed) --------------------------------
+def test_passages_join_short_and_cut_long():
+    from extok_rag.training.data import passages
+
+    short = ["A short one." * 8, "Another short paragraph." * 4, "Third."]
+    sentences = [f"Sentence number {i} of a long paragraph." for i in range(80)]
+    long = " ".join(sentences)
+    out = passages([*short, long, "tail that is too short."])
+    assert all(200 <= len(p) <= 1500 for p in out)
+    assert out[0] == "\n\n".join(short[:3])  # joined until 200 characters
+    assert all(p.endswith("paragraph.") for p in out[1:])  # cut at sentence ends
+    assert " ".join(out[1:]) == long  # nothing of the long paragraph lost
+    assert passages(["x" * 1600]) == []  # one sentence too long to cut
+
+
+def test_sword_documents_leave_out_the_psalms(tmp_path, sword_module):
+    from extok_rag.training.data import _sword_documents
+    from extok_rag.training.sources import source_by_name
+
+    slots = ["", "", '<div osisID="Gen" sID="g" type="book"/>']
+    slots += ['<chapter osisID="Gen.1" sID="Gen.1"/>', "In the beginning."]
+    slots += ['<div osisID="Ps" sID="p" type="book"/>', "Intro to the Psalms."]
+    slots += ['<chapter osisID="Ps.1" sID="Ps.1"/>', "Blessed is the man."]
+    conf = sword_module(tmp_path, "Tiny", {"ot": slots})
+    source = source_by_name(["bible-kjv"])[0]
+    docs = dict(_sword_documents(source, [conf], seed=0))
+    assert docs == {"bible-kjv:Tiny:Gen.1": ["In the beginning."]}
+
+
+def test_qa_files_keep_validation_paragraphs_out(tmp_path):
+    from extok_rag.datasets.qa_splits import ExcludedParagraphs, HotpotSplits
+    from extok_rag.datasets.training_files import QAExample, read_answer_probe, read_qa_train
+    from extok_rag.training.data import write_qa_files
+
+    train = (
+        QAExample("a", "A?", "1", ("G1\n\ng1", "G2\n\ng2"), ("D1\n\nd1", "D2\n\nd2")),
+        QAExample("b", "B?", "2", ("G3\n\ng3", "D2\n\nd2"), ()),
+    )
+    probe = (QAExample("p", "P?", "3", ("P1\n\np1",)),)
+    splits = HotpotSplits(frozenset({"e"}), probe, train, ExcludedParagraphs(), 0, 0)
+    out = tmp_path / "training-data"
+    out.mkdir()
+    meta = write_qa_files(splits, {"D2\n\nd2"}, out)
+    assert [e.qid for e in read_qa_train(tmp_path)] == ["a"]
+    assert read_qa_train(tmp_path)[0].distractors == ("D1\n\nd1",)
+    assert read_answer_probe(tmp_path) == list(probe)
+    assert (
+        meta["qa_train"]["questions"] == 1 and meta["hotpotqa_split"]["val_questions_dropped"] == 1
+    )
+    assert write_qa_files(None, set(), out)["qa_train"] is None
+    assert not (out / "qa_train.jsonl").exists()

