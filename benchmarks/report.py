@@ -11,6 +11,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from extok_rag.config import cpu_description
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\nEvery number here was measured by a script under `benchmarks/`; each "
@@ -22,7 +24,8 @@ def machine_line() -> str:
     import torch
 
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"{platform.machine()} {cpu_description()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), "
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
         f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"

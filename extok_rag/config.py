@@ -95,6 +95,37 @@ class RuntimeConfig:
         return "bfloat16" if self.dtype == "auto" else self.dtype
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it (e.g. an AVX2
+    EPYC) a bf16 matmul measured 5.6x slower than fp32; with it, 1.6-1.75x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_description() -> str:
+    """The CPU's model name, torch's vector capability and native bf16 (for benchmark and
+    training logs: bf16 speed differs ~10x between CPUs of the same machine class)."""
+    import torch
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln)
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {bf16})"
+
+
+def fastest_dtype(device: str) -> Literal["bfloat16", "float32"]:
+    """bf16 where the hardware runs it natively (CUDA, CPUs with AVX512-BF16/AMX), else fp32."""
+    if device.startswith("cuda") or (device == "cpu" and cpu_has_native_bf16()):
+        return "bfloat16"
+    return "float32"
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -113,16 +144,43 @@ class GenerationConfig:
 
 
 Objective = Literal["ar", "reconstruction"]
+# Objectives a mixture may weight (training/objective.py, training/frame.py):
+#   ar                    v1's two-stream continuation loss on packed sequences (paper Eq. 3)
+#   chunk_reconstruction  a chunk predicted from its own embeddings (v1's warm-up)
+#   qa                    QA pairs, gold + distractor paragraphs compressed in the ask frame;
+#                         loss on the answer tokens
+#   span                  a blanked span of a compressed paragraph, recalled in the ask frame
+#   reconstruction        "repeat the context" in the ask frame, 1 -> n paragraphs (curriculum)
+#   distill               KL(raw-context teacher || compressed student) on the answer tokens
+MIX_OBJECTIVES = ("ar", "chunk_reconstruction", "qa", "span", "reconstruction", "distill")
+FRAME_OBJECTIVES = ("qa", "span", "reconstruction", "distill")
+
+
+@dataclass(frozen=True)
+class MixPhase:
+    """Objective weights for `steps` optimiser steps (0: until the end of the run). Each
+    micro-step draws one objective with these weights (seeded by its index)."""
+
+    weights: dict[str, float]
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.weights) - set(MIX_OBJECTIVES)
+        if unknown or not self.weights or min(self.weights.values()) < 0:
+            raise ValueError(
+                f"bad objective weights {self.weights}: names from {', '.join(MIX_OBJECTIVES)}"
+            )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Two-stream AR training of an extensible tokenizer (paper §2.2) and the study's options.
+    """Training of an extensible tokenizer with the LLM frozen (paper §2.2 and beyond).
 
-    A packed sequence of `seq_len` tokens is cut into `seq_len // chunk_len` chunks. Pass 1
-    encodes every chunk on its own; pass 2 predicts chunk i's tokens from the down-scaled
-    embeddings of chunks < i plus its own preceding raw tokens (objective "ar"), or from its
-    *own* embeddings (objective "reconstruction", a warm-up whose loss depends wholly on them).
+    `ar` (the paper's two-stream objective): a packed sequence of `seq_len` tokens is cut into
+    `seq_len // chunk_len` chunks; pass 1 encodes every chunk on its own, pass 2 predicts chunk
+    i's tokens from the down-scaled embeddings of chunks < i plus its own preceding raw tokens.
+    Frame objectives (`qa`, `span`, `reconstruction`, `distill`) put compressed paragraphs in
+    the exact `ask` prompt and score only the answer. `mix` weights objectives per phase.
     """
 
     data_dir: str = ""  # packed shards (train.bin, val.bin, meta.json); "" = the data dir
@@ -133,13 +191,22 @@ class TrainConfig:
             num_layers=8, adapter=AdapterConfig("rmsnorm_linear", standardize=True)
         )
     )
+    init_from: str = ""  # a tokenizer checkpoint to start from; "shipped" = the packaged one
     seq_len: int = 1024
     chunk_len: int = 256
     k_choices: tuple[int, ...] = (2, 4, 8, 16, 32)
     downscale: DownscaleMethod = "strided"
-    objective: Objective = "ar"
-    reconstruction_steps: int = 0  # warm-up steps of the reconstruction objective, then "ar"
+    objective: Objective = "ar"  # used when `mix` is empty
+    reconstruction_steps: int = 0  # warm-up steps of chunk reconstruction (when `mix` is empty)
+    mix: tuple[MixPhase, ...] = ()  # objective weights by phase (overrides `objective`)
     loss_first_tokens: int = 0  # >0: loss only on the first m tokens of each predicted chunk
+    frame_rows: int = 8  # examples per micro-step of a frame objective
+    context_len: int = 256  # tokens kept of each compressed paragraph (the index's chunk)
+    qa_distractors: int = 1  # distractor paragraphs compressed beside a question's gold ones
+    recon_chunks: tuple[int, int] = (1, 3)  # paragraphs per reconstruction row: first, last
+    recon_curriculum_steps: int = 100  # steps over which that count grows
+    recon_len: int = 128  # tokens kept of each paragraph to reconstruct
+    distill_temperature: float = 1.0
     train_mode: Literal["lora", "full", "adapter"] = "lora"
     lora_rank: int = 16
     lora_alpha: float = 32.0
@@ -149,7 +216,9 @@ class TrainConfig:
     warmup_steps: int = 10
     max_steps: int = 200  # optimiser steps
     max_minutes: float = 0.0  # >0: also stop once training time (probes excluded) reaches it
-    grad_accum: int = 4  # sequences per optimiser step
+    budget_clock: Literal["wall", "cpu"] = "wall"  # max_minutes in wall time, or in this
+    # process's CPU time (all threads): equal compute for runs that share a machine
+    grad_accum: int = 4  # micro-steps (sequences, or frame batches) per optimiser step
     clip: float = 1.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     stats_sequences: int = 16  # sequences used to fix the adapter's standardisation
@@ -158,9 +227,34 @@ class TrainConfig:
     probe_every: int = 25  # optimiser steps between content probes (0 = never)
     probe_at_start: bool = True  # also probe the untrained tokenizer (step 0)
     probe_sequences: int = 8
+    answer_probe_every: int = 0  # optimiser steps between answer probes (0 = never)
+    answer_probe_items: int = 48  # held-out QA items it scores
+    answer_probe_ks: tuple[int, ...] = (2, 4, 8)
     checkpoint_every: int = 10
     seed: int = 0
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"  # autocast dtype (frozen LLM weights too)
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # autocast and frozen LLM weights;
+    # auto: bf16 only where the hardware computes it natively (config.fastest_dtype)
+
+    def resolved_dtype(self, device: str) -> Literal["bfloat16", "float32"]:
+        return fastest_dtype(device) if self.dtype == "auto" else self.dtype
+
+    def phase_at(self, step: int) -> MixPhase:
+        """The objective weights in force at optimiser step `step` (0-based)."""
+        if not self.mix:
+            legacy = "chunk_reconstruction" if self.objective == "reconstruction" else "ar"
+            first = "chunk_reconstruction" if step < self.reconstruction_steps else legacy
+            return MixPhase({first: 1.0})
+        start = 0
+        for phase in self.mix:
+            if phase.steps == 0 or step < start + phase.steps:
+                return phase
+            start += phase.steps
+        return self.mix[-1]
+
+    def objectives(self) -> set[str]:
+        """Every objective some phase can draw."""
+        phases = self.mix or (self.phase_at(0), self.phase_at(self.reconstruction_steps))
+        return {name for p in phases for name, w in p.weights.items() if w > 0}
 
     @property
     def chunks_per_sequence(self) -> int:
@@ -173,8 +267,13 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         tok = data.pop("tokenizer", None)
-        if "k_choices" in data:
-            data["k_choices"] = tuple(data["k_choices"])
+        for key in ("k_choices", "answer_probe_ks", "recon_chunks"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if "mix" in data:
+            data["mix"] = tuple(
+                p if isinstance(p, MixPhase) else MixPhase(**p) for p in data["mix"]
+            )
         cfg = cls(**data)
         if tok is not None:
             from dataclasses import replace

@@ -19,6 +19,7 @@ import torch
 from extok_rag.config import AUTO_K_CHOICES, AskConfig, GenerationConfig
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
 from extok_rag.indexing import IndexSnapshot
+from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import downscale
 from extok_rag.models.generation import stream_text
@@ -78,31 +79,18 @@ def chunk_embeddings(chunk: Retrieved, k: int, stride: int) -> torch.Tensor:
 def user_parts(
     question: str, chunks: Sequence[Retrieved], cfg: AskConfig, k: int | None, stride: int
 ) -> list[str | torch.Tensor]:
-    """The user turn: the question, the context chunks (raw or compressed), the question again.
-
-    Question-first framing: on the sample corpus SmolLM2-135M answered 2 of 4 questions with it
-    and 0 of 4 with an instruction + context-first prompt, which it mostly continued.
-    """
+    """The user turn (`ask_frame`): the question, the context chunks (raw or compressed), the
+    question again."""
     if cfg.mode == "none" or not chunks:
-        return [question]
-    parts: list[str | torch.Tensor] = [f"Question: {question}\n\nContext:\n"]
-    for i, chunk in enumerate(chunks):
-        raw = cfg.mode == "raw" or (cfg.mode == "hybrid" and i == 0)
-        parts.append(f"[{chunk.doc_path}]\n" if cfg.source_lines else "")
-        parts.append(chunk.text if raw else chunk_embeddings(chunk, k or stride, stride))
-        parts.append("\n\n")
-    parts.append(f"Answer the question: {question}")
-    return merge_text(parts)
-
-
-def merge_text(parts: list[str | torch.Tensor]) -> list[str | torch.Tensor]:
-    out: list[str | torch.Tensor] = []
-    for part in parts:
-        if isinstance(part, str) and out and isinstance(out[-1], str):
-            out[-1] += part
-        elif not (isinstance(part, str) and not part):
-            out.append(part)
-    return out
+        return ask_frame(question, [])
+    contexts = [
+        chunk.text
+        if cfg.mode == "raw" or (cfg.mode == "hybrid" and i == 0)
+        else chunk_embeddings(chunk, k or stride, stride)
+        for i, chunk in enumerate(chunks)
+    ]
+    headers = [f"[{c.doc_path}]\n" for c in chunks] if cfg.source_lines else None
+    return ask_frame(question, contexts, headers)
 
 
 def build_prompt(

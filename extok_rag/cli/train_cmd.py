@@ -1,4 +1,4 @@
-"""`extok-rag train`: two-stream AR training of the extensible tokenizer, resumable.
+"""`extok-rag train`: training of the extensible tokenizer (a mixture of objectives), resumable.
 
 Settings are a `TrainConfig`: defaults, then a JSON file (`--config`), then `--set key=value`
 overrides (nested keys with dots: `--set tokenizer.num_layers=4`). A run lives in its out dir
@@ -54,18 +54,37 @@ def train(
     train_data, val_data = (
         open_shard(data_dir / f, cfg.seq_len, PackedSequences) for f in ("train.bin", "val.bin")
     )
-    frozen = load_llm(llm, RuntimeConfig(device="auto", dtype=cfg.dtype))
+    frame, probe_items = load_frame_data(cfg, data_dir)
+    device = RuntimeConfig().resolve_device()
+    frozen = load_llm(llm, RuntimeConfig(device=device, dtype=cfg.resolved_dtype(device)))
     with err_console.status("preparing the tokenizer"):
-        trainer = Trainer(cfg, frozen, train_data, val_data, out_dir)
+        trainer = Trainer(cfg, frozen, train_data, val_data, out_dir, frame, probe_items)
     err_console.print(
-        f"run {out_dir} — step {trainer.step}/{cfg.max_steps}, "
-        f"{len(train_data):,} training sequences of {cfg.seq_len} tokens"
+        f"run {out_dir} — step {trainer.step}/{cfg.max_steps}, {trainer.dtype}, objectives "
+        f"{', '.join(sorted(cfg.objectives()))}; {len(train_data):,} packed sequences, "
+        f"{len(frame.qa):,} QA pairs, {len(frame.paragraphs):,} paragraphs"
     )
     with TrainProgress(cfg.max_steps, trainer.step) as progress:
         trainer.run(progress.update, stop_at=stop_at)
     if export:
         trainer.export(export)
         err_console.print(f"tokenizer written to {export}")
+
+
+def load_frame_data(cfg, data_dir: Path):
+    """QA pairs / paragraphs for the frame objectives the config uses, and the answer probe's
+    held-out items (when it runs)."""
+    from extok_rag.datasets.training_files import ANSWER_PROBE_FILE, read_qa_examples
+    from extok_rag.training.frame import FrameData
+
+    used = cfg.objectives()
+    frame = FrameData.load(
+        data_dir,
+        need_qa=bool(used & {"qa", "distill"}),
+        need_paragraphs=bool(used & {"span", "reconstruction"}),
+    )
+    probe = read_qa_examples(data_dir / ANSWER_PROBE_FILE) if cfg.answer_probe_every else None
+    return frame, probe
 
 
 def load_config(paths: list[Path], overrides: list[str], **fields):
@@ -137,10 +156,11 @@ class TrainProgress:
         return self.progress.__exit__(*exc)
 
     def update(self, event: dict) -> None:
-        if "probe" in event:
-            rows = "  ".join(f"{k} {v:.2f}" for k, v in event["probe"].items())
-            self.progress.console.print(f"probe @ step {event['step']}: {rows}")
-        else:
+        for name in ("probe", "answer_probe"):
+            if name in event:
+                rows = "  ".join(f"{k} {v:.3f}" for k, v in event[name].items())
+                self.progress.console.print(f"{name} @ step {event['step']}: {rows}")
+        if "loss" in event:
             self.progress.update(
                 self.task, completed=event["step"], loss=event["loss"], tps=event["tokens_per_s"]
             )

@@ -141,9 +141,26 @@ class FrozenLLM:
         )
         return out.logits
 
+    def hidden_states(self, batch: MixedBatch) -> torch.Tensor:  # (B, T, d)
+        """The decoder's final (normed) states, before the vocabulary head."""
+        out = self.model.get_decoder()(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+    def scored_logits(self, batch: MixedBatch) -> torch.Tensor:  # (N, V) fp32
+        """Vocabulary logits only where a position predicts a scored token (N of them, in
+        row-major order of `batch.next_token_targets`). The head (V x d) dominates a step when
+        few positions are scored (answer tokens), so it is never applied elsewhere."""
+        h = self.hidden_states(batch)[:, :-1][batch.next_token_targets]  # (N, d)
+        return self.model.get_output_embeddings()(h).float()
+
     def token_losses(self, batch: MixedBatch) -> torch.Tensor:  # (B, T-1), 0 where no target
         """Next-token negative log-likelihood at every position whose next one is a token."""
-        logits = self.logits(batch)[:, :-1].float()
-        targets = batch.labels[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
-        return nll * batch.next_token_targets
+        mask = batch.next_token_targets  # (B, T-1)
+        targets = batch.labels[:, 1:][mask]  # (N,)
+        nll = F.cross_entropy(self.scored_logits(batch), targets, reduction="none")  # (N,)
+        return torch.zeros(mask.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll)

@@ -1,4 +1,5 @@
-"""The two-stream objective (paper §2.2, Eq. 3) and the reconstruction warm-up, batched.
+"""The two-stream objective (paper §2.2, Eq. 3), the reconstruction warm-up, and the losses of
+the frame objectives (`frame.py`: answer NLL, and KL to a raw-context teacher), batched.
 
 Pass 1 encodes every chunk of a packed sequence on its own (one batched tokenizer call).
 Pass 2 is one batched call of the frozen LLM, one row per predicted chunk:
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from extok_rag.config import DownscaleMethod
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
@@ -68,3 +70,24 @@ def row_losses(llm: FrozenLLM, rows: list[Row]) -> ChunkLosses:
     batch = llm.batch(rows, padding_side="right")
     nll = llm.token_losses(batch)  # (R, T-1), 0 where no target
     return ChunkLosses(nll.sum(dim=1), batch.next_token_targets.sum(dim=1))
+
+
+def distill_losses(
+    llm: FrozenLLM, student: list[Row], teacher: list[Row], temperature: float = 1.0
+) -> ChunkLosses:
+    """KL(teacher || student) of the next-token distributions at the scored (answer) tokens.
+
+    Row i of `teacher` holds the same scored tokens as row i of `student` (raw context instead
+    of compressed), so their scored positions pair up in order. The teacher runs without grad;
+    its logits exist only at those positions. Scaled by T² (Hinton et al.)."""
+    s_batch = llm.batch(student, padding_side="right")
+    with torch.no_grad():
+        t_batch = llm.batch(teacher, padding_side="right")
+        target = F.log_softmax(llm.scored_logits(t_batch) / temperature, dim=-1)  # (N, V)
+    log_q = F.log_softmax(llm.scored_logits(s_batch) / temperature, dim=-1)  # (N, V)
+    kl = F.kl_div(log_q, target, log_target=True, reduction="none").sum(-1) * temperature**2
+    mask = s_batch.next_token_targets  # (R, T-1)
+    if int(mask.sum()) != int(t_batch.next_token_targets.sum()):
+        raise ValueError("teacher and student rows must score the same tokens")
+    per_row = torch.zeros(mask.shape, dtype=kl.dtype, device=kl.device).masked_scatter(mask, kl)
+    return ChunkLosses(per_row.sum(dim=1), mask.sum(dim=1))

@@ -4,18 +4,39 @@ standardisation statistics (the study's representation fix, TRAINING-NOTES.md)."
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from extok_rag.config import TrainConfig
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.config import TokenizerConfig, TrainConfig
+from extok_rag.models.defaults import DEFAULT_TOKENIZER_DIR
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, read_checkpoint_config
 from extok_rag.models.llm import FrozenLLM
+
+SHIPPED = "shipped"  # `init_from` value: the checkpoint packaged with extok-rag
 
 
 def token_embedding_rms(llm: FrozenLLM) -> float:
     """RMS of the LLM's token-embedding matrix: the scale the LLM expects at its input."""
     weight = llm.model.get_input_embeddings().weight.float()
     return float(weight.pow(2).mean().sqrt())
+
+
+def init_path(spec: str) -> Path:
+    return DEFAULT_TOKENIZER_DIR if spec == SHIPPED else Path(spec).expanduser()
+
+
+def with_init_shape(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with the tokenizer shape (layers, adapter) of its `init_from` checkpoint."""
+    if not cfg.init_from:
+        return cfg
+    meta = read_checkpoint_config(init_path(cfg.init_from))
+    return replace(cfg, tokenizer=TokenizerConfig.from_dict(meta["tokenizer"]))
+
+
+def load_init(tokenizer: ExtensibleTokenizer, llm: FrozenLLM, spec: str) -> None:
+    """Start from a trained checkpoint's weights (adapter statistics included)."""
+    tokenizer.load_weights(init_path(spec), llm)
 
 
 def build_tokenizer(llm: FrozenLLM, cfg: TrainConfig) -> ExtensibleTokenizer:

@@ -1,9 +1,12 @@
-"""The training loop: two-stream AR (or reconstruction warm-up) with gradient accumulation,
-bf16 autocast, an lr schedule, a periodic content probe, a JSONL log and exact resume.
+"""The training loop: a mixture of objectives (two-stream AR, chunk reconstruction, and the
+frame objectives qa / span / reconstruction / distill) with gradient accumulation, autocast
+where the hardware has native bf16, an lr schedule, periodic content and answer probes, a JSONL
+log and exact resume.
 
-Everything that decides what a step sees is a function of (seed, step): the data order is a
-seeded permutation per epoch and each sequence's k is drawn from a generator seeded by its
-global index, so a resumed run continues exactly where a killed one stopped.
+Everything that decides what a step sees is a function of (seed, micro-step index): the
+objective drawn, the data order (a seeded permutation per epoch for packed sequences, seeded
+draws for frame examples) and every k, so a resumed run continues exactly where a killed one
+stopped.
 """
 
 from __future__ import annotations
@@ -23,17 +26,36 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from extok_rag.config import TrainConfig, write_json
+from extok_rag.config import TrainConfig, cpu_description, write_json
+from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.training.answer_probe import AnswerProbe
+from extok_rag.training.frame import (
+    FrameData,
+    FrameExample,
+    compressed_rows,
+    qa_example,
+    raw_rows,
+    reconstruction_example,
+    span_example,
+    truncate_text,
+)
 from extok_rag.training.objective import (
     ChunkLosses,
     ar_rows,
+    distill_losses,
     encode_sequence,
     reconstruction_rows,
     row_losses,
 )
 from extok_rag.training.probe import ContentProbe
-from extok_rag.training.setup import build_tokenizer, fit_regression_init, fit_standardisation
+from extok_rag.training.setup import (
+    build_tokenizer,
+    fit_regression_init,
+    fit_standardisation,
+    load_init,
+    with_init_shape,
+)
 
 CHECKPOINT, LOG = "checkpoint", "log.jsonl"
 
@@ -53,6 +75,8 @@ class StepStats:
     ks: list[int]
     tokens: int  # raw tokens predicted this step
     seconds: float
+    cpu_seconds: float  # CPU time of this process over the step (all its threads)
+    objective_losses: dict[str, float]  # mean loss per objective drawn this step
 
 
 def hardware() -> dict:
@@ -60,6 +84,7 @@ def hardware() -> dict:
     cuda = torch.cuda.is_available()
     return {
         "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -69,9 +94,19 @@ def hardware() -> dict:
 
 class Trainer:
     def __init__(
-        self, cfg: TrainConfig, llm: FrozenLLM, train: Sequences, val: Sequences, out_dir: Path
+        self,
+        cfg: TrainConfig,
+        llm: FrozenLLM,
+        train: Sequences,
+        val: Sequences,
+        out_dir: Path,
+        frame: FrameData | None = None,
+        probe_items: list[QAExample] | None = None,
     ):
+        cfg = with_init_shape(cfg)
         self.cfg, self.llm, self.train_data, self.out_dir = cfg, llm, train, out_dir
+        self.frame = frame or FrameData([], [])
+        self.dtype = cfg.resolved_dtype(llm.device.type)
         self.tokenizer = build_tokenizer(llm, cfg)
         self.optimizer = torch.optim.AdamW(self.param_groups(), weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
@@ -82,14 +117,33 @@ class Trainer:
             if cfg.probe_every
             else None
         )
-        self.step, self.elapsed = 0, 0.0
+        self.answer_probe = (
+            AnswerProbe.sample(
+                probe_items,
+                cfg.answer_probe_items,
+                ks=cfg.answer_probe_ks,
+                context_len=cfg.context_len,
+                method=cfg.downscale,
+            )
+            if cfg.answer_probe_every and probe_items
+            else None
+        )
+        self.step, self.elapsed, self.cpu_elapsed = 0, 0.0, 0.0
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
-            stats = self.chunks_of(train, range(min(len(train), cfg.stats_sequences)))
-            fit_standardisation(self.tokenizer, stats.flatten(0, 1))
-            if cfg.adapter_init == "regression":
-                r2 = fit_regression_init(self.tokenizer, llm, stats.flatten(0, 1))
-                self.log({"step": 0, "regression_init_r2": r2})
+            self.initialise(train)
+
+    def initialise(self, train: Sequences) -> None:
+        """A new run: a checkpoint's weights (`init_from`), or fitted adapter statistics."""
+        cfg = self.cfg
+        if cfg.init_from:
+            load_init(self.tokenizer, self.llm, cfg.init_from)
+            return
+        stats = self.chunks_of(train, range(min(len(train), cfg.stats_sequences)))
+        fit_standardisation(self.tokenizer, stats.flatten(0, 1))
+        if cfg.adapter_init == "regression":
+            r2 = fit_regression_init(self.tokenizer, self.llm, stats.flatten(0, 1))
+            self.log({"step": 0, "regression_init_r2": r2})
 
     # -- setup ------------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
@@ -135,31 +189,96 @@ class Trainer:
     def k_for(self, g: int) -> int:
         return random.Random(self.cfg.seed * 1_000_003 + g).choice(self.cfg.k_choices)
 
+    def objective_for(self, g: int) -> str:
+        """The objective of micro-step g, drawn with the weights of its step's phase."""
+        phase = self.cfg.phase_at(g // self.cfg.grad_accum)
+        names = sorted(phase.weights)
+        rng = random.Random(f"objective:{self.cfg.seed}:{g}")
+        return rng.choices(names, [phase.weights[n] for n in names])[0]
+
+    def autocast(self):
+        return torch.autocast(
+            self.llm.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"
+        )
+
     # -- one step ---------------------------------------------------------------------------
-    def micro_step(self, g: int, objective: str) -> tuple[ChunkLosses, int]:
+    def micro_step(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
+        with self.autocast():
+            if objective in ("ar", "chunk_reconstruction"):
+                return self.sequence_losses(g, objective)
+            return self.frame_losses(g, objective)
+
+    def sequence_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
+        """ar / chunk_reconstruction on the g-th packed sequence."""
         chunks = self.chunks_of(self.train_data, [self.sequence_index(g)])[0]  # (C, L)
         k = self.k_for(g)
-        autocast = torch.autocast(
-            self.llm.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bfloat16"
-        )
-        with autocast:
-            embeds = encode_sequence(self.tokenizer, chunks, k, self.cfg.downscale)
-            build = reconstruction_rows if objective == "reconstruction" else ar_rows
-            losses = row_losses(self.llm, build(chunks, embeds, self.cfg.loss_first_tokens))
-        return losses, k
+        embeds = encode_sequence(self.tokenizer, chunks, k, self.cfg.downscale)
+        build = reconstruction_rows if objective == "chunk_reconstruction" else ar_rows
+        return row_losses(self.llm, build(chunks, embeds, self.cfg.loss_first_tokens)), [k]
+
+    def frame_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
+        """A batch of `frame_rows` examples of a frame objective, each at its own k."""
+        cfg = self.cfg
+        rng = random.Random(f"frame:{cfg.seed}:{g}")
+        examples = self.frame_examples(objective, rng, cfg.frame_rows)
+        ks = [rng.choice(cfg.k_choices) for _ in examples]
+        max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
+        student = compressed_rows(self.llm, self.tokenizer, examples, ks, max_tokens, cfg.downscale)
+        if objective == "distill":
+            teacher = raw_rows(self.llm, examples, max_tokens)
+            return distill_losses(self.llm, student, teacher, cfg.distill_temperature), ks
+        return row_losses(self.llm, student), ks
+
+    def frame_examples(self, objective: str, rng: random.Random, n: int) -> list[FrameExample]:
+        cfg, frame = self.cfg, self.frame
+        if objective in ("qa", "distill"):
+            if not frame.qa:
+                raise ValueError(f"objective {objective!r} needs QA pairs (qa_train.jsonl)")
+            return [qa_example(p, rng, cfg.qa_distractors) for p in rng.choices(frame.qa, k=n)]
+        if not frame.paragraphs:
+            raise ValueError(f"objective {objective!r} needs paragraphs_train.jsonl")
+        if objective == "reconstruction":
+            m = self.recon_chunks()
+            return [
+                reconstruction_example(
+                    [
+                        truncate_text(self.llm, p, cfg.recon_len)
+                        for p in rng.sample(frame.paragraphs, m)
+                    ]
+                )
+                for _ in range(n)
+            ]
+        examples: list[FrameExample] = []
+        for _ in range(20 * n):  # span: paragraphs without a usable sentence are skipped
+            text = truncate_text(self.llm, rng.choice(frame.paragraphs), cfg.context_len)
+            example = span_example(text, rng)
+            if example is not None:
+                examples.append(example)
+            if len(examples) == n:
+                break
+        return examples
+
+    def recon_chunks(self) -> int:
+        """Paragraphs per reconstruction row now: first -> last over the curriculum steps."""
+        first, last = self.cfg.recon_chunks
+        progress = min(1.0, self.step / max(1, self.cfg.recon_curriculum_steps))
+        return round(first + (last - first) * progress)
 
     def train_step(self) -> StepStats:
         cfg = self.cfg
-        start = time.perf_counter()
-        objective = "reconstruction" if self.step < cfg.reconstruction_steps else cfg.objective
+        start, cpu_start = time.perf_counter(), time.process_time()
         self.tokenizer.train()
         total, count, ks = 0.0, 0, []
+        by_objective: dict[str, list[float]] = {}
         for micro in range(cfg.grad_accum):
-            losses, k = self.micro_step(self.step * cfg.grad_accum + micro, objective)
+            g = self.step * cfg.grad_accum + micro
+            objective = self.objective_for(g)
+            losses, micro_ks = self.micro_step(g, objective)
             (losses.mean() / cfg.grad_accum).backward()
             total += float(losses.nll.detach().sum())
             count += int(losses.count.sum())
-            ks.append(k)
+            ks += micro_ks
+            by_objective.setdefault(objective, []).append(float(losses.mean().detach()))
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
         self.optimizer.step()
@@ -167,9 +286,11 @@ class Trainer:
         lr = self.optimizer.param_groups[-1]["lr"]
         self.scheduler.step()
         self.step += 1
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         self.elapsed += seconds
-        return StepStats(self.step, total / max(count, 1), lr, ks, count, seconds)
+        self.cpu_elapsed += cpu
+        means = {name: sum(v) / len(v) for name, v in by_objective.items()}
+        return StepStats(self.step, total / max(count, 1), lr, ks, count, seconds, cpu, means)
 
     def run(
         self, on_event: Callable[[dict], None] | None = None, stop_at: int | None = None
@@ -177,9 +298,16 @@ class Trainer:
         """Train until `max_steps` (or `max_minutes`, or step `stop_at`: a run in parts on the
         same schedule), logging, probing and checkpointing."""
         emit = on_event or (lambda _e: None)
-        self.log({"step": self.step, "elapsed_s": self.elapsed, "hardware": hardware()})
-        if self.step == 0 and self.probe is not None and self.cfg.probe_at_start:
-            emit(self.log({"step": 0, "elapsed_s": 0.0, "probe": self.probe_now()}))
+        self.log(
+            {
+                "step": self.step,
+                "elapsed_s": self.elapsed,
+                "hardware": hardware(),
+                "dtype": self.dtype,
+            }
+        )
+        if self.step == 0 and self.cfg.probe_at_start:
+            self.probes(emit, force=True)
         while not self.finished(stop_at):
             stats = self.train_step()
             emit(
@@ -187,36 +315,55 @@ class Trainer:
                     {
                         "step": stats.step,
                         "loss": stats.loss,
+                        "objectives": stats.objective_losses,
                         "lr": stats.lr,
                         "k": stats.ks,
                         "tokens": stats.tokens,
                         "tokens_per_s": stats.tokens / stats.seconds,
                         "step_s": stats.seconds,
+                        "cpu_s": stats.cpu_seconds,
                         "elapsed_s": self.elapsed,
+                        "cpu_elapsed_s": self.cpu_elapsed,
                     }
                 )
             )
             last = self.finished(stop_at)
-            if self.probe is not None and (self.step % self.cfg.probe_every == 0 or last):
-                emit(
-                    self.log(
-                        {"step": self.step, "elapsed_s": self.elapsed, "probe": self.probe_now()}
-                    )
-                )
+            self.probes(emit, force=last)
             if self.step % self.cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
 
+    def probes(self, emit: Callable[[dict], None], force: bool) -> None:
+        """The content probe and the answer probe, each when due (or `force`d)."""
+        cfg = self.cfg
+        due = [
+            (name, probe)
+            for name, probe, every in (
+                ("probe", self.probe, cfg.probe_every),
+                ("answer_probe", self.answer_probe, cfg.answer_probe_every),
+            )
+            if probe is not None and (force or self.step % every == 0)
+        ]
+        for name, probe in due:
+            start = time.perf_counter()
+            with self.autocast():
+                result = probe.run(self.llm, self.tokenizer)
+            seconds = time.perf_counter() - start
+            emit(
+                self.log(
+                    {
+                        "step": self.step,
+                        "elapsed_s": self.elapsed,
+                        name: result,
+                        f"{name}_s": seconds,
+                    }
+                )
+            )
+
     def finished(self, stop_at: int | None = None) -> bool:
         budget = self.cfg.max_minutes * 60
+        spent = self.cpu_elapsed if self.cfg.budget_clock == "cpu" else self.elapsed
         last = min(self.cfg.max_steps, stop_at or self.cfg.max_steps)
-        return self.step >= last or (budget > 0 and self.elapsed >= budget)
-
-    def probe_now(self) -> dict[str, float]:
-        assert self.probe is not None
-        with torch.autocast(
-            self.llm.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bfloat16"
-        ):
-            return self.probe.run(self.llm, self.tokenizer)
+        return self.step >= last or (budget > 0 and spent >= budget)
 
     # -- log and checkpoints ----------------------------------------------------------------
     def log(self, record: dict) -> dict:
@@ -238,7 +385,12 @@ class Trainer:
         )
         write_json(
             tmp / "trainer_state.json",
-            {"step": self.step, "elapsed_s": self.elapsed, "config": self.cfg.to_dict()},
+            {
+                "step": self.step,
+                "elapsed_s": self.elapsed,
+                "cpu_elapsed_s": self.cpu_elapsed,
+                "config": self.cfg.to_dict(),
+            },
         )
         if final.exists():
             final.replace(old)
@@ -258,6 +410,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         meta = json.loads((path / "trainer_state.json").read_text())
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed_s"])
+        self.cpu_elapsed = float(meta.get("cpu_elapsed_s", 0.0))
         self.truncate_log()
         return True
 

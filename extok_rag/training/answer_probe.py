@@ -1,0 +1,136 @@
+"""The answer probe: does a compressed gold paragraph carry the *answer* to a question?
+
+Held-out HotpotQA items (question, gold paragraphs, answer; `answer_probe.jsonl`, reserved by
+`data prepare`: in no `eval qa` draw, never trained on). Each item's gold paragraphs are given
+in the exact `ask` prompt frame as
+
+    none    no context (the question alone)
+    raw     the paragraphs' text
+    k{k}    the paragraphs compressed by k
+
+and the teacher-forced NLL of the answer tokens is measured. The headline number is the
+*answer gap closed* at k: (NLL_none - NLL_k) / (NLL_none - NLL_raw), per answer token over all
+items. No generation here, so it is cheap enough to run inside `train`; greedy accuracy is the
+benchmark script's (`benchmarks/answer_probe.py`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from extok_rag.config import DownscaleMethod
+from extok_rag.datasets.training_files import QAExample
+from extok_rag.models.ask_frame import ask_frame
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import Row
+from extok_rag.training.frame import (
+    FrameExample,
+    bare_rows,
+    compress_texts,
+    compressed_rows,
+    raw_rows,
+    truncate_text,
+)
+from extok_rag.training.objective import ChunkLosses, row_losses
+
+
+def probe_examples(items: Sequence[QAExample]) -> list[FrameExample]:
+    """The gold paragraphs in their supporting-fact order (no distractors)."""
+    return [FrameExample(item.gold, item.question, item.answer) for item in items]
+
+
+@dataclass
+class AnswerProbe:
+    items: list[QAExample]
+    ks: tuple[int, ...] = (2, 4, 8)
+    context_len: int = 256
+    method: DownscaleMethod = "strided"
+    batch_size: int = 16
+    _baselines: dict[str, ChunkLosses] = field(default_factory=dict)
+
+    @classmethod
+    def sample(cls, items: Sequence[QAExample], n: int, seed: int = 0, **kwargs) -> AnswerProbe:
+        """The first n items of a seeded shuffle (the same n items for every run)."""
+        chosen = list(items)
+        random.Random(seed).shuffle(chosen)
+        return cls(chosen[:n], **kwargs)
+
+    @torch.no_grad()
+    def run(self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer) -> dict[str, float]:
+        """Mean answer NLL per token by row (nll_none, nll_raw, nll_k{k}) and the answer gap
+        closed at each k (gap_k{k})."""
+        return summarise(self.run_detailed(llm, tokenizer), self.ks)
+
+    @torch.no_grad()
+    def run_detailed(
+        self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer
+    ) -> dict[str, ChunkLosses]:
+        """Per-item summed answer NLL and answer-token counts by row name (none, raw, k{k})."""
+        examples = probe_examples(self.items)
+        if not self._baselines:
+            self._baselines = {
+                "none": self.losses(llm, bare_rows(llm, examples)),
+                "raw": self.losses(llm, raw_rows(llm, examples, self.context_len)),
+            }
+        was_training = tokenizer.training
+        tokenizer.eval()
+        result = dict(self._baselines)
+        for k in self.ks:
+            rows = []
+            for start in range(0, len(examples), self.batch_size):
+                part = examples[start : start + self.batch_size]
+                rows += compressed_rows(
+                    llm, tokenizer, part, [k] * len(part), self.context_len, self.method
+                )
+            result[f"k{k}"] = self.losses(llm, rows)
+        tokenizer.train(was_training)
+        return result
+
+    def losses(self, llm: FrozenLLM, rows: list[Row]) -> ChunkLosses:
+        parts = [
+            row_losses(llm, rows[i : i + self.batch_size])
+            for i in range(0, len(rows), self.batch_size)
+        ]
+        return ChunkLosses(
+            torch.cat([p.nll for p in parts]).float(), torch.cat([p.count for p in parts])
+        )
+
+
+def prompt_rows(
+    llm: FrozenLLM,
+    examples: Sequence[FrameExample],
+    tokenizer: ExtensibleTokenizer | None = None,
+    k: int | None = None,
+    context_len: int = 256,
+) -> list[Row]:
+    """Generation prompts (no answer): no context when `tokenizer` and `k` are None and
+    `context_len` is 0, raw text when only `tokenizer` is None, else compressed by k."""
+    rows = []
+    for ex in examples:
+        if not context_len:
+            contexts: list = []
+        elif tokenizer is None or k is None:
+            contexts = [truncate_text(llm, c, context_len) for c in ex.contexts]
+        else:
+            ks = [k] * len(ex.contexts)
+            contexts = compress_texts(llm, tokenizer, ex.contexts, ks, context_len)
+        rows.append(llm.chat_row(ask_frame(ex.question, contexts)))
+    return rows
+
+
+def gap_closed(none: float, raw: float, compressed: float) -> float:
+    """Share of the none -> raw NLL gap that the compressed context closes."""
+    return (none - compressed) / (none - raw) if none != raw else float("nan")
+
+
+def summarise(losses: dict[str, ChunkLosses], ks: Sequence[int]) -> dict[str, float]:
+    nll = {name: float(v.mean()) for name, v in losses.items()}
+    out = {f"nll_{name}": value for name, value in nll.items()}
+    for k in ks:
+        out[f"gap_k{k}"] = gap_closed(nll["none"], nll["raw"], nll[f"k{k}"])
+    return out

@@ -1,0 +1,188 @@
+"""Frame objectives: compressed paragraphs inside the exact `ask` prompt, loss on the answer.
+
+Every example is (context paragraphs, question, answer). Its row is the chat prompt that `ask`
+builds (`models.ask_frame` + the chat template), with each paragraph as extensible embeddings
+at k, then the answer's tokens, the only scored ones:
+
+    <|im_start|>user  Question: q  Context: [et(p1)] [et(p2)]  Answer the question: q
+    <|im_end|> <|im_start|>assistant  ANSWER TOKENS (scored)
+
+Example makers, one per objective (all seeded by the caller's `random.Random`):
+    qa              a QA pair: gold paragraphs + distractors, shuffled; the gold answer
+    span            a sentence of a paragraph with an entity / number / noun phrase blanked,
+                    asked as "Fill in the blank"; the span
+    reconstruction  "Repeat the context word for word."; the paragraphs' own text
+`distill` reads qa examples twice: raw paragraphs (teacher) and compressed (student).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from extok_rag.config import DownscaleMethod
+from extok_rag.datasets.training_files import (
+    PARAGRAPHS_TRAIN_FILE,
+    QA_TRAIN_FILE,
+    QAExample,
+    read_jsonl,
+    read_qa_examples,
+)
+from extok_rag.models.ask_frame import ask_frame
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import Row, TokenSegment
+
+RECONSTRUCT = "Repeat the context word for word."
+BLANK = "_____"
+
+
+@dataclass(frozen=True)
+class FrameExample:
+    contexts: tuple[str, ...]  # paragraphs, compressed in the row (raw for a teacher)
+    question: str
+    answer: str
+
+
+@dataclass
+class FrameData:
+    """What frame objectives draw from: QA pairs and plain paragraphs (train split only)."""
+
+    qa: list[QAExample]
+    paragraphs: list[str]
+
+    @classmethod
+    def load(cls, folder: Path, need_qa: bool = True, need_paragraphs: bool = True):
+        """From a prepared training-data folder (`data prepare`'s JSON-lines files)."""
+        qa = read_qa_examples(folder / QA_TRAIN_FILE) if need_qa else []
+        paragraphs = (
+            [r["text"] for r in read_jsonl(folder / PARAGRAPHS_TRAIN_FILE)]
+            if need_paragraphs
+            else []
+        )
+        return cls(qa, paragraphs)
+
+
+# -- example makers ---------------------------------------------------------------------------
+def qa_example(pair: QAExample, rng: random.Random, distractors: int) -> FrameExample:
+    n = min(distractors, len(pair.distractors))
+    contexts = list(pair.gold) + rng.sample(pair.distractors, n)
+    rng.shuffle(contexts)
+    return FrameExample(tuple(contexts), pair.question, pair.answer)
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_NUMBER = re.compile(r"\b\d[\d,.:/-]*\d\b|\b\d\b")
+_NAME = re.compile(r"[A-Z][\w'’-]+(?:\s+(?:of|the|de|von|van|and|for)?\s*[A-Z][\w'’-]+)*")
+_WORD = re.compile(r"[A-Za-z][a-z'’-]{3,}")
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        "this that with from have which their there they were been would could should about "
+        "these those also into than then them when where what while other such only some more "
+        "most very will shall your each after before over under",
+    )
+)
+
+
+def span_candidates(sentence: str) -> list[tuple[int, int]]:
+    """Spans worth recalling in a sentence, as (start, end) character offsets: numbers, names
+    (capitalised runs, not the sentence's first word alone), else content-word pairs."""
+    found = [m.span() for m in _NUMBER.finditer(sentence)]
+    found += [m.span() for m in _NAME.finditer(sentence) if m.start() > 0 or " " in m.group()]
+    if not found:
+        words = [m for m in _WORD.finditer(sentence) if m.group().lower() not in _STOP]
+        pairs = itertools.pairwise(words)
+        found = [(a.start(), b.end()) for a, b in pairs if sentence[a.end() : b.start()] == " "]
+    return [(a, b) for a, b in found if 2 <= b - a <= 60]
+
+
+def span_example(paragraph: str, rng: random.Random) -> FrameExample | None:
+    """A "fill in the blank" question on one sentence of `paragraph` (None if none fits)."""
+    sentences = [s for s in _SENTENCE.split(paragraph) if 20 <= len(s) <= 400]
+    rng.shuffle(sentences)
+    for sentence in sentences:
+        spans = span_candidates(sentence)
+        if spans:
+            a, b = rng.choice(spans)
+            blanked = sentence[:a] + BLANK + sentence[b:]
+            question = f'Fill in the blank: "{blanked.strip()}"'
+            return FrameExample((paragraph,), question, sentence[a:b])
+    return None
+
+
+def reconstruction_example(paragraphs: Sequence[str]) -> FrameExample:
+    return FrameExample(tuple(paragraphs), RECONSTRUCT, "\n\n".join(paragraphs))
+
+
+def truncate_text(llm: FrozenLLM, text: str, max_tokens: int) -> str:
+    """`text` cut to its first `max_tokens` tokens (decoded back), as a chunk of the index is."""
+    ids = llm.tokenize(text)
+    if ids.numel() <= max_tokens:
+        return text
+    return llm.tokenizer.decode(ids[:max_tokens].tolist())
+
+
+# -- rows -------------------------------------------------------------------------------------
+def compress_texts(
+    llm: FrozenLLM,
+    tokenizer: ExtensibleTokenizer,
+    texts: Sequence[str],
+    ks: Sequence[int],
+    max_tokens: int,
+    method: DownscaleMethod = "strided",
+) -> list[torch.Tensor]:
+    """Each text's first `max_tokens` tokens, encoded on its own (one padded batch) and
+    down-scaled by its k: (ceil(L_i / k_i), d) each."""
+    ids = [llm.tokenize(t)[:max_tokens] for t in texts]
+    states = tokenizer.encode(ids)
+    return [downscale(s, k, method) for s, k in zip(states, ks, strict=True)]
+
+
+def answer_row(llm: FrozenLLM, user: Sequence[str | torch.Tensor], answer: str) -> Row:
+    """The chat prompt (unscored) followed by the answer's tokens (scored)."""
+    prompt = [
+        replace(s, scored=False) if isinstance(s, TokenSegment) else s for s in llm.chat_row(user)
+    ]
+    return [*prompt, TokenSegment(llm.tokenize(answer))]
+
+
+def compressed_rows(
+    llm: FrozenLLM,
+    tokenizer: ExtensibleTokenizer,
+    examples: Sequence[FrameExample],
+    ks: Sequence[int],
+    max_tokens: int,
+    method: DownscaleMethod = "strided",
+) -> list[Row]:
+    """One row per example, its contexts compressed by the example's k."""
+    texts = [c for ex in examples for c in ex.contexts]
+    kk = [k for ex, k in zip(examples, ks, strict=True) for _ in ex.contexts]
+    embeds = iter(compress_texts(llm, tokenizer, texts, kk, max_tokens, method))
+    return [
+        answer_row(llm, ask_frame(ex.question, [next(embeds) for _ in ex.contexts]), ex.answer)
+        for ex in examples
+    ]
+
+
+def raw_rows(llm: FrozenLLM, examples: Sequence[FrameExample], max_tokens: int) -> list[Row]:
+    """One row per example with its contexts as raw text (cut to `max_tokens` each)."""
+    return [
+        answer_row(
+            llm,
+            ask_frame(ex.question, [truncate_text(llm, c, max_tokens) for c in ex.contexts]),
+            ex.answer,
+        )
+        for ex in examples
+    ]
+
+
+def bare_rows(llm: FrozenLLM, examples: Sequence[FrameExample]) -> list[Row]:
+    """One row per example with no context (the question alone, as `ask --mode none`)."""
+    return [answer_row(llm, ask_frame(ex.question, []), ex.answer) for ex in examples]

@@ -1,0 +1,257 @@
+"""Frame objectives (qa / span / reconstruction / distill), the answer probe, objective mixing,
+and the vocabulary head computed only at scored positions — on the tiny Llama."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from extok_rag import config as config_module
+from extok_rag.config import (
+    AdapterConfig,
+    MixPhase,
+    TokenizerConfig,
+    TrainConfig,
+    fastest_dtype,
+)
+from extok_rag.datasets.training_files import QAExample
+from extok_rag.models.ask_frame import ask_frame
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
+from extok_rag.training.answer_probe import AnswerProbe, gap_closed
+from extok_rag.training.frame import (
+    BLANK,
+    FrameData,
+    FrameExample,
+    answer_row,
+    compressed_rows,
+    qa_example,
+    raw_rows,
+    span_candidates,
+    span_example,
+)
+from extok_rag.training.objective import distill_losses, row_losses
+from extok_rag.training.trainer import Trainer
+
+PARAGRAPHS = [
+    "Ada Lovelace wrote notes in 1843. She worked with Charles Babbage on the engine.",
+    "The river Thames flows through London. It is 346 kilometres long in total.",
+    "Marie Curie won two Nobel Prizes. Her first came in 1903 for physics research.",
+    "Mount Kenya is the second highest peak in Africa. It rises to 5199 metres high.",
+]
+QA = [
+    QAExample(f"q{i}", f"What is in paragraph {i}?", p.split()[0], (p,), (PARAGRAPHS[i - 1],))
+    for i, p in enumerate(PARAGRAPHS)
+]
+
+CFG = TrainConfig(
+    tokenizer=TokenizerConfig(
+        num_layers=2, adapter=AdapterConfig("rmsnorm_linear", standardize=True)
+    ),
+    seq_len=64,
+    chunk_len=16,
+    k_choices=(2, 4),
+    max_steps=4,
+    grad_accum=2,
+    warmup_steps=1,
+    lora_rank=4,
+    probe_every=0,
+    checkpoint_every=2,
+    stats_sequences=4,
+    lr=1e-2,
+    adapter_lr=1e-2,
+    frame_rows=2,
+    context_len=40,
+    recon_len=24,
+    recon_chunks=(1, 2),
+    recon_curriculum_steps=2,
+    answer_probe_every=2,
+    answer_probe_items=3,
+    answer_probe_ks=(2, 4),
+    mix=(
+        MixPhase({"reconstruction": 1.0}, steps=1),
+        MixPhase({"qa": 1.0, "span": 1.0, "distill": 1.0, "ar": 1.0}),
+    ),
+    dtype="float32",
+)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return (
+        rng.integers(3, 259, size=(12, 64), dtype=np.int64),
+        rng.integers(3, 259, size=(4, 64), dtype=np.int64),
+    )
+
+
+@pytest.fixture
+def frame():
+    return FrameData(QA, PARAGRAPHS)
+
+
+@pytest.fixture
+def tok(tiny_llm):
+    return ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1))
+
+
+# -- the head only where scored ---------------------------------------------------------------
+def test_token_losses_equal_full_vocabulary_logits(tiny_llm):
+    rows = [
+        [TokenSegment(torch.arange(5, 25), scored=False), TokenSegment(torch.arange(30, 36))],
+        [TokenSegment(torch.arange(40, 50))],
+    ]
+    batch = tiny_llm.batch(rows)
+    full = tiny_llm.logits(batch)[:, :-1].float()
+    expected = (
+        F.cross_entropy(full.transpose(1, 2), batch.labels[:, 1:].clamp(min=0), reduction="none")
+        * batch.next_token_targets
+    )
+    torch.testing.assert_close(tiny_llm.token_losses(batch), expected)
+    assert tiny_llm.scored_logits(batch).shape[0] == int(batch.next_token_targets.sum()) == 6 + 9
+
+
+def test_fastest_dtype_follows_the_hardware(monkeypatch):
+    assert fastest_dtype("cuda") == "bfloat16"
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: False)
+    assert fastest_dtype("cpu") == "float32"
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: True)
+    assert fastest_dtype("cpu") == "bfloat16"
+    assert replace(CFG, dtype="auto").resolved_dtype("cuda") == "bfloat16"
+
+
+# -- examples and rows ------------------------------------------------------------------------
+def test_span_candidates_find_numbers_and_names():
+    sentence = "In 1843 the engine of Charles Babbage was described by Ada Lovelace."
+    spans = {sentence[a:b] for a, b in span_candidates(sentence)}
+    assert {"1843", "Charles Babbage", "Ada Lovelace"} <= spans
+    example = span_example(PARAGRAPHS[1], random.Random(0))
+    assert example is not None and example.contexts == (PARAGRAPHS[1],)
+    assert BLANK in example.question and example.answer in PARAGRAPHS[1]
+    filled = example.question.split('"')[1].replace(BLANK, example.answer)
+    assert filled in PARAGRAPHS[1]
+
+
+def test_qa_example_holds_gold_and_distractors():
+    example = qa_example(QA[2], random.Random(1), distractors=1)
+    assert set(example.contexts) == {PARAGRAPHS[2], PARAGRAPHS[1]}
+    assert example.answer == "Marie"
+
+
+def test_compressed_row_is_the_ask_frame_and_scores_only_the_answer(tiny_llm, tok):
+    example = FrameExample((PARAGRAPHS[0], PARAGRAPHS[1]), "Who wrote notes?", "Ada")
+    (row,) = compressed_rows(tiny_llm, tok, [example], [4], max_tokens=40)
+    embeds = tok.compress(tiny_llm.tokenize(PARAGRAPHS[0])[:40], k=4, chunk_len=40)
+    expected = answer_row(
+        tiny_llm, ask_frame(example.question, [embeds[0], torch.zeros(10, 64)]), "Ada"
+    )
+    assert [type(s) for s in row] == [type(s) for s in expected]
+    assert torch.equal(row[1].embeds, embeds[0])
+    assert [len(s) for s in row] == [len(s) for s in expected]
+    scored = [s for s in row if isinstance(s, TokenSegment) and s.scored]
+    assert len(scored) == 1 and tiny_llm.tokenizer.decode(scored[0].ids) == "Ada"
+    assert row_losses(tiny_llm, [row]).count.tolist() == [3]
+    assert sum(isinstance(s, EmbeddingSegment) for s in row) == 2
+
+
+def test_distill_is_zero_against_itself_and_trains_the_student(tiny_llm, tok):
+    examples = [FrameExample((p,), "What?", p.split()[1]) for p in PARAGRAPHS[:2]]
+    teacher = raw_rows(tiny_llm, examples, 40)
+    same = distill_losses(tiny_llm, teacher, teacher)
+    assert same.nll.abs().max() < 1e-4 and same.count.tolist() == [
+        len(tiny_llm.tokenize(e.answer)) for e in examples
+    ]
+    tok.requires_grad_(False)
+    tok.adapter = None
+    param = next(tok.encoder.layers[0].parameters())
+    param.requires_grad_(True)
+    student = compressed_rows(tiny_llm, tok, examples, [2, 2], 40)
+    loss = distill_losses(tiny_llm, student, teacher)
+    assert float(loss.mean().detach()) > 0
+    loss.mean().backward()
+    assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+# -- the mixture in the trainer ---------------------------------------------------------------
+def test_mixture_follows_its_phases(tiny_llm, data, frame, tmp_path):
+    trainer = Trainer(replace(CFG, answer_probe_every=0), tiny_llm, *data, tmp_path, frame)
+    first = {trainer.objective_for(g) for g in range(CFG.grad_accum)}
+    later = {trainer.objective_for(g) for g in range(CFG.grad_accum, 60)}
+    assert first == {"reconstruction"}
+    assert later == {"qa", "span", "distill", "ar"}
+    before = {n: p.clone() for n, p in tiny_llm.model.named_parameters()}
+    for _ in range(2):
+        stats = trainer.train_step()
+        assert np.isfinite(stats.loss) and stats.objective_losses
+    for name, param in tiny_llm.model.named_parameters():
+        assert torch.equal(param, before[name]), name
+
+
+def test_mixed_run_resumes_exactly_and_logs_the_answer_probe(tiny_llm, data, frame, tmp_path):
+    straight = Trainer(CFG, tiny_llm, *data, tmp_path / "a", frame, QA)
+    straight.run()
+    first = Trainer(CFG, tiny_llm, *data, tmp_path / "b", frame, QA)
+    first.run(stop_at=2)
+    rest = Trainer(CFG, tiny_llm, *data, tmp_path / "b", frame, QA)
+    assert rest.step == 2
+    rest.run()
+    for name, tensor in straight.tokenizer.state_dict().items():
+        assert torch.equal(tensor, rest.tokenizer.state_dict()[name]), name
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    probes = [r["answer_probe"] for r in log if "answer_probe" in r]
+    assert len(probes) == 3  # step 0, 2, 4
+    assert set(probes[0]) == {"nll_none", "nll_raw", "nll_k2", "nll_k4", "gap_k2", "gap_k4"}
+    assert probes[0]["nll_none"] == probes[-1]["nll_none"]
+    assert next(set(r["objectives"]) for r in log if "loss" in r) == {"reconstruction"}
+
+
+def test_init_from_a_checkpoint_takes_its_shape_and_weights(tiny_llm, data, frame, tmp_path):
+    source = Trainer(replace(CFG, answer_probe_every=0), tiny_llm, *data, tmp_path / "a", frame)
+    source.train_step()
+    source.export(tmp_path / "ckpt")
+    cfg = replace(CFG, answer_probe_every=0, init_from=str(tmp_path / "ckpt"))
+    cfg = replace(cfg, tokenizer=TokenizerConfig(num_layers=3))  # replaced by the checkpoint's
+    start = Trainer(cfg, tiny_llm, *data, tmp_path / "b", frame)
+    assert start.cfg.tokenizer.num_layers == 2
+    for name, tensor in source.tokenizer.delta_state_dict().items():
+        assert torch.equal(tensor, start.tokenizer.state_dict()[name]), name
+
+
+# -- the answer probe -------------------------------------------------------------------------
+def test_answer_probe_rows_and_gap(tiny_llm, tok):
+    probe = AnswerProbe(QA[:3], ks=(2,), context_len=40, batch_size=2)
+    detailed = probe.run_detailed(tiny_llm, tok)
+    assert set(detailed) == {"none", "raw", "k2"}
+    counts = [len(tiny_llm.tokenize(q.answer)) for q in QA[:3]]
+    assert all(v.count.tolist() == counts for v in detailed.values())
+    summary = probe.run(tiny_llm, tok)
+    assert summary["gap_k2"] == pytest.approx(
+        gap_closed(summary["nll_none"], summary["nll_raw"], summary["nll_k2"])
+    )
+    assert gap_closed(4.0, 2.0, 3.0) == 0.5
+
+
+def test_mix_phases_come_from_json():
+    cfg = TrainConfig.from_dict(
+        {**TrainConfig().to_dict(), "mix": [{"weights": {"qa": 2, "span": 1}, "steps": 0}]}
+    )
+    assert cfg.mix == (MixPhase({"qa": 2, "span": 1}),)
+    assert cfg.phase_at(10_000).weights == {"qa": 2, "span": 1}
+    with pytest.raises(ValueError):
+        MixPhase({"nope": 1.0})
+    assert TrainConfig(reconstruction_steps=3).phase_at(2).weights == {"chunk_reconstruction": 1.0}
+
+
+def test_budget_in_cpu_minutes_stops_the_run(tiny_llm, data, frame, tmp_path):
+    cfg = replace(CFG, answer_probe_every=0, max_steps=50, max_minutes=1e-9, budget_clock="cpu")
+    trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame)
+    trainer.run()
+    assert trainer.step == 1 and trainer.cpu_elapsed > 0
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["cpu_elapsed_s"] for r in log if "loss" in r] == [trainer.cpu_elapsed]
