@@ -1,0 +1,136 @@
+"""The answer probe on checkpoints side by side: answer NLL gap closed, greedy accuracy, and
+paired per-item statistics against a reference checkpoint (v1, the shipped one).
+
+    .venv/bin/python benchmarks/answer_probe.py NAME=CKPT [NAME=CKPT ...] [--items 200]
+        [--greedy 48] [--ks 2,4,8] [--reference v1] [--section NAME]
+
+CKPT is a tokenizer checkpoint directory or `shipped`. Items: the held-out HotpotQA probe items
+(`answer_probe.jsonl` of `data prepare`), the first N of the same seeded order the trainer's
+probe uses; gold paragraphs given none / raw / compressed ×k in the `ask` frame. Greedy
+accuracy (an answer contained in 32 greedy tokens, SQuAD normalisation) on the first `--greedy`
+items. Writes section `answer-probe-NAME` of docs/training.md and a JSON beside the log dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_line, write_section
+
+from extok_rag.cli.console import quiet_transformers
+from extok_rag.config import RuntimeConfig, fastest_dtype, home_dir
+from extok_rag.datasets.training_files import read_answer_probe
+from extok_rag.evaluation.qa_data import answer_contained
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.generation import generate_batch
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.training.answer_probe import AnswerProbe, probe_examples, prompt_rows, summarise
+from extok_rag.training.objective import ChunkLosses
+from extok_rag.training.setup import init_path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "training.md"
+
+
+def per_item(losses: ChunkLosses) -> torch.Tensor:
+    return losses.nll / losses.count.clamp(min=1)
+
+
+def paired(a: ChunkLosses, b: ChunkLosses, draws: int = 2000) -> tuple[float, float, float]:
+    """Share of items where a's per-token answer NLL is lower than b's, and a bootstrap 95%
+    interval of the mean per-token NLL difference a - b."""
+    na, nb = per_item(a), per_item(b)
+    wins = float((na < nb).float().mean())
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(na), (draws, len(na)), generator=gen)
+    diffs = (na[idx] - nb[idx]).mean(dim=1)
+    lo, hi = torch.quantile(diffs, torch.tensor([0.025, 0.975])).tolist()
+    return wins, lo, hi
+
+
+def greedy_accuracy(llm, rows, answers, batch: int = 8) -> list[bool]:
+    hits = []
+    for i in range(0, len(rows), batch):
+        outputs = generate_batch(llm, rows[i : i + batch], 32)
+        texts = [llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
+        hits += [
+            answer_contained(t, [a]) for t, a in zip(texts, answers[i : i + batch], strict=True)
+        ]
+    return hits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoints", nargs="+", help="NAME=CKPT (a directory or 'shipped')")
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--greedy", type=int, default=48)
+    parser.add_argument("--ks", default="2,4,8")
+    parser.add_argument("--greedy-ks", default="4", help="ks with greedy accuracy")
+    parser.add_argument("--reference", default="v1")
+    parser.add_argument("--section", default="study")
+    args = parser.parse_args()
+    quiet_transformers()
+    ks = tuple(int(k) for k in args.ks.split(","))
+    greedy_ks = tuple(int(k) for k in args.greedy_ks.split(","))
+    llm = FrozenLLM.load(None, RuntimeConfig(device="auto", dtype=fastest_dtype("cpu")))
+    items = read_answer_probe()
+    probe = AnswerProbe.sample(items, args.items, ks=ks)
+    examples = probe_examples(probe.items)[: args.greedy]
+    answers = [ex.answer for ex in examples]
+    results: dict[str, dict] = {}
+    detailed: dict[str, dict[str, ChunkLosses]] = {}
+    accuracy: dict[str, float] = {
+        "none": sum(greedy_accuracy(llm, prompt_rows(llm, examples, context_len=0), answers))
+        / len(examples),
+        "raw": sum(greedy_accuracy(llm, prompt_rows(llm, examples), answers)) / len(examples),
+    }
+    for spec in args.checkpoints:
+        name, _, path = spec.partition("=")
+        tok = ExtensibleTokenizer.from_pretrained(init_path(path), llm)
+        detailed[name] = probe.run_detailed(llm, tok)
+        results[name] = summarise(detailed[name], ks)
+        for k in greedy_ks:
+            rows = prompt_rows(llm, examples, tok, k)
+            results[name][f"greedy_k{k}"] = sum(greedy_accuracy(llm, rows, answers)) / len(rows)
+        print(name, json.dumps(results[name]), flush=True)
+    ref = detailed.get(args.reference)
+    lines = [
+        f"## Answer probe: {args.section}",
+        "",
+        f"`benchmarks/answer_probe.py` — {machine_line()}; {len(probe.items)} held-out HotpotQA "
+        f"probe items (gold paragraphs in the ask frame), greedy accuracy on {len(examples)}. "
+        f"Answer NLL per token: none {results[next(iter(results))]['nll_none']:.3f}, raw "
+        f"{results[next(iter(results))]['nll_raw']:.3f}; greedy accuracy none "
+        f"{accuracy['none']:.0%}, raw {accuracy['raw']:.0%}.",
+        "",
+        "| checkpoint | "
+        + " | ".join(f"NLL ×{k} | gap closed ×{k} | greedy ×{k}" for k in ks)
+        + (f" | ×4 wins over {args.reference} (Δ NLL 95% CI) |" if ref and 4 in ks else " |"),
+        "|---|" + "---:|---:|---:|" * len(ks) + ("---:|" if ref and 4 in ks else ""),
+    ]
+    for name, r in results.items():
+        cells = " | ".join(
+            f"{r[f'nll_k{k}']:.3f} | {r[f'gap_k{k}']:.0%} | "
+            + (f"{r[f'greedy_k{k}']:.0%}" if k in greedy_ks else "—")
+            for k in ks
+        )
+        extra = ""
+        if ref and 4 in ks:
+            wins, lo, hi = paired(detailed[name]["k4"], ref["k4"])
+            extra = f" {wins:.0%} ({lo:+.3f}, {hi:+.3f}) |"
+        lines.append(f"| {name} | {cells} |{extra}")
+    body = "\n".join(lines)
+    write_section(f"answer-probe-{args.section}", body, doc=DOC)
+    out = home_dir() / "runs" / f"answer-probe-{args.section}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"results": results, "greedy_baselines": accuracy}, indent=2))
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
