@@ -30,7 +30,8 @@ from extok_rag.evaluation.qa_data import answer_contained
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.generation import generate_batch
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.training.answer_probe import AnswerProbe, probe_examples, prompt_rows, summarise
+from extok_rag.training.answer_probe import AnswerProbe, probe_examples, summarise
+from extok_rag.training.frame import frame_users
 from extok_rag.training.objective import ChunkLosses
 from extok_rag.training.setup import init_path
 
@@ -53,15 +54,16 @@ def paired(a: ChunkLosses, b: ChunkLosses, draws: int = 2000) -> tuple[float, fl
     return wins, lo, hi
 
 
-def greedy_accuracy(llm, rows, answers, batch: int = 8) -> list[bool]:
-    hits = []
+def greedy_accuracy(llm, examples, users, batch: int = 8) -> float:
+    """Share of examples whose answer is contained in 32 greedy tokens after its user turn."""
+    rows = [llm.chat_row(user) for user in users]
+    hits = 0
     for i in range(0, len(rows), batch):
         outputs = generate_batch(llm, rows[i : i + batch], 32)
         texts = [llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
-        hits += [
-            answer_contained(t, [a]) for t, a in zip(texts, answers[i : i + batch], strict=True)
-        ]
-    return hits
+        part = examples[i : i + batch]
+        hits += sum(answer_contained(t, [ex.answer]) for t, ex in zip(texts, part, strict=True))
+    return hits / len(rows)
 
 
 def main() -> None:
@@ -81,13 +83,11 @@ def main() -> None:
     items = read_answer_probe()
     probe = AnswerProbe.sample(items, args.items, ks=ks)
     examples = probe_examples(probe.items)[: args.greedy]
-    answers = [ex.answer for ex in examples]
     results: dict[str, dict] = {}
     detailed: dict[str, dict[str, ChunkLosses]] = {}
     accuracy: dict[str, float] = {
-        "none": sum(greedy_accuracy(llm, prompt_rows(llm, examples, context_len=0), answers))
-        / len(examples),
-        "raw": sum(greedy_accuracy(llm, prompt_rows(llm, examples), answers)) / len(examples),
+        "none": greedy_accuracy(llm, examples, frame_users(llm, examples, 0)),
+        "raw": greedy_accuracy(llm, examples, frame_users(llm, examples, probe.context_len)),
     }
     for spec in args.checkpoints:
         name, _, path = spec.partition("=")
@@ -95,8 +95,8 @@ def main() -> None:
         detailed[name] = probe.run_detailed(llm, tok)
         results[name] = summarise(detailed[name], ks)
         for k in greedy_ks:
-            rows = prompt_rows(llm, examples, tok, k)
-            results[name][f"greedy_k{k}"] = sum(greedy_accuracy(llm, rows, answers)) / len(rows)
+            users = frame_users(llm, examples, probe.context_len, tok, [k] * len(examples))
+            results[name][f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
         print(name, json.dumps(results[name]), flush=True)
     ref = detailed.get(args.reference)
     lines = [

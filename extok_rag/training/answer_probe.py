@@ -24,18 +24,10 @@ import torch
 
 from extok_rag.config import DownscaleMethod
 from extok_rag.datasets.training_files import QAExample
-from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row
-from extok_rag.training.frame import (
-    FrameExample,
-    bare_rows,
-    compress_texts,
-    compressed_rows,
-    raw_rows,
-    truncate_text,
-)
+from extok_rag.training.frame import FrameExample, bare_rows, compressed_rows, raw_rows
 from extok_rag.training.objective import ChunkLosses, row_losses
 
 
@@ -99,28 +91,6 @@ class AnswerProbe:
         return ChunkLosses(
             torch.cat([p.nll for p in parts]).float(), torch.cat([p.count for p in parts])
         )
-
-
-def prompt_rows(
-    llm: FrozenLLM,
-    examples: Sequence[FrameExample],
-    tokenizer: ExtensibleTokenizer | None = None,
-    k: int | None = None,
-    context_len: int = 256,
-) -> list[Row]:
-    """Generation prompts (no answer): no context when `tokenizer` and `k` are None and
-    `context_len` is 0, raw text when only `tokenizer` is None, else compressed by k."""
-    rows = []
-    for ex in examples:
-        if not context_len:
-            contexts: list = []
-        elif tokenizer is None or k is None:
-            contexts = [truncate_text(llm, c, context_len) for c in ex.contexts]
-        else:
-            ks = [k] * len(ex.contexts)
-            contexts = compress_texts(llm, tokenizer, ex.contexts, ks, context_len)
-        rows.append(llm.chat_row(ask_frame(ex.question, contexts)))
-    return rows
 
 
 def gap_closed(none: float, raw: float, compressed: float) -> float:

@@ -153,6 +153,36 @@ def answer_row(llm: FrozenLLM, user: Sequence[str | torch.Tensor], answer: str) 
     return [*prompt, TokenSegment(llm.tokenize(answer))]
 
 
+def frame_users(
+    llm: FrozenLLM,
+    examples: Sequence[FrameExample],
+    max_tokens: int,
+    tokenizer: ExtensibleTokenizer | None = None,
+    ks: Sequence[int] = (),
+    method: DownscaleMethod = "strided",
+) -> list[list[str | torch.Tensor]]:
+    """Each example's user turn (`ask_frame`): its contexts compressed by its k (with a
+    `tokenizer`; one batched encode for all), as raw text cut to `max_tokens` (without one),
+    or left out (`max_tokens` 0: the question alone, as `ask --mode none`)."""
+    if not max_tokens:
+        return [ask_frame(ex.question, []) for ex in examples]
+    if tokenizer is None:
+        return [
+            ask_frame(ex.question, [truncate_text(llm, c, max_tokens) for c in ex.contexts])
+            for ex in examples
+        ]
+    texts = [c for ex in examples for c in ex.contexts]
+    kk = [k for ex, k in zip(examples, ks, strict=True) for _ in ex.contexts]
+    embeds = iter(compress_texts(llm, tokenizer, texts, kk, max_tokens, method))
+    return [ask_frame(ex.question, [next(embeds) for _ in ex.contexts]) for ex in examples]
+
+
+def answer_rows(
+    llm: FrozenLLM, examples: Sequence[FrameExample], users: Sequence[Sequence]
+) -> list[Row]:
+    return [answer_row(llm, user, ex.answer) for ex, user in zip(examples, users, strict=True)]
+
+
 def compressed_rows(
     llm: FrozenLLM,
     tokenizer: ExtensibleTokenizer,
@@ -162,27 +192,14 @@ def compressed_rows(
     method: DownscaleMethod = "strided",
 ) -> list[Row]:
     """One row per example, its contexts compressed by the example's k."""
-    texts = [c for ex in examples for c in ex.contexts]
-    kk = [k for ex, k in zip(examples, ks, strict=True) for _ in ex.contexts]
-    embeds = iter(compress_texts(llm, tokenizer, texts, kk, max_tokens, method))
-    return [
-        answer_row(llm, ask_frame(ex.question, [next(embeds) for _ in ex.contexts]), ex.answer)
-        for ex in examples
-    ]
+    return answer_rows(llm, examples, frame_users(llm, examples, max_tokens, tokenizer, ks, method))
 
 
 def raw_rows(llm: FrozenLLM, examples: Sequence[FrameExample], max_tokens: int) -> list[Row]:
     """One row per example with its contexts as raw text (cut to `max_tokens` each)."""
-    return [
-        answer_row(
-            llm,
-            ask_frame(ex.question, [truncate_text(llm, c, max_tokens) for c in ex.contexts]),
-            ex.answer,
-        )
-        for ex in examples
-    ]
+    return answer_rows(llm, examples, frame_users(llm, examples, max_tokens))
 
 
 def bare_rows(llm: FrozenLLM, examples: Sequence[FrameExample]) -> list[Row]:
     """One row per example with no context (the question alone, as `ask --mode none`)."""
-    return [answer_row(llm, ask_frame(ex.question, []), ex.answer) for ex in examples]
+    return answer_rows(llm, examples, frame_users(llm, examples, 0))

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from extok_rag.config import TrainConfig, cpu_description, write_json
+from extok_rag.config import FRAME_OBJECTIVES, TrainConfig, cpu_description, write_json
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training.answer_probe import AnswerProbe
@@ -204,9 +204,9 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
     def micro_step(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
         with self.autocast():
-            if objective in ("ar", "chunk_reconstruction"):
-                return self.sequence_losses(g, objective)
-            return self.frame_losses(g, objective)
+            if objective in FRAME_OBJECTIVES:
+                return self.frame_losses(g, objective)
+            return self.sequence_losses(g, objective)
 
     def sequence_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
         """ar / chunk_reconstruction on the g-th packed sequence."""
