@@ -40,6 +40,16 @@ def test_models_reports_wheels_and_cache(tmp_path, monkeypatch):
     assert "converted on first use" in result.output
 
 
+def test_models_says_which_dtype_auto_picks_and_why(monkeypatch):
+    from extok_rag import config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "compute (auto): cpu, float32" in " ".join(result.output.split())
+    assert "no native bf16" in result.output
+
+
 def test_models_names_the_install_command_when_a_wheel_is_missing(monkeypatch):
     import importlib.util
 

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, reports_errors
+from extok_rag.config import DTYPE_HELP
 from extok_rag.errors import ExtokError
 
 
@@ -49,7 +50,7 @@ def ask(
         str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """Answer QUESTION from an index built by `extok-rag index`."""
     from extok_rag.cli.console import load_llm

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, out_console, reports_errors
+from extok_rag.config import DTYPE_HELP
 from extok_rag.errors import ExtokError
 
 eval_app = typer.Typer(
@@ -83,7 +84,7 @@ def lm(
         bool, typer.Option(help="Write the table into docs/benchmarks.md (source checkout).")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """Perplexity of the last 512 tokens of long held-out windows: no context, raw context
     (truncated or full) and extensible embeddings at each k (paper Table 1)."""
@@ -237,7 +238,7 @@ def qa(
         bool, typer.Option(help="Write the tables into docs/benchmarks.md (source checkout).")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """RAG question answering with gold answers (SQuAD v2 answerable, HotpotQA distractor):
     no retrieval, raw top-n, compressed top-n at each k, hybrid, compressed at raw's budget."""

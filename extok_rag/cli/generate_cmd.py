@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, reports_errors
+from extok_rag.config import DTYPE_HELP
 from extok_rag.errors import ExtokError
 
 
@@ -36,7 +37,7 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16), bfloat16, float16, float32.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     """Answer PROMPT with the frozen LLM, streaming tokens to stdout."""
     from extok_rag.cli.console import load_llm

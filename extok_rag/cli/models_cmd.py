@@ -20,6 +20,16 @@ def models() -> None:
     for row in (llm_row(), embedder_row(), tokenizer_row()):
         table.add_row(*row)
     out_console.print(table)
+    out_console.print(compute_line())
+
+
+def compute_line() -> str:
+    """Where `--device auto --dtype auto` runs the models here, and why that dtype."""
+    from extok_rag.config import RuntimeConfig, cpu_description, dtype_choice
+
+    device = RuntimeConfig().resolve_device()
+    dtype, why = dtype_choice(device)
+    return f"compute (auto): {device}, {dtype}; {why}\nCPU: {cpu_description()}"
 
 
 def llm_row() -> tuple[str, str, str, str]:

@@ -16,6 +16,7 @@ from extok_rag import config as config_module
 from extok_rag.config import (
     AdapterConfig,
     MixPhase,
+    RuntimeConfig,
     TokenizerConfig,
     TrainConfig,
     fastest_dtype,
@@ -124,6 +125,10 @@ def test_fastest_dtype_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: True)
     assert fastest_dtype("cpu") == "bfloat16"
     assert replace(CFG, dtype="auto").resolved_dtype("cuda") == "bfloat16"
+    assert RuntimeConfig(device="cpu").resolve_dtype() == "bfloat16"  # the same rule
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: False)
+    assert RuntimeConfig(device="cpu").resolve_dtype() == "float32"
+    assert RuntimeConfig(device="cpu", dtype="bfloat16").resolve_dtype() == "bfloat16"
 
 
 # -- examples and rows ------------------------------------------------------------------------
