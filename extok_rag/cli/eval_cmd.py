@@ -83,6 +83,9 @@ def lm(
     write_docs: Annotated[
         bool, typer.Option(help="Write the table into docs/benchmarks.md (source checkout).")
     ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse the windows a killed run with the same settings finished.")
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
@@ -137,7 +140,8 @@ def lm(
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = evaluate_lm(frozen, texts, cfg, tokenizers, descriptions, notes, advance)
+        journal = lm_journal(cfg, texts, frozen, checkpoint, sorted(tokenizers), resume)
+        result = evaluate_lm(frozen, texts, cfg, tokenizers, descriptions, notes, advance, journal)
 
     markdown = result.markdown()
     out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
@@ -151,6 +155,38 @@ def lm(
         body = docs_section(result, markdown, report.machine_line(), command)
         report.write_section(DOCS_SECTION, body)
         err_console.print(f"wrote section {DOCS_SECTION!r} of {report.DOC}")
+
+
+def lm_journal(cfg, texts, frozen, checkpoint, kinds: list[str], resume: bool):
+    """The journal of an `eval lm` run: settings = everything that changes a number."""
+    from extok_rag import __version__
+    from extok_rag.evaluation.journal import file_digest
+
+    weights = checkpoint / "tokenizer.safetensors" if checkpoint is not None else None
+    settings = {
+        "config": cfg.to_dict(),
+        "books": [b.sha256 for b in texts],
+        "llm": frozen.identity.to_dict(),
+        "tokenizer": file_digest(weights) if weights is not None and weights.is_file() else None,
+        "rows": kinds,
+        "dtype": str(frozen.dtype),
+        "device": str(frozen.device),
+        "extok_rag": __version__,
+    }
+    return open_journal("lm", settings, resume, "windows")
+
+
+def open_journal(kind: str, settings: dict, resume: bool, pieces: str, root: Path | None = None):
+    """Open (or, without --resume, restart) a journal and say when a run resumes."""
+    from extok_rag.evaluation.journal import Journal
+
+    journal = Journal.open(kind, settings, root)
+    if not resume:
+        journal.path.unlink(missing_ok=True)
+        journal.done.clear()
+    elif journal.done:
+        err_console.print(f"resuming {len(journal.done)} finished {pieces} from {journal.path}")
+    return journal
 
 
 def command_line(cfg, tokenizer: str | None, books: Path | None, max_books: int | None) -> str:
@@ -237,6 +273,10 @@ def qa(
     write_docs: Annotated[
         bool, typer.Option(help="Write the tables into docs/benchmarks.md (source checkout).")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Reuse the conditions a killed run with the same settings finished."),
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
@@ -270,7 +310,7 @@ def qa(
     checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
     root = work_dir or home_dir() / "eval-qa"
     results = [
-        run_qa_set(name, cfg, frozen, checkpoint, embedder, root, data_dir, runtime)
+        run_qa_set(name, cfg, frozen, checkpoint, embedder, root, data_dir, runtime, resume)
         for name in names
     ]
     markdown = qa_markdown(results)
@@ -286,8 +326,9 @@ def qa(
         err_console.print(f"wrote section {QA_SECTION!r} of {report.DOC}")
 
 
-def run_qa_set(name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runtime):
-    """Corpus files → index (incremental; rebuilt when the models changed) → evaluation."""
+def run_qa_set(name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runtime, resume):
+    """Corpus files → index (incremental; rebuilt when the models changed) → evaluation,
+    each finished condition journaled (resumed on a rerun with the same settings)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from extok_rag.evaluation.qa import evaluate_qa
@@ -308,7 +349,28 @@ def run_qa_set(name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runt
         def advance(condition: str, done: int, total: int) -> None:
             bar.update(task, description=f"{name}: {condition}", completed=done, total=total)
 
-        return evaluate_qa(frozen, retrieval, snapshot, qa_set, cfg, advance)
+        journal = qa_journal(name, cfg, snapshot, frozen, root / name / "runs", resume)
+        return evaluate_qa(frozen, retrieval, snapshot, qa_set, cfg, advance, journal)
+
+
+def qa_journal(name, cfg, snapshot, frozen, folder: Path, resume: bool):
+    """The journal of one set's run (in the set's work folder): settings = everything that
+    changes an answer."""
+    from extok_rag import __version__
+
+    manifest = snapshot.manifest.to_dict()
+    for volatile in ("created", "updated", "table_version", "vector_file"):
+        manifest.pop(volatile, None)
+    settings = {
+        "set": name,
+        "config": cfg.to_dict(),
+        "index": manifest,
+        "llm": frozen.identity.to_dict(),
+        "dtype": str(frozen.dtype),
+        "device": str(frozen.device),
+        "extok_rag": __version__,
+    }
+    return open_journal("qa", settings, resume, f"{name} conditions", folder)
 
 
 def index_qa_corpus(folder: Path, frozen, checkpoint: Path | None, embedder_dir) -> None:

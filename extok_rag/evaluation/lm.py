@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from extok_rag.config import DownscaleMethod
 from extok_rag.errors import ExtokError
 from extok_rag.evaluation.books import Book
+from extok_rag.evaluation.journal import Journal
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import IGNORE_INDEX, EmbeddingSegment, Row, TokenSegment
@@ -279,9 +280,12 @@ def evaluate_lm(
     descriptions: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    journal: Journal | None = None,
 ) -> LMEvalResult:
     """Run the protocol. `tokenizers` maps "extok" (trained, row d) and/or "untrained" (row e)
-    to an extensible tokenizer; a missing one makes its rows n/a with `notes[kind]`."""
+    to an extensible tokenizer; a missing one makes its rows n/a with `notes[kind]`. With a
+    journal, each finished window (at one length) is recorded, and one recorded before is
+    read back instead of run."""
     cfg = cfg or LMEvalConfig()
     tokenizers = tokenizers or {}
     notes = dict(notes or {})
@@ -303,10 +307,18 @@ def evaluate_lm(
     total, done = len(lengths) * len(windows), 0
     start = time.perf_counter()
     for t in lengths:
-        for window in windows:
-            _evaluate_window(
-                llm, cfg, plans[t], window.tokens(book_ids, t), tokenizers, cells[t], counters
-            )
+        for i, window in enumerate(windows):
+            key = f"{t}/{i}"
+            values = journal.done.get(key) if journal is not None else None
+            if values is None:
+                tokens = window.tokens(book_ids, t)
+                values = _evaluate_window(llm, cfg, plans[t], tokens, tokenizers, counters)
+                if journal is not None:
+                    journal.record(key, values)
+            else:
+                counters["resumed_windows"] += 1
+            for row_key, nll in values.items():
+                cells[t][row_key].nll.append(nll)
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -319,6 +331,7 @@ def evaluate_lm(
         "encoder_tokens": counters["encoder_tokens"],
         "target_tokens_per_s": counters["target_tokens"] / max(seconds, 1e-9),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "resumed_windows": counters["resumed_windows"],
     }
     return LMEvalResult(
         config=cfg,
@@ -343,10 +356,10 @@ def _evaluate_window(
     plan: list[RowSpec],
     tokens: torch.Tensor,
     tokenizers: dict[str, ExtensibleTokenizer],
-    cells: dict[str, Cell],
     counters: dict,
-) -> None:
-    """Score every computable row of one window; rows with identical inputs run once."""
+) -> dict[str, float]:
+    """Score every computable row of one window (row key -> summed target NLL); rows with
+    identical inputs run once."""
     context, target = split_window(tokens, cfg.target_len)
     live = [r for r in plan if not r.na]
     states = {}  # tokenizer kind -> per-chunk states, encoded once for every k
@@ -369,6 +382,7 @@ def _evaluate_window(
         owners[ident].append(r.key)
 
     # Batch rows of equal length together (no padding), within the token budget.
+    values: dict[str, float] = {}
     by_length: dict[int, list[tuple]] = defaultdict(list)
     for ident, row in inputs.items():
         by_length[sum(len(s) for s in row)].append(ident)
@@ -380,5 +394,5 @@ def _evaluate_window(
             counters["llm_positions"] += length * len(group)
             counters["target_tokens"] += cfg.target_len * len(group)
             for ident, value in zip(group, nll.tolist(), strict=True):
-                for key in owners[ident]:
-                    cells[key].nll.append(value)
+                values.update(dict.fromkeys(owners[ident], value))
+    return {r.key: values[r.key] for r in live}  # in plan order

@@ -22,9 +22,10 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from extok_rag.config import AskConfig, GenerationConfig
+from extok_rag.evaluation.journal import Journal
 from extok_rag.evaluation.qa_data import QASet, answer_contained, token_f1
 from extok_rag.indexing import IndexSnapshot
 from extok_rag.models.embedder import Embedder
@@ -101,6 +102,10 @@ class ConditionResult:
             "timed_questions": len(self.total_s),
         }
 
+    def lists(self) -> dict:
+        """Every per-question list (a journal record)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "condition"}
+
 
 @dataclass
 class SetResult:
@@ -139,25 +144,23 @@ def evaluate_qa(
     qa: QASet,
     cfg: QAEvalConfig,
     progress: Progress | None = None,
+    journal: Journal | None = None,
 ) -> SetResult:
-    """Every condition on every question of `qa` (the index holds `qa.paragraphs`)."""
+    """Every condition on every question of `qa` (the index holds `qa.paragraphs`). With a
+    journal, each finished condition is recorded, and one recorded before is read back."""
     items = qa.items[: cfg.questions]
     conds = conditions(cfg)
     depth = max(c.top_n for c in conds)
     hits = [retrieve(snapshot, embedder, item.question, depth) for item in items]
     results = []
     for cond in conds:
-        result = ConditionResult(cond)
-        prompts = [
-            build_one(llm, item.question, chunks, cond, cfg, snapshot)
-            for item, chunks in zip(items, hits, strict=True)
-        ]
-        answers = answer_all(llm, [p.row for p in prompts], cfg, cond.name, progress)
-        for item, chunks, prompt, tokens in zip(items, hits, prompts, answers, strict=True):
-            answer = llm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            score(result, item, chunks[: cond.top_n], prompt, answer)
-            result.answer_tokens.append(len(tokens))
-        time_questions(result, llm, embedder, snapshot, items[: cfg.latency_questions], cfg)
+        key = f"{qa.name}/{cond.name}"
+        if journal is not None and key in journal.done:
+            results.append(ConditionResult(cond, **journal.done[key]))
+            continue
+        result = run_condition(llm, embedder, snapshot, items, hits, cond, cfg, progress)
+        if journal is not None:
+            journal.record(key, result.lists())
         results.append(result)
     return SetResult(
         qa.name,
@@ -166,6 +169,22 @@ def evaluate_qa(
         results,
         [item.qid for item in items],
     )
+
+
+def run_condition(llm, embedder, snapshot, items, hits, cond, cfg, progress) -> ConditionResult:
+    """Answer and score every question under `cond`, then time the first few one by one."""
+    result = ConditionResult(cond)
+    prompts = [
+        build_one(llm, item.question, chunks, cond, cfg, snapshot)
+        for item, chunks in zip(items, hits, strict=True)
+    ]
+    answers = answer_all(llm, [p.row for p in prompts], cfg, cond.name, progress)
+    for item, chunks, prompt, tokens in zip(items, hits, prompts, answers, strict=True):
+        answer = llm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        score(result, item, chunks[: cond.top_n], prompt, answer)
+        result.answer_tokens.append(len(tokens))
+    time_questions(result, llm, embedder, snapshot, items[: cfg.latency_questions], cfg)
+    return result
 
 
 def build_one(

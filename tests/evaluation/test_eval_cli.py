@@ -16,7 +16,8 @@ SMALL = ["--lengths", "128,256", "--windows", "2", "--ks", "1,4", "--chunk-len",
 SMALL += ["--target-len", "32", "--raw-positions", "96", "--device", "cpu", "--dtype", "float32"]
 
 
-def test_eval_lm_end_to_end(tiny_llm, tiny_llm_dir, tmp_path, book_dir, docs_sections):
+def test_eval_lm_end_to_end(tiny_llm, tiny_llm_dir, tmp_path, book_dir, docs_sections, monkeypatch):
+    monkeypatch.setenv("EXTOK_RAG_HOME", str(tmp_path / "home"))  # where the journal goes
     checkpoint = tmp_path / "zero-layer"
     tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=0))
     tok.save_pretrained(checkpoint)
@@ -34,9 +35,14 @@ def test_eval_lm_end_to_end(tiny_llm, tiny_llm_dir, tmp_path, book_dir, docs_sec
     body = docs_sections["eval-lm"]
     assert "extok-rag eval lm --tokenizer" in body and "--ks 1,4" in body
     assert "Median of per-window perplexities" in body
+    again = runner.invoke(eval_app, [a for a in args if a != "--write-docs"])
+    assert again.exit_code == 0, again.output
+    assert "resuming 4 finished windows" in again.output  # 2 windows x 2 lengths, none rerun
+    assert json.loads(out.read_text())["results"] == data["results"]
 
 
-def test_eval_lm_without_checkpoint_marks_d_na(tiny_llm_dir, book_dir):
+def test_eval_lm_without_checkpoint_marks_d_na(tiny_llm_dir, book_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXTOK_RAG_HOME", str(tmp_path / "home"))
     args = ["lm", "--llm", str(tiny_llm_dir), "--books", str(book_dir), *SMALL]
     result = runner.invoke(eval_app, args)
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ import torch
 
 from extok_rag.config import TokenizerConfig
 from extok_rag.evaluation import lm
+from extok_rag.evaluation.journal import Journal
 from extok_rag.evaluation.lm import (
     EvaluationError,
     LMEvalConfig,
@@ -163,3 +164,36 @@ def test_zero_layer_tokenizer_at_k1_equals_full_raw_context(tiny_llm, zero_layer
         assert extok.positions == full.positions
         assert extok.nll == full.nll
         assert result.cells[t]["raw-equal@1"].nll == full.nll
+
+
+class Stop(Exception):
+    """Stands for Ctrl-C / kill part-way through a run."""
+
+
+def test_eval_lm_resumes_finished_windows(tiny_llm, zero_layer, books, tmp_path, monkeypatch):
+    whole = evaluate_lm(tiny_llm, books, CFG, {"untrained": zero_layer})
+    journal = Journal.open("lm", {"run": 1}, root=tmp_path)
+    real = lm._evaluate_window
+    calls = []
+
+    def stops_after_four(*args):
+        if len(calls) == 4:
+            raise Stop
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(lm, "_evaluate_window", stops_after_four)
+    with pytest.raises(Stop):
+        evaluate_lm(tiny_llm, books, CFG, {"untrained": zero_layer}, journal=journal)
+    monkeypatch.setattr(lm, "_evaluate_window", real)
+    resumed = evaluate_lm(
+        tiny_llm,
+        books,
+        CFG,
+        {"untrained": zero_layer},
+        journal=Journal.open("lm", {"run": 1}, root=tmp_path),
+    )
+    assert resumed.timing["resumed_windows"] == 4
+    for t in CFG.lengths:
+        for key, cell in whole.cells[t].items():
+            assert resumed.cells[t][key].nll == pytest.approx(cell.nll)

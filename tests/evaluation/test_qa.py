@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from extok_rag.cli.eval_cmd import eval_app
 from extok_rag.config import RuntimeConfig
+from extok_rag.evaluation import qa
 from extok_rag.evaluation.books import EvalDataError
+from extok_rag.evaluation.journal import Journal
 from extok_rag.evaluation.qa import QAEvalConfig, conditions, evaluate_qa
 from extok_rag.evaluation.qa_data import QAItem, QASet, load_qa_set, write_corpus
 from extok_rag.evaluation.qa_report import qa_markdown
@@ -138,9 +140,54 @@ def test_cli_indexes_a_real_set_once_and_writes_docs(
     manifest = (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text()
     again = runner.invoke(eval_app, args)
     assert again.exit_code == 0, again.output
+    assert "resuming 5 finished hotpotqa conditions" in " ".join(again.output.split())
     assert (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text() == manifest
 
 
 def test_cli_rejects_an_unknown_set():
     result = runner.invoke(eval_app, ["qa", "--sets", "trivia"])
     assert result.exit_code != 0 and "--sets" in result.output
+
+
+class Stop(Exception):
+    """Stands for Ctrl-C / kill part-way through a run."""
+
+
+def test_eval_qa_resumes_finished_conditions(tiny_set, tiny_llm, indexed, tmp_path, monkeypatch):
+    snapshot, embedder = indexed
+    whole = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
+    journal = Journal.open("qa", {"run": 1}, root=tmp_path)
+    real = qa.run_condition
+    finished = []
+
+    def stops_after_two(*args):
+        if len(finished) == 2:
+            raise Stop
+        finished.append(real(*args))
+        return finished[-1]
+
+    monkeypatch.setattr(qa, "run_condition", stops_after_two)
+    with pytest.raises(Stop):
+        evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG, journal=journal)
+    ran = []
+    monkeypatch.setattr(qa, "run_condition", lambda *a: ran.append(a[5].name) or real(*a))
+    resumed = evaluate_qa(
+        tiny_llm,
+        embedder,
+        snapshot,
+        tiny_set,
+        CFG,
+        journal=Journal.open("qa", {"run": 1}, root=tmp_path),
+    )
+    names = [r.condition.name for r in whole.results]
+    assert ran == names[2:]  # the two finished conditions were read back, not run
+    for a, b in zip(whole.results, resumed.results, strict=True):
+        assert a.condition == b.condition
+        assert (a.answers, a.correct, a.f1, a.positions, a.recall, a.k_used) == (
+            b.answers,
+            b.correct,
+            b.f1,
+            b.positions,
+            b.recall,
+            b.k_used,
+        )
