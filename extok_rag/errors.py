@@ -23,3 +23,7 @@ class InputTooLongError(ExtokError):
 
 class IndexStoreError(ExtokError):
     """An index on disk (manifest, chunk table or vector index) is missing, corrupt or misused."""
+
+
+class IndexBusyError(IndexStoreError):
+    """Another process is writing the index (it holds the index's writer lock)."""

@@ -59,6 +59,7 @@ def index(
     from extok_rag.chunking import ChunkingConfig
     from extok_rag.cli.console import load_llm
     from extok_rag.config import RuntimeConfig
+    from extok_rag.indexes.lock import check_not_busy
     from extok_rag.indexing import IndexModels, IndexSettings, build_index
     from extok_rag.models.defaults import resolve_tokenizer
 
@@ -70,6 +71,8 @@ def index(
         if splitter not in (None, "tokens", "sentence"):
             raise typer.BadParameter("--splitter must be 'tokens' or 'sentence'")
         chunking = ChunkingConfig(chunk_tokens or ChunkingConfig.chunk_tokens, splitter or "tokens")
+    if not dry_run:
+        check_not_busy(index_dir)  # before the models load: a busy index fails at once
     frozen = load_llm(llm, RuntimeConfig(device=device))
     tokenizer_path = resolve_tokenizer(tokenizer, frozen.identity)
     if tokenizer_path is None:
@@ -104,30 +107,72 @@ def info(
         Path | None,
         typer.Argument(metavar="[INDEX]", help="Index folder or name under ./indexes/."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Show an index's manifest and counts."""
-    from rich.table import Table
-
-    from extok_rag.indexing import disk_bytes, open_index
+    from extok_rag.indexing import open_index
 
     index_dir = resolve_index_dir(index_path)
-    snapshot = open_index(index_dir)
+    facts = index_facts(index_dir, open_index(index_dir))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    print_facts(index_dir, facts)
+
+
+def index_facts(index_dir: Path, snapshot) -> dict:
+    """What `info` shows, as plain JSON values (the committed snapshot's)."""
+    from extok_rag.indexing import disk_bytes
+
     m = snapshot.manifest
+    on_disk = disk_bytes(index_dir)
+    return {
+        "index": str(index_dir),
+        "llm": m.llm.to_dict(),
+        "tokenizer": m.tokenizer.to_dict(),
+        "embedder": m.embedder,
+        "stride": m.stride,
+        "chunking": m.chunking,
+        "documents": m.counts.documents,
+        "chunks": m.counts.chunks,
+        "table_rows": snapshot.table.count(),
+        "tokens": m.counts.tokens,
+        "vector_index": {"kind": snapshot.vectors.kind, "vectors": len(snapshot.vectors)},
+        "table_version": m.table_version,
+        "vector_file": m.vector_file,
+        "bytes_on_disk": on_disk,
+        "bytes_per_token": round(on_disk / m.counts.tokens, 1) if m.counts.tokens else None,
+        "created": m.created,
+        "updated": m.updated,
+        "format_version": m.format_version,
+    }
+
+
+def print_facts(index_dir: Path, facts: dict) -> None:
+    from rich.table import Table
+
+    from extok_rag.config import ModelIdentity
+
     table = Table(title=f"index {index_dir}", show_header=False)
+    vectors = facts["vector_index"]
+    per_token = facts["bytes_per_token"]
     rows = [
-        ("LLM", m.llm.describe()),
-        ("extensible tokenizer", m.tokenizer.describe()),
-        ("embedder", m.embedder),
-        ("stride", str(m.stride)),
-        ("chunking", ", ".join(f"{k}={v}" for k, v in sorted(m.chunking.items()))),
-        ("documents", f"{m.counts.documents:,}"),
-        ("chunks", f"{m.counts.chunks:,} (table: {snapshot.table.count():,})"),
-        ("tokens", f"{m.counts.tokens:,}"),
-        ("vector index", f"{snapshot.vectors.kind}, {len(snapshot.vectors):,} vectors"),
-        ("table version", str(m.table_version)),
-        ("bytes on disk", human_bytes(disk_bytes(index_dir))),
-        ("created / updated", f"{m.created} / {m.updated}"),
-        ("format version", str(m.format_version)),
+        ("LLM", ModelIdentity(**facts["llm"]).describe()),
+        ("extensible tokenizer", ModelIdentity(**facts["tokenizer"]).describe()),
+        ("embedder", facts["embedder"]),
+        ("stride", str(facts["stride"])),
+        ("chunking", ", ".join(f"{k}={v}" for k, v in sorted(facts["chunking"].items()))),
+        ("documents", f"{facts['documents']:,}"),
+        ("chunks", f"{facts['chunks']:,} (table: {facts['table_rows']:,})"),
+        ("tokens", f"{facts['tokens']:,}"),
+        ("vector index", f"{vectors['kind']}, {vectors['vectors']:,} vectors"),
+        ("table version", str(facts["table_version"])),
+        ("bytes on disk", human_bytes(facts["bytes_on_disk"])),
+        ("bytes per token", "-" if per_token is None else f"{per_token:,.1f} (whole index)"),
+        ("created / updated", f"{facts['created']} / {facts['updated']}"),
+        ("format version", str(facts["format_version"])),
     ]
     for key, value in rows:
         table.add_row(key, value)

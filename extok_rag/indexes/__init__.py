@@ -7,8 +7,10 @@ Layout of an index folder::
     <index_dir>/lance/chunks.lance  the chunk table (LanceDB, versioned)
     <index_dir>/lance/row_ids.json  the next row id to assign
     <index_dir>/vectors.faiss     the vector index (path chosen by the caller)
+    <index_dir>/writer.lock       the one-writer lock (flock) and its holder's pid
 """
 
+from extok_rag.indexes.lock import LockHolder, WriterLock, read_holder
 from extok_rag.indexes.manifest import (
     FORMAT_VERSION,
     IndexCounts,
@@ -27,12 +29,15 @@ __all__ = [
     "ChunkRecord",
     "ChunkTable",
     "IndexCounts",
+    "LockHolder",
     "Manifest",
     "ModelIdentity",
     "StoredChunk",
     "VectorIndex",
+    "WriterLock",
     "check_compatible",
     "chunk_schema",
+    "read_holder",
     "read_manifest",
     "write_manifest",
 ]

@@ -38,6 +38,7 @@ from extok_rag.indexes import (
     Manifest,
     ModelIdentity,
     VectorIndex,
+    WriterLock,
     check_compatible,
     read_manifest,
     write_manifest,
@@ -217,12 +218,30 @@ def build_index(
     """Bring the index at `index_dir` up to date with the corpus folder `corpus`.
 
     Raises IncompatibleModelError if the index was built with other models or settings (unless
-    `rebuild`), IndexStoreError if it is unreadable. Bad corpus files are skipped with a warning.
+    `rebuild`), IndexBusyError if another process is writing it (one writer at a time, see
+    `indexes/lock.py`; a dry run takes no lock), IndexStoreError if it is unreadable. Bad
+    corpus files are skipped with a warning.
     """
-    start = time.perf_counter()
     settings = settings or IndexSettings()
     progress = progress or IndexProgress()
     index_dir = Path(index_dir)
+    if dry_run:
+        return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with WriterLock(index_dir):  # IndexBusyError at once if another run writes this index
+        return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
+
+
+def _run(
+    corpus: Path,
+    index_dir: Path,
+    models: IndexModels,
+    settings: IndexSettings,
+    rebuild: bool,
+    dry_run: bool,
+    progress: IndexProgress,
+) -> IndexReport:
+    start = time.perf_counter()
     files, skipped = list_corpus(Path(corpus), settings.include, settings.exclude)
     for message in skipped:
         progress.warn(message)
