@@ -113,7 +113,7 @@ def info(
     from extok_rag.indexing import open_index
 
     index_dir = resolve_index_dir(index_path)
-    facts = index_facts(index_dir, open_index(index_dir))
+    facts = index_facts(index_dir, open_index(index_dir, notice=print_notice))
     if as_json:
         import json
 
@@ -177,6 +177,11 @@ def print_facts(index_dir: Path, facts: dict) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out_console.print(table)
+
+
+def print_notice(message: str) -> None:
+    """One notice line on stderr (e.g. a vector file rebuilt from the table)."""
+    err_console.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 def resolve_index_dir(index_path: Path | None) -> Path:

@@ -21,15 +21,16 @@ otherwise restores the table to the manifest's version first.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from extok_rag.chunking import Chunk, Chunker, ChunkingConfig
 from extok_rag.config import write_json
-from extok_rag.errors import IncompatibleModelError, IndexStoreError
+from extok_rag.errors import IncompatibleModelError, IndexBusyError, IndexStoreError
 from extok_rag.indexes import (
     DEFAULT_HNSW_THRESHOLD,
     ChunkRecord,
@@ -52,6 +53,7 @@ from extok_rag.indexing.reading import SourceFile, UnreadableFile, list_corpus, 
 DEFAULT_STRIDE = 2
 DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
 PENDING_NAME = "pending.json"
+_log = logging.getLogger("extok_rag.indexing")
 
 
 @dataclass(frozen=True)
@@ -180,22 +182,67 @@ class IndexSnapshot:
     vectors: VectorIndex
 
 
-def open_index(index_dir: Path) -> IndexSnapshot:
-    """The index as its manifest last committed it (table at the manifest's version)."""
+def open_index(index_dir: Path, *, notice: Callable[[str], None] | None = None) -> IndexSnapshot:
+    """The index as its manifest last committed it (table at the manifest's version).
+
+    A missing or corrupt FAISS file is rebuilt from the table's vectors (every vector is also
+    in the table), with a one-line notice passed to `notice` (default: a warning on the
+    `extok_rag.indexing` logger), and saved back when no writer holds the index.
+    IndexStoreError if the manifest or the table version it names is gone.
+    """
     index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
     for attempt in range(2):
-        manifest = read_manifest(index_dir)
-        if manifest.table_version is None:
-            raise IndexStoreError(f"index {index_dir} has no committed table version; rebuild it")
+        table = open_committed_table(index_dir, manifest)
         try:
             vectors = VectorIndex.load(index_dir / manifest.vector_file)
-        except IndexStoreError:
-            if attempt:  # a writer may have committed between our two reads: read again once
-                raise
-            continue
-        table = ChunkTable.open(index_dir, manifest.table_version)
+        except IndexStoreError as exc:
+            latest = read_manifest(index_dir)
+            if attempt == 0 and latest != manifest:  # a writer committed meanwhile: read again
+                manifest = latest
+                continue
+            vectors = heal_vectors(index_dir, manifest, table, str(exc), notice or _log.warning)
         return IndexSnapshot(manifest, table, vectors)
     raise AssertionError("unreachable")
+
+
+def open_committed_table(index_dir: Path, manifest: Manifest) -> ChunkTable:
+    """The table at the manifest's version, or an IndexStoreError naming the fix."""
+    if manifest.table_version is None:
+        raise IndexStoreError(f"index {index_dir} has no committed table version; rebuild it")
+    try:
+        return ChunkTable.open(index_dir, manifest.table_version)
+    except IndexStoreError as exc:
+        raise IndexStoreError(
+            f"index {index_dir}: its manifest names chunk-table version "
+            f"{manifest.table_version}, which is missing ({exc}); rebuild the index with "
+            f"`extok-rag index CORPUS --index {index_dir} --rebuild`"
+        ) from exc
+
+
+def heal_vectors(
+    index_dir: Path, manifest: Manifest, table: ChunkTable, reason: str, notice: Callable
+) -> VectorIndex:
+    """Rebuild the FAISS index of `manifest` from `table` (at its version); save it unless a
+    writer holds the index (then the next commit writes a fresh one anyway)."""
+    row_ids, vectors = table.vectors()
+    index = VectorIndex.build(row_ids, vectors)
+    saved = _save_unless_busy(index, index_dir / manifest.vector_file)
+    reason = reason.removesuffix("; rebuild it with --rebuild").removesuffix(
+        "; build the index first"
+    )
+    where = "and saved it" if saved else "(in memory: a writer holds the index)"
+    notice(f"notice: {reason}; rebuilt it from the chunk table's {len(row_ids)} vectors {where}")
+    return index
+
+
+def _save_unless_busy(index: VectorIndex, path: Path) -> bool:
+    try:
+        with WriterLock(path.parent):
+            index.save(path)
+    except (IndexBusyError, OSError):  # another writer, or a read-only index folder
+        return False
+    return True
 
 
 def disk_bytes(index_dir: Path) -> int:
@@ -274,7 +321,7 @@ def _run(
 
     assert table is not None
     committed = manifest is not None and manifest.table_version == table.version
-    vectors_ok = manifest is not None and (index_dir / manifest.vector_file).is_file()
+    vectors_ok = manifest is not None and _vectors_loadable(index_dir, manifest, progress)
     stale = plan.deleted + [f.rel for f in plan.changed]
     if stale or not committed:
         _write_pending(index_dir, target, rebuild=rebuild)
@@ -300,6 +347,17 @@ def _run(
         _commit(index_dir, table, target, settings, manifest, report, progress)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _vectors_loadable(index_dir: Path, manifest: Manifest, progress: IndexProgress) -> bool:
+    """Whether the manifest's FAISS file loads; if not, say so: this run rebuilds it."""
+    try:
+        VectorIndex.load(index_dir / manifest.vector_file)
+    except IndexStoreError as exc:
+        reason = str(exc).removesuffix("; rebuild it with --rebuild")
+        progress.warn(f"{reason.removesuffix('; build the index first')}; rebuilding it")
+        return False
+    return True
 
 
 def _existing_manifest(index_dir: Path, rebuild: bool) -> Manifest | None:
@@ -385,6 +443,7 @@ def _open_table(
         index_dir.mkdir(parents=True, exist_ok=True)
         dim = _embedder_dim(models)
         return ChunkTable.create(index_dir, dim, models.state_dim, overwrite=exists)
+    open_committed_table(index_dir, manifest)  # the version to fall back to must exist
     table = ChunkTable.open(index_dir)
     if table.version != manifest.table_version and not resumable:
         # Writes no manifest committed, by another target (or unknown): drop them.
