@@ -9,14 +9,18 @@ Rows are keyed by `row_id`, an int64 assigned here, increasing, and never reused
 never points at a different chunk than the one it was built from.
 
 Every write makes a new LanceDB table version; `checkout(version)` gives a read-only snapshot
-that keeps seeing that version while a writer moves on.
+that keeps seeing that version while a writer moves on. `optimize(keep_from)` compacts the
+table and deletes versions older than `keep_from`; `row_id` has a B-tree index, so `fetch`
+reads only the rows it asks for.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,7 @@ LANCE_DIR = "lance"
 DEFAULT_VECTOR_DIM = 384  # all-MiniLM-L6-v2
 DEFAULT_STATE_DIM = 576  # SmolLM2-135M hidden size
 _ROW_IDS_FILE = "row_ids.json"
+_NEVER = timedelta(days=36_500)  # a cleanup age that deletes nothing
 _MISSING_EXTRA = "LanceDB is not installed; install it with pip install 'extok-rag[cpu]'"
 
 
@@ -252,6 +257,51 @@ class ChunkTable:
         self._check_writable()
         self._table.restore(version)
 
+    def ensure_row_id_index(self) -> bool:
+        """Give `row_id` a B-tree index (so `fetch` looks rows up instead of scanning), once
+        the table has rows; True if this made one (a new table version)."""
+        from lancedb.index import BTree
+
+        self._check_writable()
+        if self.count() == 0 or any(i.columns == ["row_id"] for i in self._table.list_indices()):
+            return False
+        self._table.create_index("row_id", config=BTree())
+        return True
+
+    def fragments(self) -> int:
+        """How many data fragments (files written by separate commits) this version has."""
+        return int(self._table.stats()["fragment_stats"]["num_fragments"])
+
+    def optimize(self, keep_from: int) -> None:
+        """Compact small fragments (dropping deleted rows' data), bring the row-id index up to
+        date, then delete the files of every version older than `keep_from`: `keep_from`
+        itself, every later version and the latest stay readable. Only for the index's one
+        writer (it deletes files no version refers to, which a second writer may be writing).
+        """
+        self._check_writable()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LanceDB's "concurrent readers" caution
+            # Two calls: LanceDB measures the cleanup age after compacting, which can take
+            # long; the second call has nothing left to compact, so its clock is ours.
+            self._table.optimize(cleanup_older_than=_NEVER)
+            self._table.optimize(cleanup_older_than=self._age(keep_from), delete_unverified=True)
+
+    def has_version(self, version: int | None) -> bool:
+        return version is not None and any(
+            v["version"] == version for v in self._table.list_versions()
+        )
+
+    def _age(self, version: int) -> timedelta:
+        """How long ago `version` was written, plus a second. LanceDB's version timestamps
+        are naive, so the larger of the local and the UTC reading of now is taken: the age
+        is never underestimated, so `optimize` never deletes `version` itself."""
+        stamps = {v["version"]: v["timestamp"] for v in self._table.list_versions()}
+        if version not in stamps:
+            raise IndexStoreError(f"chunk table has no version {version} to keep")
+        stamp = stamps[version].replace(tzinfo=None)
+        now = max(datetime.now(), datetime.now(UTC).replace(tzinfo=None))
+        return max(now - stamp, timedelta(0)) + timedelta(seconds=1)
+
     # -- reading --
 
     def counts(self) -> tuple[int, int, int]:
@@ -297,13 +347,12 @@ class ChunkTable:
 
         States come back as read-only (n_states, d) float16 views into one Arrow buffer.
         """
-        from lancedb.expr import col
 
         wanted = np.asarray(row_ids, dtype=np.int64).reshape(-1)
         if len(wanted) == 0:
             return []
         unique = np.unique(wanted)
-        table = self._scan(None, where=col("row_id").isin([int(i) for i in unique]))
+        table = self._fetch_query(unique).to_arrow()
         stored = table.column("row_id").to_numpy()
         order = np.argsort(stored)
         missing = np.setdiff1d(unique, stored)
@@ -314,6 +363,12 @@ class ChunkTable:
         return _to_stored_chunks(table.take(pa.array(take)), self.dim, self.d)
 
     # -- internals --
+
+    def _fetch_query(self, row_ids: np.ndarray):
+        """The LanceDB query `fetch` runs: a B-tree lookup once `ensure_row_id_index` ran."""
+        from lancedb.expr import col
+
+        return self._table.search().limit(None).where(col("row_id").isin([int(i) for i in row_ids]))
 
     def _scan(self, columns: list[str] | None, where=None) -> pa.Table:
         query = self._table.search().limit(None)

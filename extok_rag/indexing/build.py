@@ -7,10 +7,12 @@ The commit protocol (every step survives `kill -9` between any two of them):
 2. Deletes (changed and removed documents) come first, in one table commit; then new chunks,
    in commits holding *whole* documents only. So at every table version a document is either
    absent or complete, and `doc_hashes()` of the latest version says exactly what is done.
-3. At the end: the FAISS index is rebuilt from the table at its final version V and saved as
-   `vectors-V.faiss` (temp + rename); then `manifest.json` (temp + rename) names V and that
-   file. The manifest write is the commit point. `pending.json` is removed, and FAISS files
-   older than the previous manifest's are deleted.
+3. At the end: the row-id index is made, and once fragments have piled up the table is
+   compacted and versions older than the previous manifest's are deleted; the FAISS index is
+   rebuilt from the table at its final version V and saved as `vectors-V.faiss` (temp +
+   rename); then `manifest.json` (temp + rename) names V and that file. The manifest write
+   is the commit point. `pending.json` is removed, and FAISS files older than the previous
+   manifest's are deleted.
 
 Readers (`open_index`) read the manifest, open the table *at its version* and its FAISS file,
 so they never see a half-done run. A run that finds uncommitted table versions resumes from them
@@ -52,6 +54,9 @@ from extok_rag.indexing.reading import SourceFile, UnreadableFile, list_corpus, 
 # are for. Bytes per token measured in docs/indexing.md.
 DEFAULT_STRIDE = 2
 DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
+# LanceDB fragments (one per table commit) at which a run compacts the table and deletes old
+# versions; see tidy_table.
+DEFAULT_COMPACT_FRAGMENTS = 8
 PENDING_NAME = "pending.json"
 _log = logging.getLogger("extok_rag.indexing")
 
@@ -68,6 +73,7 @@ class IndexSettings:
     batch_tokens: int = 16_384  # padded tokens per forward pass
     commit_tokens: int = DEFAULT_COMMIT_TOKENS
     hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD
+    compact_fragments: int = DEFAULT_COMPACT_FRAGMENTS  # compact + prune versions from here
 
 
 class IndexModels:
@@ -584,7 +590,10 @@ def _commit(
     report: IndexReport,
     progress: IndexProgress,
 ) -> None:
-    """FAISS file for the table's version, then the manifest (the commit point), then cleanup."""
+    """Compaction, FAISS file for the table's final version, then the manifest (the commit
+    point), then cleanup of older FAISS files."""
+    progress.status("compacting the chunk table")
+    tidy_table(table, previous, settings.compact_fragments)
     progress.status("building the vector index")
     version = table.version
     snapshot = table.checkout(version)
@@ -615,6 +624,21 @@ def _commit(
     report.counts = counts
     report.table_version = version
     report.bytes_on_disk = disk_bytes(index_dir)
+
+
+def tidy_table(table: ChunkTable, previous: Manifest | None, compact_fragments: int) -> None:
+    """Row-id index; once the table has `compact_fragments` fragments, compaction and deletion
+    of the versions older than the previous manifest's. A reader pinned to the previous commit
+    keeps working (one generation, like the FAISS files), and `_open_table` can always restore
+    the manifest's version. LanceDB's `optimize` merges every fragment under 1M rows, i.e.
+    rewrites the table, hence the threshold: one rewrite per several runs, not per run."""
+    table.ensure_row_id_index()
+    if table.fragments() < compact_fragments:
+        return
+    keep = table.version
+    if previous is not None and table.has_version(previous.table_version):
+        keep = previous.table_version
+    table.optimize(keep_from=keep)
 
 
 def _rebuilt(previous: Manifest, target: _Target) -> bool:

@@ -184,3 +184,52 @@ def test_scans_return_every_row_not_a_default_limit(tmp_path, rng):
     assert sorted(row_ids.tolist()) == list(range(36)) and vectors.shape == (36, DIM)
     assert len(table.doc_hashes()) == 3
     assert len(table.fetch(np.arange(36)[::-1])) == 36
+
+
+def test_fetch_looks_row_ids_up_in_a_btree_index(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    assert not table.ensure_row_id_index()  # nothing to index yet
+    table.add(make_records(rng, "a.md", 20))
+    assert table.ensure_row_id_index() and not table.ensure_row_id_index()
+    table.add(make_records(rng, "b.md", 5))  # not yet indexed: still found
+    plan = table._fetch_query(np.array([3, 21])).explain_plan(True)
+    assert "ScalarIndexQuery" in plan and "BTree" in plan
+    assert [c.row_id for c in table.fetch([21, 3])] == [21, 3]
+
+
+def test_optimize_compacts_and_deletes_only_versions_before_keep(tmp_path, rng):
+    """Commits as `build_index` makes them: each keeps the previous commit's version."""
+    import time
+
+    from extok_rag.indexes.table import _table_path
+
+    def data_files() -> set[str]:
+        return {p.name for p in (_table_path(tmp_path) / "data").iterdir()}
+
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D)
+    for i in range(6):
+        table.add(make_records(rng, f"doc{i}.md", 30, lengths=[64] * 30))
+    old, first_files = table.version, data_files()
+    time.sleep(1.2)  # versions are kept down to one second before `keep_from`
+    table.delete_docs(["doc0.md", "doc1.md", "doc2.md"])
+    keep = table.checkout()  # a reader pinned to the previous commit
+    table.add(make_records(rng, "late.md", 2))
+    table.ensure_row_id_index()
+    time.sleep(1.2)
+    table.optimize(keep_from=keep.version)
+    assert table.fragments() == 1 and table.count() == 92
+    assert not table.has_version(old)
+    with pytest.raises(IndexStoreError, match=f"no version {old}"):
+        ChunkTable.open(tmp_path, old)
+    assert table.has_version(keep.version) and keep.count() == 90
+    assert [c.doc_path for c in keep.fetch([100])] == ["doc3.md"]  # its files are intact
+    assert len(first_files & data_files()) == 3  # doc3..5's files, which `keep` still reads
+
+    for run in range(2):  # two more commits, each keeping its predecessor's final version
+        committed = table.version
+        time.sleep(1.2)
+        table.add(make_records(rng, f"run{run}.md", 1))
+        table.optimize(keep_from=committed)
+        assert table.has_version(committed) and table.count() == 93 + run
+    assert not table.has_version(keep.version)
+    assert not first_files & data_files()  # the deleted documents' data is gone
