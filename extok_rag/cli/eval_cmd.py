@@ -413,9 +413,10 @@ QA_NOTES = (
     "Accuracy: a normalised gold answer (SQuAD normalisation) appears in the greedy answer "
     "(at most the row's max new tokens); F1: SQuAD token F1. Recall@n: the share of a "
     "question's gold paragraphs among the retrieved chunks' files. Prompt positions: the whole "
-    "chat prompt (template, question twice, context). Accuracy runs batched; latency (median) "
-    "is timed one question at a time as `ask` answers it: prefill = prompt forward pass to the "
-    "first token, total = retrieval + prompt + whole answer. SQuAD: the corpus is all 1,204 dev "
+    "chat prompt (template, question twice, context). Latency (median) is timed on the first "
+    "questions, answered one at a time as `ask` answers them (their answers are scored too; "
+    "the rest run batched): prefill = prompt forward pass to the first token, total = "
+    "retrieval + prompt + whole answer. SQuAD: the corpus is all 1,204 dev "
     "paragraphs; HotpotQA: the union of the drawn questions' 10 distractor-setting paragraphs "
     "(yes/no questions left out)."
 )

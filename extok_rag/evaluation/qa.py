@@ -11,14 +11,16 @@ For one QA set (`qa_data`), over an index of the set's paragraph corpus built by
 Every condition answers the same questions with greedy decoding and the same prompt frame
 (`query.user_parts`). Scores: the official SQuAD normalisation, "accuracy" = a normalised gold
 answer appears in the output, token F1; retrieval recall@n = the share of a question's gold
-paragraphs among the retrieved chunks' documents. Accuracy runs in batches (one prompt per row
-of a left-padded batch); latency is timed separately, one question at a time, on the first
-`latency_questions` questions: prefill = the prompt's forward pass up to the first token,
-total = retrieval + prompt building + the whole answer.
+paragraphs among the retrieved chunks' documents. The first `latency_questions` questions are
+answered one at a time, as `ask` answers them, and timed: prefill = the prompt's forward pass
+up to the first token, total = retrieval + prompt building + the whole answer; the rest run
+in batches (one prompt per row of a left-padded batch: the same greedy answers up to
+low-precision noise).
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -172,18 +174,20 @@ def evaluate_qa(
 
 
 def run_condition(llm, embedder, snapshot, items, hits, cond, cfg, progress) -> ConditionResult:
-    """Answer and score every question under `cond`, then time the first few one by one."""
+    """Answer and score every question under `cond`: the first `latency_questions` one at a
+    time and timed, as `ask` answers them; the rest in batches."""
     result = ConditionResult(cond)
     prompts = [
         build_one(llm, item.question, chunks, cond, cfg, snapshot)
         for item, chunks in zip(items, hits, strict=True)
     ]
-    answers = answer_all(llm, [p.row for p in prompts], cfg, cond.name, progress)
+    timed = min(cfg.latency_questions, len(items))
+    answers = time_questions(result, llm, embedder, snapshot, items[:timed], cfg)
+    answers += answer_all(llm, [p.row for p in prompts[timed:]], cfg, cond.name, progress)
     for item, chunks, prompt, tokens in zip(items, hits, prompts, answers, strict=True):
         answer = llm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         score(result, item, chunks[: cond.top_n], prompt, answer)
         result.answer_tokens.append(len(tokens))
-    time_questions(result, llm, embedder, snapshot, items[: cfg.latency_questions], cfg)
     return result
 
 
@@ -234,18 +238,22 @@ def time_questions(
     snapshot: IndexSnapshot,
     items: Sequence,
     cfg: QAEvalConfig,
-) -> None:
-    """Latency one question at a time, as `extok-rag ask` answers: retrieval, prompt, answer."""
+) -> list[list[int]]:
+    """Answer one question at a time, as `extok-rag ask` does, timing retrieval + prompt +
+    answer (total) and the prompt's forward pass to the first token (prefill); the answers'
+    token ids."""
     cond = result.condition
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    answers = []
     for item in items:
         start = time.perf_counter()
         chunks = retrieve(snapshot, embedder, item.question, cond.top_n) if cond.top_n else []
         prompt = build_one(llm, item.question, chunks, cond, cfg, snapshot)
         generating = time.perf_counter()
         tokens = generate_ids(llm, prompt.row, gen)
-        next(tokens, None)  # the prompt's forward pass and the first token
+        answer = list(itertools.islice(tokens, 1))  # the prompt's forward pass, first token
         result.prefill_s.append(time.perf_counter() - generating)
-        for _ in tokens:
-            pass
+        answer += tokens
         result.total_s.append(time.perf_counter() - start)
+        answers.append(answer)
+    return answers

@@ -4,6 +4,7 @@ scores and the report hold together; the CLI indexes a real QA set and reuses it
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -90,6 +91,16 @@ def test_every_condition_answers_every_question(tiny_set, tiny_llm, indexed):
         assert positions == sorted(positions) and positions[0] < positions[1]
         assert by["extok ×2 top-2"].positions[i] < by["raw top-2"].positions[i]
         assert by["extok ×4 top-2"].k_used[i] == 4 and by["raw top-2"].k_used[i] is None
+
+
+def test_timed_answers_equal_batched_ones(tiny_set, tiny_llm, indexed):
+    """The first questions are answered one at a time (timed, as `ask` does), the rest in
+    batches: the same greedy answers either way."""
+    snapshot, embedder = indexed
+    timed = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, replace(CFG, latency_questions=4))
+    batched = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, replace(CFG, latency_questions=0))
+    for a, b in zip(timed.results, batched.results, strict=True):
+        assert a.answers == b.answers and len(a.total_s) == 4 and b.total_s == []
 
 
 def test_scores_follow_the_answers(tiny_set, tiny_llm, indexed):

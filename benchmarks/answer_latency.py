@@ -1,0 +1,135 @@
+"""Answer latency of the frozen LLM as `ask` and `eval qa` run it: prefill (the prompt's forward
+pass to the first token), per-token decoding, and a whole 24-token answer, for prompts the
+size of compressed ×4 top-4 and raw top-4 (236 / 720 positions, eval qa's SQuAD medians).
+
+    .venv/bin/python benchmarks/answer_latency.py [--reps 5] [--bf16-reps 1]
+
+"before" = the vocabulary head over every prompt position (the code before `logits_to_keep`),
+"after" = the head at the last position only, as `decode_steps` runs now. Both dtypes are
+timed: `--dtype auto` now picks fp32 on a CPU without native bf16; bf16 was the old default.
+The batched row times one prefill of 8 prompts at once (eval qa's batch). Medians of `--reps`
+runs after one warm-up. Writes section `answer-latency` of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_line, write_section
+
+from extok_rag.cli.console import quiet_transformers
+from extok_rag.config import RuntimeConfig, dtype_choice
+from extok_rag.models.generation import decode_steps
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import TokenSegment
+
+POSITIONS = (236, 720)
+ANSWER_TOKENS = 24
+BATCH = 8
+TEXT = (Path(__file__).resolve().parent.parent / "examples/corpus/extok-rag.md").read_text()
+
+
+def prompt(llm: FrozenLLM, positions: int, shift: int = 0) -> list:
+    ids = llm.tokenize(TEXT * 8)[shift : shift + positions]
+    return [TokenSegment(ids)]
+
+
+def timed(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+@torch.inference_mode()
+def prefill(llm: FrozenLLM, rows: list, keep: int) -> None:
+    batch = llm.batch(rows, padding_side="left")
+    llm.model(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=True,
+        logits_to_keep=keep,
+    )
+
+
+def answer(llm: FrozenLLM, rows: list) -> None:
+    for _ in decode_steps(llm, rows, ANSWER_TOKENS, lambda logits: logits.argmax(-1)):
+        pass
+
+
+def measure(llm: FrozenLLM, positions: int, reps: int) -> dict[str, float]:
+    one = [prompt(llm, positions)]
+    batch = [prompt(llm, positions, shift=i) for i in range(BATCH)]
+    pre_before = timed(lambda: prefill(llm, one, 0), reps)
+    pre_after = timed(lambda: prefill(llm, one, 1), reps)
+    whole = timed(lambda: answer(llm, one), reps)
+    return {
+        "prefill_before": pre_before,
+        "prefill_after": pre_after,
+        "decode_per_token": (whole - pre_after) / (ANSWER_TOKENS - 1),
+        "answer_before": whole - pre_after + pre_before,
+        "answer_after": whole,
+        "batch_before": timed(lambda: prefill(llm, batch, 0), max(1, reps // 2)),
+        "batch_after": timed(lambda: prefill(llm, batch, 1), max(1, reps // 2)),
+    }
+
+
+def table(rows: dict[tuple[str, int], dict[str, float]]) -> str:
+    lines = [
+        "| dtype | prompt positions | prefill ms before → after | decode ms/token | "
+        f"{ANSWER_TOKENS}-token answer ms before → after | prefill of {BATCH} prompts ms "
+        "before → after |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (dtype, positions), m in rows.items():
+        lines.append(
+            f"| {dtype} | {positions} | {m['prefill_before']:,.0f} → {m['prefill_after']:,.0f} | "
+            f"{m['decode_per_token']:,.1f} | {m['answer_before']:,.0f} → "
+            f"{m['answer_after']:,.0f} | {m['batch_before']:,.0f} → {m['batch_after']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--bf16-reps", type=int, default=1, help="0 skips bf16")
+    args = parser.parse_args()
+    quiet_transformers()
+    rows = {}
+    plan = [("float32", args.reps)] + ([("bfloat16", args.bf16_reps)] if args.bf16_reps else [])
+    for dtype, reps in plan:
+        llm = FrozenLLM.load(None, RuntimeConfig(device="cpu", dtype=dtype))  # type: ignore[arg-type]
+        for positions in POSITIONS:
+            rows[(dtype, positions)] = measure(llm, positions, reps)
+            print(dtype, positions, rows[(dtype, positions)], flush=True)
+    picked, why = dtype_choice("cpu")
+    body = "\n\n".join(
+        [
+            "## Answer latency: prefill and decoding (`benchmarks/answer_latency.py`)",
+            f"`.venv/bin/python benchmarks/answer_latency.py --reps {args.reps} --bf16-reps "
+            f"{args.bf16_reps}` — {machine_line()}.",
+            "SmolLM2-135M, token prompts of eval qa's median sizes (236 positions ≈ compressed "
+            "×4 top-4, 720 ≈ raw top-4). Before: vocabulary logits at every prompt position; "
+            "after: at the last one only (`logits_to_keep=1` in `decode_steps`). Decoding "
+            "computes one position's logits either way. Medians after one warm-up.",
+            table(rows),
+            f"`--dtype auto` picks **{picked}** here: {why}.",
+        ]
+    )
+    write_section("answer-latency", body)
+
+
+if __name__ == "__main__":
+    main()
