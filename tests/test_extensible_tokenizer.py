@@ -78,7 +78,7 @@ def perturbed(tiny_llm) -> ExtensibleTokenizer:
 def test_save_load_is_a_bitwise_round_trip(tiny_llm, tmp_path):
     tok = perturbed(tiny_llm)
     tok.save_pretrained(tmp_path)
-    loaded = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm)
+    loaded = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm, merge=False)
     assert loaded.config == tok.config
     saved, back = tok.state_dict(), loaded.state_dict()
     assert saved.keys() == back.keys()
@@ -86,12 +86,32 @@ def test_save_load_is_a_bitwise_round_trip(tiny_llm, tmp_path):
         assert torch.equal(saved[name], back[name]), name
 
 
+def test_loading_merges_lora_into_the_weights_for_inference(tiny_llm, tmp_path):
+    cfg = TokenizerConfig(num_layers=2, lora_rank=4, lora_alpha=8.0)
+    tok = ExtensibleTokenizer.from_llm(tiny_llm, cfg)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for name, p in tok.named_parameters():
+            if "lora_b" in name:
+                p.normal_(std=0.05)
+    tok.save_pretrained(tmp_path, full=False)
+    merged = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm)
+    kept = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm, merge=False)
+    assert not any(".lora_" in n for n in merged.state_dict())
+    assert any(".lora_" in n for n in kept.state_dict())
+    chunks = [ids(12), ids(7)]
+    for a, b, c in zip(merged.encode(chunks), kept.encode(chunks), tok.encode(chunks), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b, c)
+        assert not torch.equal(c, ExtensibleTokenizer.from_llm(tiny_llm, cfg).encode([ids(12)])[0])
+
+
 def test_delta_checkpoint_stores_only_what_trains(tiny_llm, tmp_path):
     tok = perturbed(tiny_llm)
     tok.requires_grad_(False)
     tok.encoder.layers[1].mlp.up_proj.weight.requires_grad_(True)
     tok.save_pretrained(tmp_path, full=False)
-    loaded = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm)
+    loaded = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm, merge=False)
     for name, tensor in tok.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     meta = json.loads((tmp_path / "tokenizer_config.json").read_text())

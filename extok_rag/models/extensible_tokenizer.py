@@ -30,7 +30,7 @@ from extok_rag.config import (
 )
 from extok_rag.errors import CheckpointError, IncompatibleModelError
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.models.lora import add_lora
+from extok_rag.models.lora import add_lora, merge_lora
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "tokenizer.safetensors"
@@ -200,11 +200,17 @@ class ExtensibleTokenizer(nn.Module):
         )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, llm: FrozenLLM) -> ExtensibleTokenizer:
-        """Load a checkpoint for `llm`; refuse one made for another LLM."""
+    def from_pretrained(
+        cls, path: str | Path, llm: FrozenLLM, merge: bool = True
+    ) -> ExtensibleTokenizer:
+        """Load a checkpoint for `llm`; refuse one made for another LLM. `merge`: fold the LoRA
+        factors into the weights (for inference: a faster forward; train from `from_llm` +
+        `load_weights` instead)."""
         meta = read_checkpoint_config(Path(path), llm.identity)
         tokenizer = cls.from_llm(llm, TokenizerConfig.from_dict(meta["tokenizer"]))
         tokenizer.load_weights(path, llm)
+        if merge:
+            merge_lora(tokenizer.encoder)
         return tokenizer
 
     def load_weights(self, path: str | Path, llm: FrozenLLM) -> None:

@@ -41,3 +41,22 @@ def add_lora(
     for parent, name, child in found:
         setattr(parent, name, LoRALinear(child, rank, alpha, generator))
     return len(found)
+
+
+@torch.no_grad()
+def merge_lora(module: nn.Module) -> int:
+    """Fold every LoRALinear inside `module` into a plain nn.Linear, W + (alpha / r) · B A, for
+    inference: one matmul instead of three (the unmerged adapters cost ~35% on top of the base
+    linears of an 8-layer tokenizer's forward on CPU). Returns how many were merged."""
+    found = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, LoRALinear)
+    ]
+    for parent, name, child in found:
+        base = child.base
+        delta = (child.lora_b.float() @ child.lora_a.float()) * child.scale  # (out, in)
+        base.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
+        setattr(parent, name, base)
+    return len(found)
