@@ -22,10 +22,13 @@ otherwise restores the table to the manifest's version first.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -280,9 +283,43 @@ def build_index(
     index_dir = Path(index_dir)
     if dry_run:
         return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with WriterLock(index_dir):  # IndexBusyError at once if another run writes this index
-        return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
+    with storage_errors(index_dir):
+        index_dir.mkdir(parents=True, exist_ok=True)
+        with WriterLock(index_dir):  # IndexBusyError at once if another run writes this index
+            return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
+
+
+# Errors of the storage itself (disk full, file too large, read-only, I/O): LanceDB and FAISS
+# raise them as RuntimeErrors that carry the OS's message.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES)
+
+
+@contextmanager
+def storage_errors(index_dir: Path) -> Iterator[None]:
+    """Turn a failed write into one IndexStoreError line. Nothing is lost by it: writes go to
+    uncommitted table versions and temp files, so the manifest's index stays as it was, and
+    the next run resumes."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        reason = _storage_reason(exc)
+        if reason is None:
+            raise
+        raise IndexStoreError(
+            f"could not write index {index_dir}: {reason}; the last committed index is "
+            "intact; free space (or fix the cause) and run again to finish"
+        ) from exc
+
+
+def _storage_reason(exc: BaseException) -> str | None:
+    """The OS's message for a storage failure in `exc`, else None."""
+    if isinstance(exc, OSError):
+        return os.strerror(exc.errno) if exc.errno in _STORAGE_ERRNOS else None
+    message = str(exc)
+    for code in _STORAGE_ERRNOS:
+        if f"(os error {code})" in message or os.strerror(code) in message:
+            return os.strerror(code)
+    return None
 
 
 def _run(
@@ -621,6 +658,8 @@ def _commit(
     for old in index_dir.glob("vectors-*.faiss"):
         if old.name not in keep:
             old.unlink(missing_ok=True)
+    for partial in index_dir.glob("vectors-*.faiss.tmp"):  # a dead writer's (we hold the lock)
+        partial.unlink(missing_ok=True)
     report.counts = counts
     report.table_version = version
     report.bytes_on_disk = disk_bytes(index_dir)
