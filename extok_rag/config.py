@@ -296,7 +296,8 @@ class TrainConfig:
         return cfg
 
 
-AskMode = Literal["compressed", "raw", "hybrid", "none"]
+AskMode = Literal["compressed", "raw", "hybrid", "expand", "spans", "truncated", "none"]
+SpanScorer = Literal["minilm", "lexical", "both"]
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 
 
@@ -305,11 +306,16 @@ class AskConfig:
     """How retrieved chunks reach the frozen LLM.
 
     compressed: every chunk as extensible embeddings at k; raw: every chunk's text; hybrid: the
-    best chunk raw, the rest compressed; none: no retrieval. `k=None` is "auto": the smallest
-    k in AUTO_K_CHOICES (a multiple of the index stride) that fits the LLM window.
+    best chunk raw, the rest compressed; expand: the spans (sentences) that score best against
+    the question raw, the rest of every chunk compressed, within `budget` positions (None: what
+    the LLM window leaves after the answer); spans: the best spans raw and nothing else, within
+    the budget; truncated: raw chunks cut at the budget; none: no retrieval. `k=None` is
+    "auto": the smallest k in AUTO_K_CHOICES (a multiple of the index stride) that fits.
     """
 
     top_n: int = 4
     k: int | None = None
     mode: AskMode = "compressed"
     source_lines: bool = False  # head each chunk with a short raw line naming its document
+    budget: int | None = None  # expand / spans / truncated: positions of the whole prompt
+    scorer: SpanScorer = "minilm"  # expand / spans: how spans are scored against the question

@@ -11,13 +11,14 @@ index already holds its output.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from extok_rag.config import AUTO_K_CHOICES, AskConfig, GenerationConfig
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
+from extok_rag.expansion import Span
 from extok_rag.indexing import IndexSnapshot
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.embedder import Embedder
@@ -44,6 +45,7 @@ class Prompt:
     row: Row
     k: int | None  # the k used for compressed chunks (None when none is compressed)
     positions: int  # positions the prompt takes in the LLM window
+    expanded: list[Span] = field(default_factory=list)  # expand / spans: the spans read raw
 
 
 def check_llm(snapshot: IndexSnapshot, llm: FrozenLLM) -> None:
@@ -100,9 +102,15 @@ def build_prompt(
     cfg: AskConfig,
     stride: int,
     reserve: int,
+    embedder: Embedder | None = None,
 ) -> Prompt:
     """The chat row for `question`; with k auto, the smallest k that leaves `reserve`
-    positions free for the answer."""
+    positions free for the answer. Modes with a position budget (expand, spans, truncated)
+    need the retrieval `embedder` to score spans."""
+    if cfg.mode in ("expand", "spans", "truncated") and chunks:
+        from extok_rag.query_budget import budget_prompt
+
+        return budget_prompt(llm, embedder, question, chunks, cfg, stride, reserve)
     compressed = cfg.mode in ("compressed", "hybrid") and len(chunks) > (cfg.mode == "hybrid")
     candidates = [cfg.k] if cfg.k else [k for k in AUTO_K_CHOICES if k % stride == 0]
     if not compressed:
@@ -129,5 +137,6 @@ def ask(
     """Retrieve, build the prompt, and return the streamed answer (lazy)."""
     check_llm(snapshot, llm)
     chunks = [] if cfg.mode == "none" else retrieve(snapshot, embedder, question, cfg.top_n)
-    prompt = build_prompt(llm, question, chunks, cfg, snapshot.manifest.stride, gen.max_new_tokens)
+    stride = snapshot.manifest.stride
+    prompt = build_prompt(llm, question, chunks, cfg, stride, gen.max_new_tokens, embedder)
     return chunks, prompt, stream_text(llm, prompt.row, gen)

@@ -21,7 +21,16 @@ class Mode(StrEnum):
     compressed = "compressed"
     raw = "raw"
     hybrid = "hybrid"
+    expand = "expand"
+    spans = "spans"
+    truncated = "truncated"
     none = "none"
+
+
+class Scorer(StrEnum):
+    minilm = "minilm"
+    lexical = "lexical"
+    both = "both"
 
 
 @reports_errors
@@ -37,8 +46,22 @@ def ask(
         str, typer.Option(help="Down-scaling factor, or 'auto' (smallest that fits).")
     ] = "auto",
     mode: Annotated[
-        Mode, typer.Option(help="How retrieved chunks reach the LLM.")
+        Mode,
+        typer.Option(
+            help="How retrieved chunks reach the LLM. expand: the sentences that best match the "
+            "question raw, the rest compressed, within --budget; spans / truncated: its controls "
+            "(best sentences only / raw chunks cut at the budget)."
+        ),
     ] = Mode.compressed,
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="expand/spans/truncated: prompt positions, or 'auto' (the window less the answer)."
+        ),
+    ] = "auto",
+    scorer: Annotated[
+        Scorer, typer.Option(help="expand/spans: how sentences are scored against the question.")
+    ] = Scorer.minilm,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     show_sources: Annotated[bool, typer.Option(help="List the retrieved chunks.")] = False,
@@ -60,7 +83,14 @@ def ask(
     from extok_rag.models.embedder import Embedder
     from extok_rag.query import check_llm
 
-    cfg = AskConfig(top_n=top_n, k=parse_k(k), mode=mode.value, source_lines=source_lines)
+    cfg = AskConfig(
+        top_n=top_n,
+        k=parse_k(k),
+        mode=mode.value,  # type: ignore[arg-type]
+        source_lines=source_lines,
+        budget=parse_budget(budget),
+        scorer=scorer.value,  # type: ignore[arg-type]
+    )
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
     snapshot = open_index(resolve_index_dir(index))
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
@@ -84,6 +114,14 @@ def parse_k(value: str) -> int | None:
     return int(value)
 
 
+def parse_budget(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ExtokError(f"--budget {value!r}: expected a positive number of positions or 'auto'")
+    return int(value)
+
+
 def read_question() -> str | None:
     try:
         line = input("? ").strip()
@@ -94,6 +132,7 @@ def read_question() -> str | None:
 
 def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_json) -> None:
     from extok_rag.query import ask as ask_query
+    from extok_rag.query_budget import describe_spans
 
     chunks, prompt, pieces = ask_query(llm, embedder, snapshot, question, cfg, gen)
     if show_sources and not as_json:
@@ -113,6 +152,7 @@ def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_jso
                     "mode": cfg.mode,
                     "k": prompt.k,
                     "positions": prompt.positions,
+                    "expanded": describe_spans(chunks, prompt.expanded),
                     "sources": [
                         {
                             "doc_path": c.doc_path,

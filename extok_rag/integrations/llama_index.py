@@ -30,6 +30,7 @@ from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
 from extok_rag.models.generation import stream_text
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.query import Retrieved, build_prompt, check_llm, retrieve
+from extok_rag.query_budget import describe_spans
 
 ROW_ID = "extok_row_id"  # node metadata key marking a row of the extok index
 
@@ -61,6 +62,7 @@ class ExtokQueryEngine(CustomQueryEngine):
     retriever: Any = Field(description="any LlamaIndex BaseRetriever")
     snapshot: Any = Field(default=None, description="IndexSnapshot holding stored states")
     tokenizer: Any = Field(default=None, description="ExtensibleTokenizer for other nodes")
+    embedder: Any = Field(default=None, description="Embedder scoring spans (mode expand)")
     ask_config: AskConfig = Field(default_factory=AskConfig)
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(128))
     streaming: bool = False
@@ -97,12 +99,26 @@ class ExtokQueryEngine(CustomQueryEngine):
             self.ask_config,
             self.stride,
             self.generation.max_new_tokens,
+            self.span_embedder(),
         )
         pieces = stream_text(self.llm, prompt.row, self.generation)
-        metadata = {"k": prompt.k, "positions": prompt.positions, "mode": self.ask_config.mode}
+        metadata = {
+            "k": prompt.k,
+            "positions": prompt.positions,
+            "mode": self.ask_config.mode,
+            "expanded": describe_spans(chunks, prompt.expanded),
+        }
         if self.streaming:
             return StreamingResponse(response_gen=pieces, source_nodes=nodes, metadata=metadata)
         return Response("".join(pieces).strip(), source_nodes=nodes, metadata=metadata)
+
+    def span_embedder(self) -> Embedder | None:
+        """The retrieval embedder scores spans for the budget modes (loaded once if needed)."""
+        if self.ask_config.mode not in ("expand", "spans"):
+            return None
+        if self.embedder is None:
+            self.embedder = getattr(self.retriever, "embedder", None) or Embedder.load()
+        return self.embedder
 
     def as_chunk(self, node: NodeWithScore) -> Retrieved:
         """A stored row when the node is one; otherwise the node's text compressed now."""

@@ -17,10 +17,11 @@ Part = str | torch.Tensor
 
 
 def ask_frame(
-    question: str, contexts: Sequence[Part], headers: Sequence[str] | None = None
+    question: str, contexts: Sequence[Part | Sequence[Part]], headers: Sequence[str] | None = None
 ) -> list[Part]:
     """The user turn: the question, each context chunk (with an optional raw header line),
-    the question again. No contexts: the question alone (no retrieval).
+    the question again. No contexts: the question alone (no retrieval). A chunk is one part,
+    or a list of parts in document order (expanded spans between compressed runs).
 
     Question-first framing: on the sample corpus SmolLM2-135M answered 2 of 4 questions with it
     and 0 of 4 with an instruction + context-first prompt, which it mostly continued.
@@ -29,7 +30,8 @@ def ask_frame(
         return [question]
     parts: list[Part] = [f"Question: {question}\n\nContext:\n"]
     for i, context in enumerate(contexts):
-        parts += [headers[i] if headers else "", context, "\n\n"]
+        pieces = list(context) if isinstance(context, list | tuple) else [context]
+        parts += [headers[i] if headers else "", *pieces, "\n\n"]
     parts.append(f"Answer the question: {question}")
     return merge_text(parts)
 

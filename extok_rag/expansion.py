@@ -1,0 +1,216 @@
+"""Query-aware expansion: raw tokens where the question points, extensible embeddings for the
+rest, under a budget of LLM positions.
+
+Each retrieved chunk is cut into spans (sentences; fixed windows inside very long ones) whose
+token boundaries fall on the index's stride s, so every stored state belongs to exactly one
+span. Spans are scored against the question; the best are read as raw text and the rest of each
+chunk as its stored states, down-scaled to k, in document order:
+
+    [emb: tokens 0..t0)  [raw: sentence t0..t1]  [emb: tokens t1..n)
+
+Spans are added greedily by score while the prompt fits the budget with the rest compressed at
+the largest k; then k for the rest is the smallest that fits (as `k=auto` chooses).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from extok_rag.config import AUTO_K_CHOICES
+from extok_rag.models.extensible_tokenizer import downscale
+
+SPAN_MAX_TOKENS = 48  # a longer sentence is read in windows of about this many tokens
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+_WORD = re.compile(r"\w+")
+STOPWORDS = frozenset(
+    _WORD.findall(
+        "a an the of in on at to for from by with and or is are was were be been what which who "
+        "whom whose when where why how did does do that this these those it its as into than "
+        "then there their they he she his her him i you we our not no yes"
+    )
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Tokens [start, end) of retrieved chunk `chunk` (state-aligned), its text and score."""
+
+    chunk: int
+    start: int
+    end: int
+    text: str
+    score: float = 0.0
+
+
+def token_starts(tokenizer, text: str, n_tokens: int) -> np.ndarray:
+    """(n_tokens + 1,) the character where each chunk token starts, then len(text).
+
+    The chunk's own ids came from tokenising its whole document; re-tokenising the chunk's text
+    gives the same count almost always (offsets are then exact). When it does not, tokens are
+    placed proportionally along the text: spans stay whole sentences of the text, and only the
+    split of states between neighbouring spans is approximate.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    if len(offsets) == n_tokens:
+        starts = offsets[:, 0]
+    else:
+        starts = np.round(np.arange(n_tokens) * len(text) / max(n_tokens, 1)).astype(np.int64)
+    return np.append(starts, len(text))
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character offsets where sentences (or lines) begin; always starts with 0."""
+    return [0] + [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]
+
+
+def chunk_spans(chunk: int, text: str, starts: np.ndarray, stride: int) -> list[Span]:
+    """Cut one chunk into state-aligned spans: sentence starts snapped to the nearest multiple
+    of `stride` (in tokens), windows of ~SPAN_MAX_TOKENS inside longer sentences."""
+    n = len(starts) - 1
+    if n <= 0:
+        return []
+    cuts = {0, n}
+    for char in sentence_starts(text):
+        token = int(np.searchsorted(starts[:-1], char, side="left"))
+        cuts.add(min(n, stride * round(token / stride)))
+    bounds = sorted(cuts)
+    step = max(stride, stride * (SPAN_MAX_TOKENS // stride))
+    fine = [b for lo, hi in itertools.pairwise(bounds) for b in range(lo, hi, step)]
+    bounds = [*fine, n]
+    return [
+        Span(chunk, lo, hi, text[starts[lo] : starts[hi]])
+        for lo, hi in itertools.pairwise(bounds)
+        if text[starts[lo] : starts[hi]].strip()
+    ]
+
+
+# -- scoring --------------------------------------------------------------------------------
+def words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def lexical_scores(question: str, spans: Sequence[Span]) -> np.ndarray:
+    """IDF-weighted share of the question's content words found in each span (IDF over the
+    spans of this prompt)."""
+    q = set(words(question))
+    span_words = [set(words(s.text)) for s in spans]
+    df = Counter(w for ws in span_words for w in ws & q)
+    idf = {w: math.log((1 + len(spans)) / (1 + df[w])) + 1 for w in q}
+    total = sum(idf.values()) or 1.0
+    return np.array([sum(idf[w] for w in q & ws) / total for ws in span_words])
+
+
+def minilm_scores(embedder, question: str, spans: Sequence[Span]) -> np.ndarray:
+    """Cosine similarity of MiniLM vectors (the retrieval model) of the question and each span."""
+    vectors = embedder.embed([question, *(s.text for s in spans)])
+    return vectors[1:] @ vectors[0]
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    spread = x.max() - x.min() if len(x) else 0.0
+    return (x - x.min()) / spread if spread > 0 else np.zeros_like(x)
+
+
+SCORERS = ("minilm", "lexical", "both")
+
+
+def score_spans(scorer: str, embedder, question: str, spans: Sequence[Span]) -> list[Span]:
+    """Spans with their scores; "both" is the mean of the two min-max normalised scores."""
+    if not spans:
+        return []
+    if scorer == "lexical":
+        scores = lexical_scores(question, spans)
+    elif scorer == "minilm":
+        scores = minilm_scores(embedder, question, spans)
+    elif scorer == "both":
+        lex = _normalised(lexical_scores(question, spans))
+        scores = (lex + _normalised(minilm_scores(embedder, question, spans))) / 2
+    else:
+        raise ValueError(f"unknown span scorer {scorer!r}; one of {', '.join(SCORERS)}")
+    return [
+        Span(s.chunk, s.start, s.end, s.text, float(v)) for s, v in zip(spans, scores, strict=True)
+    ]
+
+
+# -- composing and budgeting ----------------------------------------------------------------
+Part = str | torch.Tensor
+
+
+def chunk_parts(
+    states: torch.Tensor, spans: Sequence[Span], raw: set[tuple[int, int]], k: int, stride: int
+) -> list[Part]:
+    """One chunk in document order: each run of compressed spans as its stored states (n/s, d)
+    down-scaled by k/s, each expanded span as its text. `raw` holds (start, end) of expanded
+    spans of this chunk."""
+    parts: list[Part] = []
+    run: list[Span] = []
+
+    def flush() -> None:
+        if run:
+            lo, hi = run[0].start // stride, -(-run[-1].end // stride)
+            parts.append(downscale(states[lo:hi], k // stride))
+            run.clear()
+
+    for span in spans:
+        if (span.start, span.end) in raw:
+            flush()
+            parts.append(span.text)
+        else:
+            run.append(span)
+    flush()
+    return parts
+
+
+def compressed_count(n_states: int, k: int, stride: int) -> int:
+    return -(-n_states // (k // stride))
+
+
+@dataclass
+class Plan:
+    raw: set[tuple[int, int, int]]  # (chunk, start, end) of expanded spans
+    k: int
+
+
+def plan_expansion(
+    spans: Sequence[Span],
+    raw_cost: Callable[[Span], int],
+    fixed: int,
+    budget: int,
+    stride: int,
+) -> Plan | None:
+    """Greedy by score: expand a span while the prompt (its `fixed` positions, the expanded
+    spans' tokens, the rest compressed at the largest k) fits `budget`; then the smallest k
+    that fits. None when nothing fits even with no span expanded."""
+    ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
+
+    def positions(raw: set, k: int) -> int:
+        cost = fixed
+        for chunk in sorted({s.chunk for s in spans}):
+            run = 0
+            for s in (x for x in spans if x.chunk == chunk):
+                if (s.chunk, s.start, s.end) in raw:
+                    cost += compressed_count(run, k, stride) + raw_cost(s)
+                    run = 0
+                else:
+                    run += -(-s.end // stride) - s.start // stride
+            cost += compressed_count(run, k, stride)
+        return cost
+
+    raw: set[tuple[int, int, int]] = set()
+    if positions(raw, ks[-1]) > budget:
+        return None
+    for span in sorted(spans, key=lambda s: -s.score):
+        key = (span.chunk, span.start, span.end)
+        if positions(raw | {key}, ks[-1]) <= budget:
+            raw.add(key)
+    k = next(k for k in ks if positions(raw, k) <= budget)
+    return Plan(raw, k)

@@ -1,0 +1,127 @@
+"""Prompts under a position budget: `expand` (best spans raw, the rest of every chunk as
+extensible embeddings), and its two controls, `spans` (the best spans raw, nothing else) and
+`truncated` (the raw chunks, cut where the budget ends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from extok_rag.config import AskConfig
+from extok_rag.errors import InputTooLongError
+from extok_rag.expansion import (
+    Span,
+    chunk_parts,
+    chunk_spans,
+    plan_expansion,
+    score_spans,
+    token_starts,
+)
+from extok_rag.models.ask_frame import ask_frame
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import row_length
+from extok_rag.query import Prompt, Retrieved
+
+REPLANS = 4  # re-plans with a smaller budget when token merges at joins overshoot it
+
+
+def budget_prompt(
+    llm: FrozenLLM,
+    embedder,
+    question: str,
+    chunks: Sequence[Retrieved],
+    cfg: AskConfig,
+    stride: int,
+    reserve: int,
+) -> Prompt:
+    budget = cfg.budget if cfg.budget is not None else llm.max_positions - reserve
+    headers = [f"[{c.doc_path}]\n" for c in chunks] if cfg.source_lines else None
+    fixed = row_length(llm.chat_row(ask_frame(question, [""] * len(chunks), headers)))
+    if cfg.mode == "truncated":
+        return truncated_prompt(llm, question, chunks, headers, budget - fixed)
+    spans = [
+        span
+        for i, c in enumerate(chunks)
+        for span in chunk_spans(i, c.text, token_starts(llm.tokenizer, c.text, c.n_tokens), stride)
+    ]
+    spans = score_spans(cfg.scorer, embedder, question, spans)
+    if cfg.mode == "spans":
+        return spans_prompt(llm, question, chunks, spans, headers, budget, fixed)
+    return expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride)
+
+
+def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) -> Prompt:
+    costs = {(s.chunk, s.start, s.end): len(llm.tokenize(s.text)) for s in spans}
+    target = budget
+    for _ in range(REPLANS):
+        plan = plan_expansion(
+            spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, target, stride
+        )
+        if plan is None:
+            break
+        contexts = []
+        for i, chunk in enumerate(chunks):
+            states = torch.from_numpy(chunk.states.astype("float32"))
+            own = [s for s in spans if s.chunk == i]
+            raw = {(s.start, s.end) for s in own if (i, s.start, s.end) in plan.raw}
+            contexts.append(chunk_parts(states, own, raw, plan.k, stride))
+        row = llm.chat_row(ask_frame(question, contexts, headers))
+        positions = row_length(row)
+        if positions <= budget:
+            expanded = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
+            return Prompt(row, plan.k, positions, expanded)
+        target -= positions - budget
+    raise InputTooLongError(
+        f"a budget of {budget} positions does not hold the prompt frame and {len(chunks)} "
+        "chunks compressed at the largest k: raise --budget or lower --top-n"
+    )
+
+
+def spans_prompt(llm, question, chunks, spans, headers, budget, fixed) -> Prompt:
+    """The best spans raw, in document order, and nothing else, within the budget."""
+    chosen: list[Span] = []
+    used = fixed
+    for span in sorted(spans, key=lambda s: -s.score):
+        cost = len(llm.tokenize(span.text))
+        if used + cost <= budget:
+            chosen.append(span)
+            used += cost
+    keep = sorted(chosen, key=lambda s: (s.chunk, s.start))
+    while True:
+        by_chunk = [[s for s in keep if s.chunk == i] for i in range(len(chunks))]
+        contexts = ["".join(s.text for s in own) for own in by_chunk if own]
+        kept_headers = (
+            [h for h, own in zip(headers, by_chunk, strict=True) if own] if headers else None
+        )
+        row = llm.chat_row(ask_frame(question, contexts, kept_headers))
+        if row_length(row) <= budget or not keep:
+            return Prompt(row, None, row_length(row), keep)
+        keep.remove(min(keep, key=lambda s: s.score))  # a join overshot: drop the weakest
+
+
+def truncated_prompt(llm, question, chunks, headers, room: int) -> Prompt:
+    """The raw chunks in rank order, the last one cut so the context takes `room` positions."""
+    contexts: list[str] = []
+    for chunk in chunks:
+        ids = llm.tokenize(chunk.text)
+        if room <= 0:
+            break
+        contexts.append(chunk.text if len(ids) <= room else llm.tokenizer.decode(ids[:room]))
+        room -= len(ids)
+    row = llm.chat_row(ask_frame(question, contexts, headers[: len(contexts)] if headers else None))
+    return Prompt(row, None, row_length(row))
+
+
+def describe_spans(chunks: Sequence[Retrieved], spans: Sequence[Span]) -> list[dict]:
+    """The spans read raw, as `ask --json` and the query engine's metadata report them."""
+    return [
+        {
+            "doc_path": chunks[s.chunk].doc_path,
+            "row_id": chunks[s.chunk].row_id,
+            "tokens": [s.start, s.end],
+            "score": round(s.score, 4),
+            "text": s.text,
+        }
+        for s in spans
+    ]

@@ -1,0 +1,129 @@
+"""Query-aware expansion on the tiny models: state-aligned sentence spans, scoring, the greedy
+budget plan, and prompts (expand, spans only, raw truncated) that keep to their budget."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from extok_rag.config import AskConfig, RuntimeConfig, TokenizerConfig
+from extok_rag.expansion import (
+    Span,
+    chunk_spans,
+    lexical_scores,
+    plan_expansion,
+    token_starts,
+)
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.mixed_input import EmbeddingSegment
+from extok_rag.query import Retrieved, build_prompt
+
+TEXTS = (
+    "Alpha is a red planet. It has seven moons and a thin atmosphere of argon. Its year lasts "
+    "four hundred days.",
+    "Beta is a city of bridges. It was founded in 1204 by river merchants. The harbour is deep.",
+)
+QUESTION = "How many moons does Alpha have?"
+
+
+@pytest.fixture(scope="module")
+def chunks(tiny_llm) -> list[Retrieved]:
+    tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1))
+    out = []
+    for i, text in enumerate(TEXTS):
+        ids = tiny_llm.tokenize(text)
+        with torch.no_grad():
+            states = downscale(tok.encode([ids])[0], 2).numpy().astype(np.float16)
+        out.append(Retrieved(i, 1.0 - i / 10, f"doc{i}.txt", text, len(ids), states))
+    return out
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_embedder_dir) -> Embedder:
+    return Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
+
+
+def test_spans_are_sentences_on_state_boundaries(tiny_llm, chunks):
+    c = chunks[0]
+    starts = token_starts(tiny_llm.tokenizer, c.text, c.n_tokens)
+    spans = chunk_spans(0, c.text, starts, stride=2)
+    assert spans[0].start == 0 and spans[-1].end == c.n_tokens
+    for a, b in itertools.pairwise(spans):
+        assert a.end == b.start and a.end % 2 == 0  # contiguous, aligned to the stride
+    assert "".join(s.text for s in spans) == c.text
+    assert any("seven moons" in s.text for s in spans) and len(spans) >= 3
+
+
+def test_lexical_score_finds_the_sentence_with_the_question_words():
+    spans = [Span(0, 0, 2, "Alpha is red."), Span(0, 2, 4, "It has seven moons, says Alpha.")]
+    scores = lexical_scores(QUESTION, spans)
+    assert scores[1] > scores[0] > 0
+
+
+def test_plan_fills_the_budget_by_score_then_picks_the_smallest_k():
+    spans = [Span(0, 0, 8, "a", 0.1), Span(0, 8, 16, "b", 0.9), Span(0, 16, 24, "c", 0.5)]
+    cost = {(0, 8): 8, (8, 16): 8, (16, 24): 8}
+
+    def raw_cost(s):
+        return cost[(s.start, s.end)]
+
+    # nothing expanded, all 24 tokens (12 states) at k=32: 1 position; fixed 10
+    assert plan_expansion(spans, raw_cost, 10, 10, stride=2) is None
+    plan = plan_expansion(spans, raw_cost, 10, 20, stride=2)
+    assert plan.raw == {(0, 8, 16)}  # the best span; a second would not fit at any k
+    # the rest (4 states before, 4 after): k=4 takes 10 + 2 + 8 + 2 = 22; k=8 takes 20
+    assert plan.k == 8
+
+
+@pytest.mark.parametrize("scorer", ["minilm", "lexical", "both"])
+def test_expand_prompt_keeps_to_its_budget_in_document_order(tiny_llm, chunks, embedder, scorer):
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    cfg = AskConfig(mode="expand", budget=int(0.6 * raw.positions), scorer=scorer)
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+    assert prompt.positions <= cfg.budget < raw.positions
+    assert prompt.expanded and prompt.k in (2, 4, 8, 16, 32)
+    embeds = [seg for seg in prompt.row if isinstance(seg, EmbeddingSegment)]
+    assert embeds  # the rest of the chunks is still there, compressed
+    text = tiny_llm.tokenizer.decode(torch.cat([s.ids for s in prompt.row if hasattr(s, "ids")]))
+    for span in prompt.expanded:
+        assert span.text.strip() in text
+    assert all(s.chunk == 0 for s in prompt.expanded[:1])  # Alpha's chunk holds the answer
+
+
+def test_controls_spans_only_and_truncated_keep_to_the_budget(tiny_llm, chunks, embedder):
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    budget = int(0.5 * raw.positions)
+    spans = build_prompt(
+        tiny_llm, QUESTION, chunks, AskConfig(mode="spans", budget=budget), 2, 8, embedder
+    )
+    cut = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="truncated", budget=budget), 2, 8)
+    for prompt in (spans, cut):
+        assert prompt.positions <= budget + 1  # a token merge at a join may add one
+        assert not any(isinstance(seg, EmbeddingSegment) for seg in prompt.row)
+    assert spans.expanded and spans.k is None
+
+
+def test_a_budget_below_the_frame_is_a_clear_error(tiny_llm, chunks, embedder):
+    from extok_rag.errors import InputTooLongError
+
+    cfg = AskConfig(mode="expand", budget=20)
+    with pytest.raises(InputTooLongError, match="--budget"):
+        build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+
+
+def test_auto_budget_is_the_window_less_the_answer(tiny_llm, chunks, embedder):
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="expand"), 2, 8, embedder)
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    assert prompt.positions <= tiny_llm.max_positions - 8
+    # the tiny window holds both chunks raw: every span is expanded, nothing compressed
+    assert len(prompt.expanded) == sum(
+        len(chunk_spans(i, c.text, token_starts(tiny_llm.tokenizer, c.text, c.n_tokens), 2))
+        for i, c in enumerate(chunks)
+    )
+    assert abs(prompt.positions - raw.positions) <= 4
+    assert replace(AskConfig(), mode="expand").budget is None
