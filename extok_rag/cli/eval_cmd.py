@@ -30,6 +30,18 @@ REPORT_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
 DOCS_SECTION = "eval-lm"
 
 
+def parse_shares(text: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--expand-budgets takes shares like 0.25,0.35, got {text!r}"
+        ) from None
+    if any(not 0 < x <= 1 for x in shares):
+        raise typer.BadParameter(f"--expand-budgets shares must be in (0, 1], got {text!r}")
+    return shares
+
+
 def parse_ints(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
@@ -247,6 +259,16 @@ def qa(
     budget_ks: Annotated[
         str, typer.Option(help="k of the compressed top-(k·n) rows (raw's position budget).")
     ] = "4",
+    expand_budgets: Annotated[
+        str,
+        typer.Option(
+            help="Shares of raw top-n's positions for the expand rows and their controls "
+            "(spans only, raw truncated), e.g. 0.25,0.35,0.5; empty: none."
+        ),
+    ] = "",
+    expand_scorer: Annotated[
+        str, typer.Option(help="Span scorer of the expand rows: minilm, lexical, both.")
+    ] = "minilm",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
     latency_questions: Annotated[
@@ -294,12 +316,18 @@ def qa(
         raise typer.BadParameter(f"--sets takes some of {', '.join(QA_SETS)}, got {sets!r}")
     if write_docs and not REPORT_SCRIPT.is_file():
         raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
+    from extok_rag.expansion import SCORERS
+
+    if expand_scorer not in SCORERS:
+        raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
     cfg = QAEvalConfig(
         questions=questions,
         top_n=top_n,
         ks=parse_ints(ks, "--ks"),
         hybrid_k=hybrid_k,
         budget_ks=parse_ints(budget_ks, "--budget-ks"),
+        expand_budgets=parse_shares(expand_budgets),
+        expand_scorer=expand_scorer,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         latency_questions=latency_questions,

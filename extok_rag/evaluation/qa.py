@@ -43,6 +43,9 @@ class QAEvalConfig:
     ks: tuple[int, ...] = (2, 4, 8, 16)  # compressed top-n
     hybrid_k: int = 4
     budget_ks: tuple[int, ...] = (4,)  # compressed top-(k·n): raw top-n's position budget
+    expand_budgets: tuple[float, ...] = ()  # expand / spans / truncated at these shares of
+    # each question's raw top-n positions (issue: 0.25, 0.35, 0.5)
+    expand_scorer: str = "minilm"
     max_new_tokens: int = 32
     batch_size: int = 8
     latency_questions: int = 20
@@ -58,9 +61,13 @@ class Condition:
     mode: str  # AskConfig.mode
     top_n: int
     k: int | None = None
+    share: float | None = None  # budget modes: this share of the question's raw positions
+    scorer: str = "minilm"
 
-    def ask_config(self) -> AskConfig:
-        return AskConfig(top_n=self.top_n, k=self.k, mode=self.mode)  # type: ignore[arg-type]
+    def ask_config(self, budget: int | None = None) -> AskConfig:
+        return AskConfig(
+            top_n=self.top_n, k=self.k, mode=self.mode, budget=budget, scorer=self.scorer
+        )  # type: ignore[arg-type]
 
 
 def conditions(cfg: QAEvalConfig) -> list[Condition]:
@@ -71,6 +78,11 @@ def conditions(cfg: QAEvalConfig) -> list[Condition]:
         *(Condition(f"extok ×{k} top-{n}", "compressed", n, k) for k in cfg.ks),
         Condition(f"hybrid ×{cfg.hybrid_k} top-{n}", "hybrid", n, cfg.hybrid_k),
         *(Condition(f"extok ×{k} top-{k * n}", "compressed", k * n, k) for k in cfg.budget_ks),
+        *(
+            Condition(f"{mode} {share:.2f}·raw top-{n}", mode, n, None, share, cfg.expand_scorer)
+            for share in cfg.expand_budgets
+            for mode in ("expand", "spans", "truncated")
+        ),
     ]
 
 
@@ -154,13 +166,23 @@ def evaluate_qa(
     conds = conditions(cfg)
     depth = max(c.top_n for c in conds)
     hits = [retrieve(snapshot, embedder, item.question, depth) for item in items]
+    raw = Condition("raw", "raw", cfg.top_n)
+    raw_positions = (
+        [
+            build_one(llm, embedder, i.question, h, raw, cfg, snapshot).positions
+            for i, h in zip(items, hits, strict=True)
+        ]
+        if cfg.expand_budgets
+        else [0] * len(items)
+    )
     results = []
     for cond in conds:
         key = f"{qa.name}/{cond.name}"
         if journal is not None and key in journal.done:
             results.append(ConditionResult(cond, **journal.done[key]))
             continue
-        result = run_condition(llm, embedder, snapshot, items, hits, cond, cfg, progress)
+        budgets = [round(cond.share * p) if cond.share else None for p in raw_positions]
+        result = run_condition(llm, embedder, snapshot, items, hits, budgets, cond, cfg, progress)
         if journal is not None:
             journal.record(key, result.lists())
         results.append(result)
@@ -173,16 +195,18 @@ def evaluate_qa(
     )
 
 
-def run_condition(llm, embedder, snapshot, items, hits, cond, cfg, progress) -> ConditionResult:
+def run_condition(
+    llm, embedder, snapshot, items, hits, budgets, cond, cfg, progress
+) -> ConditionResult:
     """Answer and score every question under `cond`: the first `latency_questions` one at a
     time and timed, as `ask` answers them; the rest in batches."""
     result = ConditionResult(cond)
     prompts = [
-        build_one(llm, item.question, chunks, cond, cfg, snapshot)
-        for item, chunks in zip(items, hits, strict=True)
+        build_one(llm, embedder, item.question, chunks, cond, cfg, snapshot, budget)
+        for item, chunks, budget in zip(items, hits, budgets, strict=True)
     ]
     timed = min(cfg.latency_questions, len(items))
-    answers = time_questions(result, llm, embedder, snapshot, items[:timed], cfg)
+    answers = time_questions(result, llm, embedder, snapshot, items[:timed], budgets, cfg)
     answers += answer_all(llm, [p.row for p in prompts[timed:]], cfg, cond.name, progress)
     for item, chunks, prompt, tokens in zip(items, hits, prompts, answers, strict=True):
         answer = llm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -193,15 +217,18 @@ def run_condition(llm, embedder, snapshot, items, hits, cond, cfg, progress) -> 
 
 def build_one(
     llm: FrozenLLM,
+    embedder: Embedder,
     question: str,
     chunks: Sequence[Retrieved],
     cond: Condition,
     cfg: QAEvalConfig,
     snapshot: IndexSnapshot,
+    budget: int | None = None,
 ) -> Prompt:
     used = list(chunks[: cond.top_n])
     stride = snapshot.manifest.stride
-    return build_prompt(llm, question, used, cond.ask_config(), stride, cfg.max_new_tokens)
+    ask = cond.ask_config(budget)
+    return build_prompt(llm, question, used, ask, stride, cfg.max_new_tokens, embedder)
 
 
 def answer_all(
@@ -237,6 +264,7 @@ def time_questions(
     embedder: Embedder,
     snapshot: IndexSnapshot,
     items: Sequence,
+    budgets: Sequence[int | None],
     cfg: QAEvalConfig,
 ) -> list[list[int]]:
     """Answer one question at a time, as `extok-rag ask` does, timing retrieval + prompt +
@@ -245,10 +273,10 @@ def time_questions(
     cond = result.condition
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     answers = []
-    for item in items:
+    for item, budget in zip(items, budgets, strict=False):
         start = time.perf_counter()
         chunks = retrieve(snapshot, embedder, item.question, cond.top_n) if cond.top_n else []
-        prompt = build_one(llm, item.question, chunks, cond, cfg, snapshot)
+        prompt = build_one(llm, embedder, item.question, chunks, cond, cfg, snapshot, budget)
         generating = time.perf_counter()
         tokens = generate_ids(llm, prompt.row, gen)
         answer = list(itertools.islice(tokens, 1))  # the prompt's forward pass, first token

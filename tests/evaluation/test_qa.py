@@ -103,6 +103,23 @@ def test_timed_answers_equal_batched_ones(tiny_set, tiny_llm, indexed):
         assert a.answers == b.answers and len(a.total_s) == 4 and b.total_s == []
 
 
+def test_expand_rows_and_their_controls_keep_to_each_questions_budget(tiny_set, tiny_llm, indexed):
+    snapshot, embedder = indexed
+    cfg = replace(CFG, ks=(4,), budget_ks=(), expand_budgets=(0.6,), latency_questions=1)
+    result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, cfg)
+    by = {r.condition.name: r for r in result.results}
+    raw = by["raw top-2"]
+    for mode in ("expand", "spans", "truncated"):
+        row = by[f"{mode} 0.60·raw top-2"]
+        assert len(row.answers) == 4 and len(row.total_s) == 1
+        for used, full in zip(row.positions, raw.positions, strict=True):
+            assert used <= round(0.6 * full) + 1  # +1: a token merge at a join (controls)
+    assert all(k is not None for k in by["expand 0.60·raw top-2"].k_used)
+    assert by["expand 0.60·raw top-2"].recall == raw.recall
+    markdown = qa_markdown([result])
+    assert "expand 0.60·raw top-2: keeps" in markdown and "spans 0.60·raw top-2" in markdown
+
+
 def test_scores_follow_the_answers(tiny_set, tiny_llm, indexed):
     snapshot, embedder = indexed
     result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
@@ -181,7 +198,7 @@ def test_eval_qa_resumes_finished_conditions(tiny_set, tiny_llm, indexed, tmp_pa
     with pytest.raises(Stop):
         evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG, journal=journal)
     ran = []
-    monkeypatch.setattr(qa, "run_condition", lambda *a: ran.append(a[5].name) or real(*a))
+    monkeypatch.setattr(qa, "run_condition", lambda *a: ran.append(a[6].name) or real(*a))
     resumed = evaluate_qa(
         tiny_llm,
         embedder,
