@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from extok_rag.config import AskConfig
+from extok_rag.config import AUTO_K_CHOICES, AskConfig
 from extok_rag.errors import InputTooLongError
 from extok_rag.expansion import (
     Span,
@@ -23,8 +23,6 @@ from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import row_length
 from extok_rag.query import Prompt, Retrieved
 
-REPLANS = 4  # re-plans with a smaller budget when token merges at joins overshoot it
-
 
 def budget_prompt(
     llm: FrozenLLM,
@@ -37,7 +35,8 @@ def budget_prompt(
 ) -> Prompt:
     budget = cfg.budget if cfg.budget is not None else llm.max_positions - reserve
     headers = [f"[{c.doc_path}]\n" for c in chunks] if cfg.source_lines else None
-    fixed = row_length(llm.chat_row(ask_frame(question, [""] * len(chunks), headers)))
+    empty = torch.zeros(0, llm.hidden_size)  # an empty context: the frame is tokenised as
+    fixed = row_length(llm.chat_row(ask_frame(question, [empty] * len(chunks), headers)))
     if cfg.mode == "truncated":
         return truncated_prompt(llm, question, chunks, headers, budget - fixed)
     spans = [
@@ -52,30 +51,39 @@ def budget_prompt(
 
 
 def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) -> Prompt:
+    """Plan by estimated costs, then build rows: from the planned k upwards, and dropping the
+    weakest expanded span when no k fits (token merges at joins can add a few positions)."""
     costs = {(s.chunk, s.start, s.end): len(llm.tokenize(s.text)) for s in spans}
-    target = budget
-    for _ in range(REPLANS):
-        plan = plan_expansion(
-            spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, target, stride
+    plan = plan_expansion(spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, budget, stride)
+    if plan is None:
+        raise InputTooLongError(
+            f"a budget of {budget} positions does not hold the prompt frame and {len(chunks)} "
+            "chunks compressed at the largest k: raise --budget or lower --top-n"
         )
-        if plan is None:
-            break
-        contexts = []
-        for i, chunk in enumerate(chunks):
-            states = torch.from_numpy(chunk.states.astype("float32"))
-            own = [s for s in spans if s.chunk == i]
-            raw = {(s.start, s.end) for s in own if (i, s.start, s.end) in plan.raw}
-            contexts.append(chunk_parts(states, own, raw, plan.k, stride))
-        row = llm.chat_row(ask_frame(question, contexts, headers))
-        positions = row_length(row)
-        if positions <= budget:
-            expanded = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
-            return Prompt(row, plan.k, positions, expanded)
-        target -= positions - budget
-    raise InputTooLongError(
-        f"a budget of {budget} positions does not hold the prompt frame and {len(chunks)} "
-        "chunks compressed at the largest k: raise --budget or lower --top-n"
-    )
+    raw = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
+    ks = [k for k in AUTO_K_CHOICES if k % stride == 0 and k >= plan.k]
+    while True:
+        for k in ks:
+            row = expanded_row(llm, question, chunks, spans, raw, headers, k, stride)
+            if row_length(row) <= budget:
+                return Prompt(row, k, row_length(row), raw)
+        if not raw:
+            raise InputTooLongError(
+                f"a budget of {budget} positions does not hold the prompt: raise --budget"
+            )
+        raw.remove(min(raw, key=lambda s: s.score))
+        ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
+
+
+def expanded_row(llm, question, chunks, spans, raw, headers, k, stride):
+    keys = {(s.chunk, s.start, s.end) for s in raw}
+    contexts = []
+    for i, chunk in enumerate(chunks):
+        states = torch.from_numpy(chunk.states.astype("float32"))
+        own = [s for s in spans if s.chunk == i]
+        mine = {(s.start, s.end) for s in own if (i, s.start, s.end) in keys}
+        contexts.append(chunk_parts(states, own, mine, k, stride))
+    return llm.chat_row(ask_frame(question, contexts, headers))
 
 
 def spans_prompt(llm, question, chunks, spans, headers, budget, fixed) -> Prompt:

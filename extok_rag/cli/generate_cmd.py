@@ -18,6 +18,7 @@ from extok_rag.errors import ExtokError
 class ContextMode(StrEnum):
     raw = "raw"
     compressed = "compressed"
+    expand = "expand"
     none = "none"
 
 
@@ -29,6 +30,13 @@ def generate(
         ContextMode, typer.Option(help="How the context reaches the LLM.")
     ] = ContextMode.compressed,
     k: Annotated[int, typer.Option(min=1, help="Down-scaling factor when compressed.")] = 4,
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="expand: prompt positions (or 'auto': the window less the answer); the "
+            "sentences that best match the prompt are read raw, the rest compressed."
+        ),
+    ] = "auto",
     chunk_tokens: Annotated[int, typer.Option(min=16, help="Tokens per encoded chunk.")] = 512,
     tokenizer: Annotated[Path | None, typer.Option(help="Extensible-tokenizer checkpoint.")] = None,
     llm: Annotated[
@@ -46,18 +54,29 @@ def generate(
 
     text = read_context(context) if context and mode != ContextMode.none else None
     frozen = load_llm(llm, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
-    user: list = [prompt]
-    if text is not None and mode == ContextMode.raw:
-        user = [f"Context:\n{text}\n\nQuestion: {prompt}"]
-    elif text is not None:
-        chunks = compressed_context(frozen, text, k, chunk_tokens, tokenizer)
-        user = ["Context:\n", *chunks, f"\n\nQuestion: {prompt}"]
-    row = frozen.chat_row(user)
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    row = prompt_row(frozen, prompt, context, text, mode, k, budget, chunk_tokens, tokenizer, cfg)
+    row = row if row is not None else frozen.chat_row([prompt])
     for piece in stream_text(frozen, row, cfg):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+
+
+def prompt_row(frozen, prompt, path, text, mode, k, budget, chunk_tokens, tokenizer, gen):
+    """The prompt with its context file read as `mode` says (None: no context)."""
+    if text is None:
+        return None
+    if mode == ContextMode.raw:
+        return frozen.chat_row([f"Context:\n{text}\n\nQuestion: {prompt}"])
+    if mode == ContextMode.expand:
+        from extok_rag.cli.ask_cmd import parse_budget
+
+        limit = parse_budget(budget)
+        reserve = gen.max_new_tokens
+        return expanded_row(frozen, prompt, path, text, chunk_tokens, tokenizer, limit, reserve)
+    chunks = compressed_context(frozen, text, k, chunk_tokens, tokenizer)
+    return frozen.chat_row(["Context:\n", *chunks, f"\n\nQuestion: {prompt}"])
 
 
 def read_context(path: Path) -> str:
@@ -72,15 +91,47 @@ def read_context(path: Path) -> str:
     return text
 
 
-def compressed_context(frozen, text: str, k: int, chunk_tokens: int, checkpoint: Path | None):
+def load_tokenizer(frozen, checkpoint: Path | None):
+    """The given checkpoint, else the shipped one trained for this LLM, else an untrained one."""
+    from extok_rag.models.defaults import resolve_tokenizer
     from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 
-    if checkpoint is None:
+    path = checkpoint or resolve_tokenizer(None, frozen.identity)
+    if path is None:
         err_console.print(
-            "[yellow]warning:[/yellow] no tokenizer checkpoint given: using an "
+            "[yellow]warning:[/yellow] no trained tokenizer for this LLM: using an "
             "untrained extensible tokenizer, whose embeddings carry little content"
         )
-        tok = ExtensibleTokenizer.from_llm(frozen)
-    else:
-        tok = ExtensibleTokenizer.from_pretrained(checkpoint, frozen)
+        return ExtensibleTokenizer.from_llm(frozen)
+    return ExtensibleTokenizer.from_pretrained(path, frozen)
+
+
+def compressed_context(frozen, text: str, k: int, chunk_tokens: int, checkpoint: Path | None):
+    tok = load_tokenizer(frozen, checkpoint)
     return tok.compress(frozen.tokenize(text), k, chunk_tokens)
+
+
+def expanded_row(frozen, prompt, path, text, chunk_tokens, checkpoint, budget, reserve):
+    """The file's chunks, each encoded whole (states at every position), read as `ask --mode
+    expand` reads retrieved chunks: the sentences that best match the prompt raw."""
+    import numpy as np
+    import torch
+
+    from extok_rag.chunking import Chunker, ChunkingConfig
+    from extok_rag.config import AskConfig, RuntimeConfig
+    from extok_rag.models.embedder import Embedder
+    from extok_rag.query import Retrieved, build_prompt
+
+    tok = load_tokenizer(frozen, checkpoint)
+    pieces = Chunker(frozen.tokenizer, ChunkingConfig(chunk_tokens=chunk_tokens)).split(
+        path.name, text
+    )
+    chunks = []
+    for c in pieces:
+        with torch.no_grad():
+            states = tok.encode([torch.from_numpy(c.token_ids)])[0].float().cpu().numpy()
+        chunks.append(Retrieved(-1, 0.0, c.doc_path, c.text, c.n_tokens, states.astype(np.float16)))
+    device, dtype = str(frozen.device), str(frozen.dtype).removeprefix("torch.")
+    embedder = Embedder.load(None, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
+    cfg = AskConfig(top_n=len(chunks), mode="expand", budget=budget)
+    return build_prompt(frozen, prompt, chunks, cfg, 1, reserve, embedder).row
