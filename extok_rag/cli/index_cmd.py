@@ -47,6 +47,14 @@ def index(
     stride: Annotated[
         int | None, typer.Option(min=1, help="Base stride of stored states (default 2).")
     ] = None,
+    states: Annotated[
+        str | None,
+        typer.Option(
+            "--states",
+            help="State encoding: float16 (default, or the index's) or int8 (about half the "
+            "disk, per-vector scale).",
+        ),
+    ] = None,
     splitter: Annotated[
         str | None, typer.Option(help="tokens (fast, default) or sentence (LlamaIndex).")
     ] = None,
@@ -65,6 +73,8 @@ def index(
 
     if not corpus.is_dir():
         raise IndexStoreError(f"corpus folder {corpus} does not exist")
+    if states not in (None, "float16", "int8"):
+        raise typer.BadParameter("--states must be 'float16' or 'int8'")
     index_dir = index_path or INDEXES_DIR / (name or corpus.resolve().name)
     chunking = None
     if chunk_tokens is not None or splitter is not None:
@@ -83,6 +93,7 @@ def index(
     settings = IndexSettings(
         chunking=chunking,
         stride=stride,
+        state_encoding=states,
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         batch_tokens=batch_tokens,
@@ -124,10 +135,15 @@ def info(
 
 def index_facts(index_dir: Path, snapshot) -> dict:
     """What `info` shows, as plain JSON values (the committed snapshot's)."""
+    from extok_rag.indexes import bytes_per_state
     from extok_rag.indexing import disk_bytes
 
     m = snapshot.manifest
     on_disk = disk_bytes(index_dir)
+    tokens = m.counts.tokens
+    stored = snapshot.table.data_bytes() + (index_dir / m.vector_file).stat().st_size
+    n_states = int((-(-snapshot.table.token_counts() // m.stride)).sum())  # ceil(n / stride)
+    state_bytes = n_states * bytes_per_state(snapshot.table.d, m.state_encoding)
     return {
         "index": str(index_dir),
         "llm": m.llm.to_dict(),
@@ -142,8 +158,10 @@ def index_facts(index_dir: Path, snapshot) -> dict:
         "vector_index": {"kind": snapshot.vectors.kind, "vectors": len(snapshot.vectors)},
         "table_version": m.table_version,
         "vector_file": m.vector_file,
-        "bytes_on_disk": on_disk,
-        "bytes_per_token": round(on_disk / m.counts.tokens, 1) if m.counts.tokens else None,
+        "state_encoding": m.state_encoding,
+        "bytes_on_disk": on_disk,  # the folder: also the previous commit's files
+        "bytes_per_token": round(stored / tokens, 1) if tokens else None,  # this commit's
+        "state_bytes_per_token": round(state_bytes / tokens, 1) if tokens else None,
         "created": m.created,
         "updated": m.updated,
         "format_version": m.format_version,
@@ -169,14 +187,20 @@ def print_facts(index_dir: Path, facts: dict) -> None:
         ("tokens", f"{facts['tokens']:,}"),
         ("vector index", f"{vectors['kind']}, {vectors['vectors']:,} vectors"),
         ("table version", str(facts["table_version"])),
+        ("state encoding", facts["state_encoding"]),
         ("bytes on disk", human_bytes(facts["bytes_on_disk"])),
-        ("bytes per token", "-" if per_token is None else f"{per_token:,.1f} (whole index)"),
+        ("bytes per token", "-" if per_token is None else per_token_text(facts)),
         ("created / updated", f"{facts['created']} / {facts['updated']}"),
         ("format version", str(facts["format_version"])),
     ]
     for key, value in rows:
         table.add_row(key, value)
     out_console.print(table)
+
+
+def per_token_text(facts: dict) -> str:
+    states = facts["state_bytes_per_token"]
+    return f"{facts['bytes_per_token']:,.1f} (table + vectors; states alone {states:,.1f})"
 
 
 def print_notice(message: str) -> None:

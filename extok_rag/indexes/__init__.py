@@ -20,12 +20,20 @@ from extok_rag.indexes.manifest import (
     read_manifest,
     write_manifest,
 )
-from extok_rag.indexes.table import ChunkRecord, ChunkTable, StoredChunk, chunk_schema
+from extok_rag.indexes.table import (
+    STATE_ENCODINGS,
+    ChunkRecord,
+    ChunkTable,
+    StoredChunk,
+    bytes_per_state,
+    chunk_schema,
+)
 from extok_rag.indexes.vectors import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
 __all__ = [
     "DEFAULT_HNSW_THRESHOLD",
     "FORMAT_VERSION",
+    "STATE_ENCODINGS",
     "ChunkRecord",
     "ChunkTable",
     "IndexCounts",
@@ -35,6 +43,7 @@ __all__ = [
     "StoredChunk",
     "VectorIndex",
     "WriterLock",
+    "bytes_per_state",
     "check_compatible",
     "chunk_schema",
     "read_holder",

@@ -15,8 +15,17 @@ from pathlib import Path
 from extok_rag.config import ModelIdentity, write_json
 from extok_rag.errors import IncompatibleModelError, IndexStoreError
 
-FORMAT_VERSION = 1
+# 1: float16 states (no `state_encoding` key). 2: `state_encoding` recorded; written only for
+# int8 states, so a float16 index stays readable by releases that know version 1 only, and
+# those refuse an int8 index instead of misreading its bytes.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+
+
+def format_for(state_encoding: str) -> int:
+    """The format version a manifest with these states is written with."""
+    return 1 if state_encoding == "float16" else 2
 
 
 def _now() -> str:
@@ -40,7 +49,8 @@ class Manifest:
     `stride`: the base down-scaling stride at which extensible embeddings are stored (a chunk
     of n tokens keeps ceil(n / stride) states). `chunking`: the chunker's settings, verbatim.
     `table_version`: the chunk-table version this manifest describes (readers open the table
-    there); `vector_file`: the FAISS file, in the index folder, built from that version.
+    there); `vector_file`: the FAISS file, in the index folder, built from that version;
+    `state_encoding`: how states are stored ("float16" or "int8", see indexes/table.py).
     """
 
     llm: ModelIdentity
@@ -51,9 +61,10 @@ class Manifest:
     counts: IndexCounts = field(default_factory=IndexCounts)
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
     table_version: int | None = None
     vector_file: str = "vectors.faiss"
+    state_encoding: str = "float16"
 
     def with_counts(self, counts: IndexCounts) -> Manifest:
         """A copy holding `counts`, stamped as updated now."""
@@ -77,6 +88,7 @@ class Manifest:
             format_version=int(data["format_version"]),
             table_version=None if data.get("table_version") is None else int(data["table_version"]),
             vector_file=str(data.get("vector_file", "vectors.faiss")),
+            state_encoding=str(data.get("state_encoding", "float16")),
         )
 
 
@@ -101,10 +113,10 @@ def read_manifest(index_dir: Path) -> Manifest:
         raise IndexStoreError(f"index manifest {path} is not valid JSON ({exc})") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise IndexStoreError(f"index manifest {path} is malformed ({exc!r})") from exc
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version not in READABLE_FORMATS:
         raise IndexStoreError(
             f"index manifest {path} has format version {manifest.format_version}; this "
-            f"extok-rag reads version {FORMAT_VERSION}; rebuild the index with --rebuild"
+            f"extok-rag reads versions up to {FORMAT_VERSION}; rebuild the index with --rebuild"
         )
     return manifest
 

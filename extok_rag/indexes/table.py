@@ -1,8 +1,14 @@
 """The chunk table: one LanceDB row per chunk, holding its text, retrieval vector and states.
 
 Stored in `<index_dir>/lance/` as the table "chunks". Each row carries the chunk's extensible
-embeddings ("states", (n_states, d) float16) as an Arrow `list<fixed_size_list<float16, d>>`,
-so a chunk of any length is one row and reading it back is a zero-copy reshape.
+embeddings ("states", (n_states, d)) as an Arrow `list<fixed_size_list<T, d>>`, so a chunk of
+any length is one row and reading it back is a reshape. Two state encodings (the table's
+schema says which):
+
+- `float16`: T = float16, 2·d bytes per state, read back bit for bit;
+- `int8`: T = int8 plus one float32 scale per state ("state_scales", `list<float32>`), d + 4
+  bytes per state: symmetric per-vector quantisation, x ≈ q · scale with
+  scale = max|x| / 127, so |x - q · scale| ≤ scale / 2 = max|x| / 254 per element.
 
 Rows are keyed by `row_id`, an int64 assigned here, increasing, and never reused after a delete
 (the next id is kept in `<index_dir>/lance/row_ids.json`), so a FAISS index keyed by row id
@@ -33,13 +39,25 @@ TABLE_NAME = "chunks"
 LANCE_DIR = "lance"
 DEFAULT_VECTOR_DIM = 384  # all-MiniLM-L6-v2
 DEFAULT_STATE_DIM = 576  # SmolLM2-135M hidden size
+STATE_ENCODINGS = ("float16", "int8")
 _ROW_IDS_FILE = "row_ids.json"
 _NEVER = timedelta(days=36_500)  # a cleanup age that deletes nothing
 _MISSING_EXTRA = "LanceDB is not installed; install it with pip install 'extok-rag[cpu]'"
 
 
-def chunk_schema(dim: int = DEFAULT_VECTOR_DIM, d: int = DEFAULT_STATE_DIM) -> pa.Schema:
-    """The chunk table's Arrow schema; `dim`: retrieval vector size, `d`: state size."""
+def chunk_schema(
+    dim: int = DEFAULT_VECTOR_DIM, d: int = DEFAULT_STATE_DIM, encoding: str = "float16"
+) -> pa.Schema:
+    """The chunk table's Arrow schema; `dim`: retrieval vector size, `d`: state size,
+    `encoding`: "float16" or "int8" (see the module docstring)."""
+    check_encoding(encoding)
+    if encoding == "int8":
+        states = [
+            pa.field("states", pa.list_(pa.list_(pa.int8(), d))),
+            pa.field("state_scales", pa.list_(pa.float32())),
+        ]
+    else:
+        states = [pa.field("states", pa.list_(pa.list_(pa.float16(), d)))]
     return pa.schema(
         [
             pa.field("row_id", pa.int64(), nullable=False),
@@ -51,9 +69,21 @@ def chunk_schema(dim: int = DEFAULT_VECTOR_DIM, d: int = DEFAULT_STATE_DIM) -> p
             pa.field("text", pa.string()),
             pa.field("n_tokens", pa.int32()),
             pa.field("vector", pa.list_(pa.float32(), dim)),
-            pa.field("states", pa.list_(pa.list_(pa.float16(), d))),
+            *states,
         ]
     )
+
+
+def check_encoding(encoding: str) -> None:
+    if encoding not in STATE_ENCODINGS:
+        raise IndexStoreError(
+            f"unknown state encoding {encoding!r}; expected one of {', '.join(STATE_ENCODINGS)}"
+        )
+
+
+def bytes_per_state(d: int, encoding: str) -> int:
+    """Stored bytes of one state vector of size d."""
+    return d + 4 if encoding == "int8" else 2 * d
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +137,7 @@ def states_to_arrow(states: Sequence[np.ndarray], d: int) -> pa.ListArray:
 
 
 def states_from_arrow(column: pa.ChunkedArray | pa.Array, d: int) -> list[np.ndarray]:
-    """list<fixed_size_list<float16, d>>[n] -> n read-only (n_i, d) float16 views."""
+    """list<fixed_size_list<T, d>>[n] -> n read-only (n_i, d) views of dtype T."""
     array = _combine(column)
     if len(array) == 0:
         return []
@@ -117,15 +147,66 @@ def states_from_arrow(column: pa.ChunkedArray | pa.Array, d: int) -> list[np.nda
     return np.split(flat, offsets[1:-1])
 
 
+def quantize_int8(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) float -> (q (n, d) int8, scales (n,) float32) with x ≈ q · scale per row:
+    scale = max|x_row| / 127, so |x - q · scale| ≤ scale / 2. IndexStoreError if not finite."""
+    x = np.asarray(states, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise IndexStoreError("states hold inf or NaN: they cannot be stored as int8")
+    scales = (np.abs(x).max(axis=1, initial=0.0) / 127).astype(np.float32)  # (n,)
+    divisor = np.where(scales > 0, scales, np.float32(1))[:, None]
+    q = np.clip(np.rint(x / divisor), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(n, d) int8, (n,) float32 -> (n, d) float32."""
+    return q.astype(np.float32) * scales[:, None]
+
+
+def int8_states_to_arrow(states: Sequence[np.ndarray], d: int) -> tuple[pa.ListArray, pa.ListArray]:
+    """n arrays (n_i, d) -> (list<fixed_size_list<int8, d>>[n], list<float32>[n] scales)."""
+    quantized = [quantize_int8(np.asarray(s).reshape(-1, d)) for s in states]
+    offsets = np.zeros(len(states) + 1, dtype=np.int32)
+    np.cumsum([q.shape[0] for q, _ in quantized], out=offsets[1:])
+    flat = np.concatenate([q.reshape(-1) for q, _ in quantized]) if quantized else np.zeros(0)
+    flat_scales = np.concatenate([sc for _, sc in quantized]) if quantized else np.zeros(0)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(np.int8), pa.int8()), d)
+    scales = pa.array(flat_scales.astype(np.float32), pa.float32())
+    offsets_array = pa.array(offsets)
+    return (
+        pa.ListArray.from_arrays(offsets_array, inner),
+        pa.ListArray.from_arrays(offsets_array, scales),
+    )
+
+
+def int8_states_from_arrow(
+    states: pa.ChunkedArray | pa.Array, scales: pa.ChunkedArray | pa.Array, d: int
+) -> list[np.ndarray]:
+    """The columns of `int8_states_to_arrow` -> n dequantised (n_i, d) float32 arrays."""
+    q = states_from_arrow(states, d)  # the same list layout, int8 values
+    scale_array = _combine(scales)
+    if len(scale_array) == 0:
+        return []
+    offsets = scale_array.offsets.to_numpy()
+    flat = scale_array.flatten().to_numpy(zero_copy_only=False)
+    per_chunk = np.split(flat, offsets[1:-1] - offsets[0])
+    return [dequantize_int8(qi, si) for qi, si in zip(q, per_chunk, strict=True)]
+
+
 def _combine(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def records_to_arrow(
-    records: Sequence[ChunkRecord], row_ids: np.ndarray, dim: int, d: int
+    records: Sequence[ChunkRecord],
+    row_ids: np.ndarray,
+    dim: int,
+    d: int,
+    encoding: str = "float16",
 ) -> pa.Table:
-    """Records + their row ids (n,) -> a pa.Table in `chunk_schema(dim, d)`."""
-    schema = chunk_schema(dim, d)
+    """Records + their row ids (n,) -> a pa.Table in `chunk_schema(dim, d, encoding)`."""
+    schema = chunk_schema(dim, d, encoding)
     _check_shapes(records, dim, d)
 
     def strings(name: str) -> pa.Array:
@@ -145,8 +226,12 @@ def records_to_arrow(
         strings("text"),
         ints("n_tokens"),
         vectors_to_arrow(vectors.reshape(-1, dim)),
-        states_to_arrow([r.states for r in records], d),
     ]
+    states = [r.states for r in records]
+    if encoding == "int8":
+        columns.extend(int8_states_to_arrow(states, d))
+    else:
+        columns.append(states_to_arrow(states, d))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -184,6 +269,8 @@ class ChunkTable:
         vector_type = table.schema.field("vector").type
         self.dim: int = vector_type.list_size
         self.d: int = table.schema.field("states").type.value_type.list_size
+        value_type = table.schema.field("states").type.value_type.value_type
+        self.encoding: str = "int8" if pa.types.is_int8(value_type) else "float16"
 
     # -- opening --
 
@@ -194,16 +281,18 @@ class ChunkTable:
         dim: int = DEFAULT_VECTOR_DIM,
         d: int = DEFAULT_STATE_DIM,
         *,
+        encoding: str = "float16",
         overwrite: bool = False,
     ) -> ChunkTable:
-        """Create an empty table in `<index_dir>/lance/`; IndexStoreError if one exists."""
+        """Create an empty table in `<index_dir>/lance/` storing states as `encoding`;
+        IndexStoreError if one exists."""
         lance_dir = Path(index_dir) / LANCE_DIR
         if _table_path(index_dir).exists() and not overwrite:
             raise IndexStoreError(f"a chunk table already exists in {lance_dir}")
         lance_dir.mkdir(parents=True, exist_ok=True)
         db = _connect(lance_dir)
         mode = "overwrite" if overwrite else "create"
-        table = db.create_table(TABLE_NAME, schema=chunk_schema(dim, d), mode=mode)
+        table = db.create_table(TABLE_NAME, schema=chunk_schema(dim, d, encoding), mode=mode)
         write_json(lance_dir / _ROW_IDS_FILE, {"next_row_id": 0})
         return cls(index_dir, table, snapshot=False)
 
@@ -238,7 +327,8 @@ class ChunkTable:
         start = self.next_row_id()
         row_ids = np.arange(start, start + len(records), dtype=np.int64)
         if len(records):
-            self._table.add(records_to_arrow(records, row_ids, self.dim, self.d))
+            arrow = records_to_arrow(records, row_ids, self.dim, self.d, self.encoding)
+            self._table.add(arrow)
             write_json(self._row_ids_path(), {"next_row_id": int(start + len(records))})
         return row_ids
 
@@ -267,6 +357,10 @@ class ChunkTable:
             return False
         self._table.create_index("row_id", config=BTree())
         return True
+
+    def data_bytes(self) -> int:
+        """Bytes of the data files this version reads (not older versions' files)."""
+        return int(self._table.stats()["total_bytes"])
 
     def fragments(self) -> int:
         """How many data fragments (files written by separate commits) this version has."""
@@ -310,6 +404,10 @@ class ChunkTable:
         tokens = int(table.column("n_tokens").to_numpy().sum())
         return len(set(table.column("doc_path").to_pylist())), table.num_rows, tokens
 
+    def token_counts(self) -> np.ndarray:
+        """LLM tokens of every chunk in this version, (N,) int32."""
+        return self._scan(["n_tokens"]).column("n_tokens").to_numpy()
+
     def count(self) -> int:
         return self._table.count_rows()
 
@@ -345,7 +443,8 @@ class ChunkTable:
     def fetch(self, row_ids: Sequence[int] | np.ndarray) -> list[StoredChunk]:
         """The chunks with these row ids, in the order asked; IndexStoreError if one is absent.
 
-        States come back as read-only (n_states, d) float16 views into one Arrow buffer.
+        States come back as read-only (n_states, d) float16 views into one Arrow buffer, or
+        for an int8 table as dequantised (n_states, d) float32 arrays.
         """
 
         wanted = np.asarray(row_ids, dtype=np.int64).reshape(-1)
@@ -360,7 +459,7 @@ class ChunkTable:
             shown = ", ".join(str(i) for i in missing[:5])
             raise IndexStoreError(f"row ids not in chunk table version {self.version}: {shown}")
         take = order[np.searchsorted(stored, wanted, sorter=order)]
-        return _to_stored_chunks(table.take(pa.array(take)), self.dim, self.d)
+        return _to_stored_chunks(table.take(pa.array(take)), self.dim, self.d, self.encoding)
 
     # -- internals --
 
@@ -393,11 +492,16 @@ def _table_path(index_dir: Path) -> Path:
     return Path(index_dir) / LANCE_DIR / f"{TABLE_NAME}.lance"
 
 
-def _to_stored_chunks(table: pa.Table, dim: int, d: int) -> list[StoredChunk]:
+def _to_stored_chunks(table: pa.Table, dim: int, d: int, encoding: str) -> list[StoredChunk]:
     """A pa.Table in chunk_schema -> StoredChunk per row (arrays converted column-wise)."""
     vectors = vectors_from_arrow(table.column("vector"), dim)
-    states = states_from_arrow(table.column("states"), d)
-    scalars = table.drop_columns(["vector", "states"]).to_pylist()
+    arrays = ["vector", "states"]
+    if encoding == "int8":
+        states = int8_states_from_arrow(table.column("states"), table.column("state_scales"), d)
+        arrays.append("state_scales")
+    else:
+        states = states_from_arrow(table.column("states"), d)
+    scalars = table.drop_columns(arrays).to_pylist()
     return [
         StoredChunk(vector=vector, states=state, **row)
         for row, vector, state in zip(scalars, vectors, states, strict=True)

@@ -49,13 +49,17 @@ from extok_rag.indexes import (
     read_manifest,
     write_manifest,
 )
-from extok_rag.indexes.manifest import manifest_path
+from extok_rag.indexes.manifest import format_for, manifest_path
+from extok_rag.indexes.table import check_encoding
 from extok_rag.indexing.reading import SourceFile, UnreadableFile, list_corpus, read_text
 
 # Base stride 2: half the disk of stride 1 and every even k stays possible at query time,
 # which covers the paper's k in {2, 4, 8, 16, 32}; k = 1 (no compression) is what raw tokens
 # are for. Bytes per token measured in docs/indexing.md.
 DEFAULT_STRIDE = 2
+# float16 until `eval qa` / `eval lm` show int8 within noise (int8: d + 4 bytes per state,
+# about half; see indexes/table.py).
+DEFAULT_STATE_ENCODING = "float16"
 DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
 # LanceDB fragments (one per table commit) at which a run compacts the table and deletes old
 # versions; see tidy_table.
@@ -71,6 +75,7 @@ class IndexSettings:
 
     chunking: ChunkingConfig | None = None
     stride: int | None = None
+    state_encoding: str | None = None  # "float16" or "int8"; None: the index's, else float16
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     batch_tokens: int = 16_384  # padded tokens per forward pass
@@ -341,7 +346,10 @@ def _run(
         ChunkingConfig.from_dict(manifest.chunking) if manifest else ChunkingConfig()
     )
     stride = settings.stride or (manifest.stride if manifest else DEFAULT_STRIDE)
-    target = _target(models, chunking, stride)
+    encoding = settings.state_encoding or (
+        manifest.state_encoding if manifest else DEFAULT_STATE_ENCODING
+    )
+    target = _target(models, chunking, stride, encoding)
     if manifest is not None and not rebuild:
         _check_settings(manifest, target)
 
@@ -423,6 +431,7 @@ class _Target:
     embedder: str
     stride: int
     chunking: dict
+    state_encoding: str
 
     def to_dict(self) -> dict:
         return {
@@ -431,18 +440,23 @@ class _Target:
             "embedder": self.embedder,
             "stride": self.stride,
             "chunking": self.chunking,
+            "state_encoding": self.state_encoding,
         }
 
 
-def _target(models: IndexModels, chunking: ChunkingConfig, stride: int) -> _Target:
+def _target(
+    models: IndexModels, chunking: ChunkingConfig, stride: int, state_encoding: str
+) -> _Target:
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
+    check_encoding(state_encoding)
     return _Target(
         models.llm_identity,
         models.tokenizer_identity,
         models.embedder_identity,
         stride,
         chunking.to_dict(),
+        state_encoding,
     )
 
 
@@ -453,6 +467,10 @@ def _check_settings(manifest: Manifest, target: _Target) -> None:
         differences.append(f"stride {manifest.stride} in the index vs {target.stride} asked")
     if manifest.chunking != target.chunking:
         differences.append(f"chunking {manifest.chunking} in the index vs {target.chunking} asked")
+    if manifest.state_encoding != target.state_encoding:
+        differences.append(
+            f"{manifest.state_encoding} states in the index vs {target.state_encoding} asked"
+        )
     if differences:
         raise IncompatibleModelError(
             "index was built with other settings: "
@@ -485,7 +503,9 @@ def _open_table(
             return ChunkTable.open(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
         dim = _embedder_dim(models)
-        return ChunkTable.create(index_dir, dim, models.state_dim, overwrite=exists)
+        return ChunkTable.create(
+            index_dir, dim, models.state_dim, encoding=target.state_encoding, overwrite=exists
+        )
     open_committed_table(index_dir, manifest)  # the version to fall back to must exist
     table = ChunkTable.open(index_dir)
     if table.version != manifest.table_version and not resumable:
@@ -647,6 +667,8 @@ def _commit(
         stride=target.stride,
         chunking=target.chunking,
         counts=counts,
+        format_version=format_for(target.state_encoding),
+        state_encoding=target.state_encoding,
         table_version=version,
         vector_file=vector_file,
     )

@@ -67,10 +67,18 @@ def test_corrupt_manifest_is_one_line_index_store_error(tmp_path, content):
 
 
 def test_newer_format_version_refused(tmp_path):
-    data = make_manifest().to_dict() | {"format_version": 2}
+    data = make_manifest().to_dict() | {"format_version": 3}
     manifest_path(tmp_path).write_text(json.dumps(data))
-    with pytest.raises(IndexStoreError, match="format version 2"):
+    with pytest.raises(IndexStoreError, match="format version 3"):
         read_manifest(tmp_path)
+
+
+def test_a_version_1_manifest_reads_as_float16_states(tmp_path):
+    data = make_manifest().to_dict()
+    del data["state_encoding"]  # written before encodings existed
+    manifest_path(tmp_path).write_text(json.dumps(data | {"format_version": 1}))
+    manifest = read_manifest(tmp_path)
+    assert manifest.state_encoding == "float16" and manifest.format_version == 1
 
 
 def test_compatible_models_pass():

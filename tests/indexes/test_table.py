@@ -233,3 +233,61 @@ def test_optimize_compacts_and_deletes_only_versions_before_keep(tmp_path, rng):
         assert table.has_version(committed) and table.count() == 93 + run
     assert not table.has_version(keep.version)
     assert not first_files & data_files()  # the deleted documents' data is gone
+
+
+def test_int8_quantisation_error_is_within_half_a_step(rng):
+    from extok_rag.indexes.table import dequantize_int8, quantize_int8
+
+    x = rng.standard_normal((200, D)).astype(np.float32) * rng.uniform(1e-3, 1e2, (200, 1))
+    x[::7, 3] *= 50  # outlier channels, as residual streams have
+    x[5] = 0.0  # an all-zero state
+    q, scales = quantize_int8(x.astype(np.float16))
+    assert q.dtype == np.int8 and scales.dtype == np.float32 and scales.shape == (200,)
+    assert np.abs(q).max() <= 127
+    x16 = x.astype(np.float16).astype(np.float32)
+    error = np.abs(dequantize_int8(q, scales) - x16)
+    bound = np.abs(x16).max(axis=1, keepdims=True) / 254  # scale / 2
+    assert (error <= bound * (1 + 1e-5) + 1e-12).all()
+    assert (dequantize_int8(q, scales)[5] == 0).all()
+    peak = np.abs(x16).argmax(axis=1)  # each row's largest value is exact up to float32
+    rows = np.arange(200)
+    np.testing.assert_allclose(dequantize_int8(q, scales)[rows, peak], x16[rows, peak], rtol=1e-6)
+    with pytest.raises(IndexStoreError, match="inf or NaN"):
+        quantize_int8(np.array([[1.0, np.inf]], np.float16))
+
+
+def test_int8_table_round_trip_keeps_each_rows_scales(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D, encoding="int8")
+    assert table.encoding == "int8" and ChunkTable.open(tmp_path).encoding == "int8"
+    records = make_records(rng, "a.md", 6, lengths=[1, 5, 2, 9, 1, 3])
+    scaled = [  # chunks of very different magnitudes: a scale read for the wrong row shows
+        ChunkRecord(**{**r.__dict__, "states": (r.states * 10.0 ** (i - 3)).astype(np.float16)})
+        for i, r in enumerate(records)
+    ]
+    table.add(scaled)
+    for chunk in table.fetch([4, 0, 3, 3, 5, 1, 2]):
+        want = scaled[chunk.row_id].states.astype(np.float32)
+        assert chunk.states.dtype == np.float32 and chunk.states.shape == want.shape
+        bound = np.abs(want).max(axis=1, keepdims=True) / 254
+        assert (np.abs(chunk.states - want) <= bound * (1 + 1e-5)).all()
+    with pytest.raises(IndexStoreError, match="unknown state encoding 'int4'"):
+        ChunkTable.create(tmp_path / "x", dim=DIM, d=D, encoding="int4")
+
+
+def test_int8_states_take_about_half_the_bytes(tmp_path, rng):
+    from extok_rag.indexes.table import bytes_per_state
+
+    assert bytes_per_state(576, "float16") == 1152 and bytes_per_state(576, "int8") == 580
+    d = 256
+    states = [rng.standard_normal((64, d)).astype(np.float16) for _ in range(40)]
+    sizes = {}
+    for encoding in ("float16", "int8"):
+        table = ChunkTable.create(tmp_path / encoding, dim=DIM, d=d, encoding=encoding)
+        table.add(
+            [
+                ChunkRecord(f"c{i}", "a.md", "h", "c", i, "t", 128, np.zeros(DIM, np.float32), s)
+                for i, s in enumerate(states)
+            ]
+        )
+        sizes[encoding] = table.data_bytes()
+    assert sizes["int8"] / sizes["float16"] < (d + 4) / (2 * d) + 0.02
