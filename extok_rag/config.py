@@ -297,7 +297,7 @@ class TrainConfig:
 
 
 AskMode = Literal["compressed", "raw", "hybrid", "expand", "spans", "truncated", "none"]
-SpanScorer = Literal["minilm", "lexical", "both"]
+SpanScorer = Literal["minilm", "lexical", "both", "llm"]
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 
 
@@ -318,4 +318,5 @@ class AskConfig:
     mode: AskMode = "compressed"
     source_lines: bool = False  # head each chunk with a short raw line naming its document
     budget: int | None = None  # expand / spans / truncated: positions of the whole prompt
-    scorer: SpanScorer = "minilm"  # expand / spans: how spans are scored against the question
+    scorer: SpanScorer = "both"  # expand / spans: how spans are scored against the question
+    # (both = MiniLM + lexical: the answer in the raw spans most often, benchmarks/expand_probe)

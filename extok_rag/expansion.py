@@ -120,14 +120,25 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / spread if spread > 0 else np.zeros_like(x)
 
 
-SCORERS = ("minilm", "lexical", "both")
+SCORERS = ("minilm", "lexical", "both", "llm")
 
 
-def score_spans(scorer: str, embedder, question: str, spans: Sequence[Span]) -> list[Span]:
-    """Spans with their scores; "both" is the mean of the two min-max normalised scores."""
+def score_spans(
+    scorer: str,
+    embedder,
+    question: str,
+    spans: Sequence[Span],
+    llm_scores: Callable[[], np.ndarray] | None = None,
+) -> list[Span]:
+    """Spans with their scores; "both" is the mean of the two min-max normalised scores;
+    "llm" calls `llm_scores` (the frozen LLM's attention to each span, `query_budget`)."""
     if not spans:
         return []
-    if scorer == "lexical":
+    if scorer == "llm":
+        if llm_scores is None:
+            raise ValueError("the llm scorer needs the frozen LLM's attention pass")
+        scores = llm_scores()
+    elif scorer == "lexical":
         scores = lexical_scores(question, spans)
     elif scorer == "minilm":
         scores = minilm_scores(embedder, question, spans)

@@ -31,6 +31,7 @@ class Scorer(StrEnum):
     minilm = "minilm"
     lexical = "lexical"
     both = "both"
+    llm = "llm"
 
 
 @reports_errors
@@ -61,7 +62,7 @@ def ask(
     ] = "auto",
     scorer: Annotated[
         Scorer, typer.Option(help="expand/spans: how sentences are scored against the question.")
-    ] = Scorer.minilm,
+    ] = Scorer.both,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     show_sources: Annotated[bool, typer.Option(help="List the retrieved chunks.")] = False,

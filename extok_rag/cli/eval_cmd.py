@@ -267,8 +267,8 @@ def qa(
         ),
     ] = "",
     expand_scorer: Annotated[
-        str, typer.Option(help="Span scorer of the expand rows: minilm, lexical, both.")
-    ] = "minilm",
+        str, typer.Option(help="Span scorer of the expand rows: minilm, lexical, both, llm.")
+    ] = "both",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
     latency_questions: Annotated[

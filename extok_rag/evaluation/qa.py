@@ -45,7 +45,7 @@ class QAEvalConfig:
     budget_ks: tuple[int, ...] = (4,)  # compressed top-(k·n): raw top-n's position budget
     expand_budgets: tuple[float, ...] = ()  # expand / spans / truncated at these shares of
     # each question's raw top-n positions (issue: 0.25, 0.35, 0.5)
-    expand_scorer: str = "minilm"
+    expand_scorer: str = "both"
     max_new_tokens: int = 32
     batch_size: int = 8
     latency_questions: int = 20
@@ -62,7 +62,7 @@ class Condition:
     top_n: int
     k: int | None = None
     share: float | None = None  # budget modes: this share of the question's raw positions
-    scorer: str = "minilm"
+    scorer: str = "both"
 
     def ask_config(self, budget: int | None = None) -> AskConfig:
         return AskConfig(
