@@ -88,6 +88,13 @@ def lm(
         int, typer.Option(min=2, help="Positions of the fixed-budget raw row (b).")
     ] = 2048,
     seed: Annotated[int, typer.Option(help="Seed of the window draw.")] = 0,
+    states: Annotated[
+        str,
+        typer.Option(
+            help="Rows (d)/(e) read states as encoded (float32), or round-tripped through an "
+            "index's state encoding (float16, int8)."
+        ),
+    ] = "float32",
     batch_tokens: Annotated[
         int, typer.Option(min=1, help="Most positions per model call (memory bound).")
     ] = 8192,
@@ -121,6 +128,7 @@ def lm(
         raw_positions=raw_positions,
         seed=seed,
         batch_tokens=batch_tokens,
+        states=states,
     )
     if write_docs and not REPORT_SCRIPT.is_file():
         raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
@@ -216,7 +224,7 @@ def command_line(cfg, tokenizer: str | None, books: Path | None, max_books: int 
     for name in ("lengths", "ks"):
         if getattr(cfg, name) != getattr(default, name):
             args += [f"--{name}", ",".join(map(str, getattr(cfg, name)))]
-    for name in ("windows", "chunk_len", "target_len", "raw_positions", "seed"):
+    for name in ("windows", "chunk_len", "target_len", "raw_positions", "seed", "states"):
         if getattr(cfg, name) != getattr(default, name):
             args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
     return shlex.join(args)

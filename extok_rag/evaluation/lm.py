@@ -62,12 +62,16 @@ class LMEvalConfig:
     seed: int = 0
     batch_tokens: int = 8192  # most (padded) positions per LLM / tokenizer call
     downscale: DownscaleMethod = "strided"
+    states: str = "float32"  # float32 (as encoded), or round-tripped through an index's
+    # state encoding: float16, int8 (indexes.table), to measure what storage costs
 
     def __post_init__(self):
         if not self.lengths or min(self.lengths) <= self.target_len:
             raise EvaluationError(f"every length must exceed the target ({self.target_len})")
         if self.windows < 1 or not self.ks or min(self.ks) < 1 or self.chunk_len < 1:
             raise EvaluationError("windows, k and chunk length must be positive")
+        if self.states not in ("float32", "float16", "int8"):
+            raise EvaluationError(f"states: float32, float16 or int8, not {self.states!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,6 +200,18 @@ def encode_context(
     for i in range(0, len(chunks), per_call):
         states += tokenizer.encode(chunks[i : i + per_call])
     return states
+
+
+def stored(states: torch.Tensor, encoding: str) -> torch.Tensor:
+    """States (L, d) as an index would give them back in `encoding` (float32: unchanged)."""
+    if encoding == "float32":
+        return states
+    if encoding == "float16":
+        return states.half().to(states.dtype)
+    from extok_rag.indexes.table import dequantize_int8, quantize_int8
+
+    q, scales = quantize_int8(states.float().cpu().numpy())
+    return torch.from_numpy(dequantize_int8(q, scales)).to(states.device, states.dtype)
 
 
 # -- results --------------------------------------------------------------------------------
@@ -364,7 +380,8 @@ def _evaluate_window(
     live = [r for r in plan if not r.na]
     states = {}  # tokenizer kind -> per-chunk states, encoded once for every k
     for kind in {r.kind for r in live if r.kind != "raw"}:
-        states[kind] = encode_context(tokenizers[kind], context, cfg.chunk_len, cfg.batch_tokens)
+        encoded = encode_context(tokenizers[kind], context, cfg.chunk_len, cfg.batch_tokens)
+        states[kind] = [stored(s, cfg.states) for s in encoded]
         counters["encoder_tokens"] += context.numel()
 
     inputs: dict[tuple, Row] = {}  # input identity -> row

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -197,3 +199,20 @@ def test_eval_lm_resumes_finished_windows(tiny_llm, zero_layer, books, tmp_path,
     for t in CFG.lengths:
         for key, cell in whole.cells[t].items():
             assert resumed.cells[t][key].nll == pytest.approx(cell.nll)
+
+
+def test_states_round_trip_through_index_encodings(tiny_llm, books):
+    tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=2))
+    runs = {
+        enc: evaluate_lm(tiny_llm, books, replace(CFG, states=enc), {"untrained": tok})
+        for enc in ("float32", "float16", "int8")
+    }
+    base = runs["float32"].cells[256]["untrained@2"].ppl
+    for enc in ("float16", "int8"):
+        ppl = runs[enc].cells[256]["untrained@2"].ppl
+        assert ppl == pytest.approx(base, rel=0.02)  # storage barely moves the numbers
+    assert (
+        runs["int8"].cells[256]["untrained@2"].nll != runs["float32"].cells[256]["untrained@2"].nll
+    )
+    with pytest.raises(EvaluationError):
+        replace(CFG, states="int4")
