@@ -265,7 +265,8 @@ def qa(
     ks: Annotated[str, typer.Option(help="k of the compressed top-n rows.")] = "2,4,8,16",
     hybrid_k: Annotated[int, typer.Option(min=1, help="k of the hybrid row.")] = 4,
     budget_ks: Annotated[
-        str, typer.Option(help="k of the compressed top-(k·n) rows (raw's position budget).")
+        str,
+        typer.Option(help="k of the compressed top-(k·n) rows (raw's position budget); '': none."),
     ] = "4",
     expand_budgets: Annotated[
         str,
@@ -333,7 +334,7 @@ def qa(
         top_n=top_n,
         ks=parse_ints(ks, "--ks"),
         hybrid_k=hybrid_k,
-        budget_ks=parse_ints(budget_ks, "--budget-ks"),
+        budget_ks=parse_ints(budget_ks, "--budget-ks") if budget_ks.strip() else (),
         expand_budgets=parse_shares(expand_budgets),
         expand_scorer=expand_scorer,
         max_new_tokens=max_new_tokens,
