@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,16 +31,38 @@ SEED = int(os.environ.get("EXTOK_FAULT_SEED", "0"))
 LONG_KILLS = int(os.environ.get("EXTOK_FAULT_KILLS", "20"))
 
 # `extok-rag index`, with small table commits (many commit points to be killed at) and
-# compaction every 3 fragments; "ready" once the heavy imports are done.
+# compaction every 3 fragments. It prints "ready" as `build_index` starts (the LLM loaded),
+# "writing" before its first table write and "done" when `build_index` returns, so kill times
+# can be drawn over the run's own work or over its writes alone (a tiny-model run spends most
+# of its time loading models and reading, and its process exit takes longer than its writes).
 FAULT_CLI = """
 import functools, sys
-import torch, transformers
 import extok_rag.indexing as indexing
 from extok_rag.cli import main
+from extok_rag.indexes import ChunkTable
 indexing.IndexSettings = functools.partial(
     indexing.IndexSettings, commit_tokens=512, compact_fragments=3
 )
-print("ready", flush=True)
+build_index = indexing.build_index
+
+def announced(*args, **kwargs):
+    print("ready", flush=True)
+    report = build_index(*args, **kwargs)
+    print("done", flush=True)
+    return report
+
+def first_write(write):
+    def announce(*args, **kwargs):
+        if not ChunkTable.writing:
+            ChunkTable.writing = True
+            print("writing", flush=True)
+        return write(*args, **kwargs)
+    return announce
+
+indexing.build_index = announced
+ChunkTable.writing = False
+ChunkTable.add = first_write(ChunkTable.add)
+ChunkTable.delete_docs = first_write(ChunkTable.delete_docs)
 sys.argv[0] = "extok-rag"
 main()
 """
@@ -65,6 +88,46 @@ def mutate(corpus: Path, rng: random.Random, round_: int) -> None:
     (corpus / f"new{round_}.md").write_text(document(rng, 8))
 
 
+class Run:
+    """A started `index` process and the times its stdout lines ("ready", "writing", "done")
+    arrived, read by a thread so the test can wait for one while the run goes on."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.times: dict[str, float] = {}
+        self.stderr: list[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._stderr = threading.Thread(target=lambda: self.stderr.extend(proc.stderr))
+        self._stderr.start()
+
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self._saw(line.strip())
+        self._saw("eof")
+
+    def _saw(self, name: str) -> None:
+        with self._seen:
+            self.times.setdefault(name, time.monotonic())
+            self._seen.notify_all()
+
+    def wait_for(self, *names: str) -> None:
+        """Until one of `names` (or the end of stdout) has been printed."""
+        with self._seen:
+            self._seen.wait_for(lambda: any(n in self.times for n in (*names, "eof")), 300)
+
+    def finish(self) -> tuple[int, str]:
+        self.proc.wait(timeout=300)
+        self._stderr.join()
+        return self.proc.returncode, "".join(self.stderr)
+
+    def seconds(self, since: str) -> float | None:
+        """From line `since` to "done", if both were printed."""
+        if since in self.times and "done" in self.times:
+            return self.times["done"] - self.times[since]
+        return None
+
+
 class Runner:
     """Starts `extok-rag index CORPUS --index IDX` with the tiny models."""
 
@@ -73,7 +136,7 @@ class Runner:
         self.models = ["--llm", str(llm_dir), "--embedder", str(embedder_dir)]
         self.models += ["--chunk-tokens", "64", "--device", "cpu"]
 
-    def start(self, corpus: Path, idx: Path, preexec_fn=None) -> subprocess.Popen:
+    def start(self, corpus: Path, idx: Path, preexec_fn=None) -> Run:
         args = ["index", str(corpus), "--index", str(idx), *self.models]
         proc = subprocess.Popen(
             [sys.executable, "-c", FAULT_CLI, *args],
@@ -83,14 +146,13 @@ class Runner:
             env=self.env,
             preexec_fn=preexec_fn,
         )
-        assert proc.stdout.readline().strip() == "ready"
-        return proc
+        run = Run(proc)
+        run.wait_for("ready")
+        return run
 
-    def run(self, corpus: Path, idx: Path, preexec_fn=None) -> tuple[int, str, float]:
-        proc = self.start(corpus, idx, preexec_fn)
-        began = time.monotonic()
-        _, err = proc.communicate(timeout=300)
-        return proc.returncode, err, time.monotonic() - began
+    def run(self, corpus: Path, idx: Path, preexec_fn=None) -> tuple[int, str, Run]:
+        run = self.start(corpus, idx, preexec_fn)
+        return (*run.finish(), run)
 
 
 @pytest.fixture
@@ -139,10 +201,11 @@ def kill_at_random_moments(tmp_path: Path, runner: Runner, kills: int, seed: int
     rng = random.Random(seed)
     corpus, idx = tmp_path / "corpus", tmp_path / "idx"
     corpus.mkdir()
-    for i in range(10):
+    for i in range(16):
         (corpus / f"doc{i}.md").write_text(document(rng, 12))
-    code, err, work_s = runner.run(corpus, idx)  # a first, whole build: its time scales kills
+    code, err, first = runner.run(corpus, idx)  # a whole build: it scales the kill times
     assert code == 0, err
+    work_s, write_s = first.seconds("ready"), first.seconds("writing")
     killed, round_, phases = 0, 0, {}
     while killed < kills:
         round_ += 1
@@ -150,21 +213,27 @@ def kill_at_random_moments(tmp_path: Path, runner: Runner, kills: int, seed: int
         if rng.random() < 0.7:  # sometimes a killed run is retried on the same corpus
             mutate(corpus, rng, round_)
         committed = read_manifest(idx).table_version
-        proc = runner.start(corpus, idx)
-        began = time.monotonic()
+        run = runner.start(corpus, idx)
+        if rng.random() < 0.5:  # half the kills over the run's work, half over its writes
+            run.wait_for("writing", "done")
+            start, window = run.times.get("writing", time.monotonic()), write_s
+        else:
+            start, window = run.times["ready"], work_s
+        delay = start + rng.uniform(0, window) - time.monotonic()
         try:
-            proc.wait(timeout=rng.uniform(0, work_s))
+            run.proc.wait(timeout=max(delay, 0))
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
-            assert proc.returncode == -signal.SIGKILL
+            run.proc.send_signal(signal.SIGKILL)  # a no-op if it has just exited
+        code, err = run.finish()
+        if code == -signal.SIGKILL:
             killed += 1
             phase = phase_at_kill(idx, committed)
             phases[phase] = phases.get(phase, 0) + 1
         else:
-            _, err = proc.communicate()
-            assert proc.returncode == 0, err
-            work_s = max(time.monotonic() - began, 0.5)  # runs get shorter as work is kept
+            assert code == 0, err
+            # Runs get shorter as their work is kept: scale the next kills to this one.
+            work_s = max(run.seconds("ready") or work_s, 0.3)
+            write_s = max(run.seconds("writing") or write_s, 0.1)
         assert_consistent(idx)
     code, err, _ = runner.run(corpus, idx)  # the final, uninterrupted run
     assert code == 0, err
