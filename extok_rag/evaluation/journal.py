@@ -25,11 +25,8 @@ def settings_key(settings: dict) -> str:
 
 def file_digest(path: Path) -> str:
     """sha256 of a file (a checkpoint's weights, say), for settings that name a file."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Journal:
