@@ -135,7 +135,6 @@ def info(
 
 def index_facts(index_dir: Path, snapshot) -> dict:
     """What `info` shows, as plain JSON values (the committed snapshot's)."""
-    from extok_rag.indexes import bytes_per_state
     from extok_rag.indexing import disk_bytes
 
     m = snapshot.manifest
@@ -143,7 +142,7 @@ def index_facts(index_dir: Path, snapshot) -> dict:
     tokens = m.counts.tokens
     stored = snapshot.table.data_bytes() + (index_dir / m.vector_file).stat().st_size
     n_states = int((-(-snapshot.table.token_counts() // m.stride)).sum())  # ceil(n / stride)
-    state_bytes = n_states * bytes_per_state(snapshot.table.d, m.state_encoding)
+    state_bytes = n_states * snapshot.table.bytes_per_state
     return {
         "index": str(index_dir),
         "llm": m.llm.to_dict(),

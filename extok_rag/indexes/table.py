@@ -6,9 +6,10 @@ any length is one row and reading it back is a reshape. Two state encodings (the
 schema says which):
 
 - `float16`: T = float16, 2·d bytes per state, read back bit for bit;
-- `int8`: T = int8 plus one float32 scale per state ("state_scales", `list<float32>`), d + 4
-  bytes per state: symmetric per-vector quantisation, x ≈ q · scale with
-  scale = max|x| / 127, so |x - q · scale| ≤ scale / 2 = max|x| / 254 per element.
+- `int8`: T = int8 plus one scale per state ("state_scales", `list<float16>`), d + 2 bytes
+  per state: symmetric per-vector quantisation, x ≈ q · scale with scale = max|x| / 127
+  rounded up to float16, so |x - q · scale| ≤ scale / 2 ≤ max|x| / 254 · (1 + 2⁻¹⁰) per
+  element. Tables written before float16 scales hold `list<float32>` (d + 4 bytes); both read.
 
 Rows are keyed by `row_id`, an int64 assigned here, increasing, and never reused after a delete
 (the next id is kept in `<index_dir>/lance/row_ids.json`), so a FAISS index keyed by row id
@@ -54,7 +55,7 @@ def chunk_schema(
     if encoding == "int8":
         states = [
             pa.field("states", pa.list_(pa.list_(pa.int8(), d))),
-            pa.field("state_scales", pa.list_(pa.float32())),
+            pa.field("state_scales", pa.list_(pa.float16())),
         ]
     else:
         states = [pa.field("states", pa.list_(pa.list_(pa.float16(), d)))]
@@ -81,9 +82,9 @@ def check_encoding(encoding: str) -> None:
         )
 
 
-def bytes_per_state(d: int, encoding: str) -> int:
-    """Stored bytes of one state vector of size d."""
-    return d + 4 if encoding == "int8" else 2 * d
+def bytes_per_state(d: int, encoding: str, scale_bytes: int = 2) -> int:
+    """Stored bytes of one state vector of size d (int8: plus its `scale_bytes`-byte scale)."""
+    return d + scale_bytes if encoding == "int8" else 2 * d
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,31 +149,37 @@ def states_from_arrow(column: pa.ChunkedArray | pa.Array, d: int) -> list[np.nda
 
 
 def quantize_int8(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) float -> (q (n, d) int8, scales (n,) float32) with x ≈ q · scale per row:
-    scale = max|x_row| / 127, so |x - q · scale| ≤ scale / 2. IndexStoreError if not finite."""
+    """(n, d) float -> (q (n, d) int8, scales (n,) float16) with x ≈ q · scale per row:
+    scale = max|x_row| / 127 rounded up to float16 (so no |q| exceeds 127), hence
+    |x - q · scale| ≤ scale / 2. IndexStoreError if not finite or beyond float16's range."""
     x = np.asarray(states, dtype=np.float32)
     if not np.isfinite(x).all():
         raise IndexStoreError("states hold inf or NaN: they cannot be stored as int8")
-    scales = (np.abs(x).max(axis=1, initial=0.0) / 127).astype(np.float32)  # (n,)
-    divisor = np.where(scales > 0, scales, np.float32(1))[:, None]
+    exact = np.abs(x).max(axis=1, initial=0.0) / np.float32(127)  # (n,) float32
+    scales = exact.astype(np.float16)
+    low = scales.astype(np.float32) < exact
+    scales[low] = np.nextafter(scales[low], np.float16(np.inf))
+    if not np.isfinite(scales).all():
+        raise IndexStoreError("states exceed float16's range: they cannot be stored as int8")
+    divisor = np.where(scales > 0, scales.astype(np.float32), np.float32(1))[:, None]
     q = np.clip(np.rint(x / divisor), -127, 127).astype(np.int8)
     return q, scales
 
 
 def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """(n, d) int8, (n,) float32 -> (n, d) float32."""
-    return q.astype(np.float32) * scales[:, None]
+    """(n, d) int8, (n,) float16 or float32 -> (n, d) float32."""
+    return q.astype(np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
 
 
 def int8_states_to_arrow(states: Sequence[np.ndarray], d: int) -> tuple[pa.ListArray, pa.ListArray]:
-    """n arrays (n_i, d) -> (list<fixed_size_list<int8, d>>[n], list<float32>[n] scales)."""
+    """n arrays (n_i, d) -> (list<fixed_size_list<int8, d>>[n], list<float16>[n] scales)."""
     quantized = [quantize_int8(np.asarray(s).reshape(-1, d)) for s in states]
     offsets = np.zeros(len(states) + 1, dtype=np.int32)
     np.cumsum([q.shape[0] for q, _ in quantized], out=offsets[1:])
     flat = np.concatenate([q.reshape(-1) for q, _ in quantized]) if quantized else np.zeros(0)
     flat_scales = np.concatenate([sc for _, sc in quantized]) if quantized else np.zeros(0)
     inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(np.int8), pa.int8()), d)
-    scales = pa.array(flat_scales.astype(np.float32), pa.float32())
+    scales = pa.array(flat_scales.astype(np.float16), pa.float16())
     offsets_array = pa.array(offsets)
     return (
         pa.ListArray.from_arrays(offsets_array, inner),
@@ -271,6 +278,9 @@ class ChunkTable:
         self.d: int = table.schema.field("states").type.value_type.list_size
         value_type = table.schema.field("states").type.value_type.value_type
         self.encoding: str = "int8" if pa.types.is_int8(value_type) else "float16"
+        scales = table.schema.field("state_scales") if self.encoding == "int8" else None
+        scale_bytes = scales.type.value_type.byte_width if scales is not None else 0
+        self.bytes_per_state: int = bytes_per_state(self.d, self.encoding, scale_bytes)
 
     # -- opening --
 
@@ -328,7 +338,8 @@ class ChunkTable:
         row_ids = np.arange(start, start + len(records), dtype=np.int64)
         if len(records):
             arrow = records_to_arrow(records, row_ids, self.dim, self.d, self.encoding)
-            self._table.add(arrow)
+            # A table written by an older release keeps its own (wider) types: cast up.
+            self._table.add(arrow.cast(self._table.schema))
             write_json(self._row_ids_path(), {"next_row_id": int(start + len(records))})
         return row_ids
 
