@@ -11,6 +11,10 @@ schema says which):
   rounded up to float16, so |x - q · scale| ≤ scale / 2 ≤ max|x| / 254 · (1 + 2⁻¹⁰) per
   element. Tables written before float16 scales hold `list<float32>` (d + 4 bytes); both read.
 
+Retrieval vectors ("vector") are float32 in a float16-state table and float16 in an int8 one
+(they are unit vectors; the FAISS file is built from them at the same precision, see
+indexes/vectors.py); older int8 tables hold float32 vectors, and both read.
+
 Rows are keyed by `row_id`, an int64 assigned here, increasing, and never reused after a delete
 (the next id is kept in `<index_dir>/lance/row_ids.json`), so a FAISS index keyed by row id
 never points at a different chunk than the one it was built from.
@@ -69,10 +73,15 @@ def chunk_schema(
             pa.field("position", pa.int32()),  # chunk index within its document
             pa.field("text", pa.string()),
             pa.field("n_tokens", pa.int32()),
-            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("vector", pa.list_(vector_type(encoding), dim)),
             *states,
         ]
     )
+
+
+def vector_type(encoding: str) -> pa.DataType:
+    """The retrieval vectors' element type in a new table with these states."""
+    return pa.float16() if encoding == "int8" else pa.float32()
 
 
 def check_encoding(encoding: str) -> None:
@@ -112,16 +121,20 @@ class StoredChunk(ChunkRecord):
 # --- numpy <-> Arrow, vectorised: one concatenate per batch, never a loop per value ---
 
 
-def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    """(n, dim) float32 -> fixed_size_list<float32, dim>[n]."""
-    flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), vectors.shape[1])
+def vectors_to_arrow(
+    vectors: np.ndarray, value_type: pa.DataType | None = None
+) -> pa.FixedSizeListArray:
+    """(n, dim) float -> fixed_size_list<value_type, dim>[n] (float32, the default, or float16)."""
+    value_type = value_type or pa.float32()
+    flat = np.ascontiguousarray(vectors, dtype=value_type.to_pandas_dtype()).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, value_type), vectors.shape[1])
 
 
 def vectors_from_arrow(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """fixed_size_list<float32, dim>[n] -> (n, dim) float32."""
+    """fixed_size_list<T, dim>[n] -> (n, dim) float32 (exact for T = float16 or float32)."""
     array = _combine(column)
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), dim)
+    flat = array.flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(len(array), dim)
 
 
 def states_to_arrow(states: Sequence[np.ndarray], d: int) -> pa.ListArray:
@@ -211,9 +224,11 @@ def records_to_arrow(
     dim: int,
     d: int,
     encoding: str = "float16",
+    schema: pa.Schema | None = None,
 ) -> pa.Table:
-    """Records + their row ids (n,) -> a pa.Table in `chunk_schema(dim, d, encoding)`."""
-    schema = chunk_schema(dim, d, encoding)
+    """Records + their row ids (n,) -> a pa.Table in `schema`, by default
+    `chunk_schema(dim, d, encoding)` (an older table's own schema may have wider types)."""
+    schema = schema or chunk_schema(dim, d, encoding)
     _check_shapes(records, dim, d)
 
     def strings(name: str) -> pa.Array:
@@ -232,13 +247,14 @@ def records_to_arrow(
         ints("position"),
         strings("text"),
         ints("n_tokens"),
-        vectors_to_arrow(vectors.reshape(-1, dim)),
+        vectors_to_arrow(vectors.reshape(-1, dim), schema.field("vector").type.value_type),
     ]
     states = [r.states for r in records]
     if encoding == "int8":
         columns.extend(int8_states_to_arrow(states, d))
     else:
         columns.append(states_to_arrow(states, d))
+    columns = [c.cast(f.type) for c, f in zip(columns, schema, strict=True)]  # exact: widens
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -273,8 +289,9 @@ class ChunkTable:
         self.index_dir = Path(index_dir)
         self._table = table  # lancedb.table.LanceTable
         self._snapshot = snapshot
-        vector_type = table.schema.field("vector").type
-        self.dim: int = vector_type.list_size
+        vector_field = table.schema.field("vector").type
+        self.dim: int = vector_field.list_size
+        self.vector_dtype = np.dtype(vector_field.value_type.to_pandas_dtype())  # float32/16
         self.d: int = table.schema.field("states").type.value_type.list_size
         value_type = table.schema.field("states").type.value_type.value_type
         self.encoding: str = "int8" if pa.types.is_int8(value_type) else "float16"
@@ -337,9 +354,10 @@ class ChunkTable:
         start = self.next_row_id()
         row_ids = np.arange(start, start + len(records), dtype=np.int64)
         if len(records):
-            arrow = records_to_arrow(records, row_ids, self.dim, self.d, self.encoding)
-            # A table written by an older release keeps its own (wider) types: cast up.
-            self._table.add(arrow.cast(self._table.schema))
+            # A table written by an older release keeps its own (wider) types.
+            schema = self._table.schema
+            arrow = records_to_arrow(records, row_ids, self.dim, self.d, self.encoding, schema)
+            self._table.add(arrow)
             write_json(self._row_ids_path(), {"next_row_id": int(start + len(records))})
         return row_ids
 

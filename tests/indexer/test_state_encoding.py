@@ -34,10 +34,12 @@ def test_int8_index_is_within_half_a_step_of_the_float16_one(corpus, tmp_path, m
     assert want.keys() == got.keys()
     for key, chunk in got.items():
         exact = want[key].states.astype(np.float32)
-        bound = np.abs(exact).max(axis=1, keepdims=True) / 254
+        bound = np.abs(exact).max(axis=1, keepdims=True) / 254 * (1 + 2**-10)  # float16 scale
         assert chunk.states.shape == exact.shape
         assert (np.abs(chunk.states - exact) <= bound * (1 + 1e-5) + 1e-6).all(), key
-        assert (chunk.text, chunk.vector.tobytes()) == (want[key].text, want[key].vector.tobytes())
+        assert chunk.text == want[key].text
+        # int8 indexes keep retrieval vectors at float16 (unit vectors; see indexes/table.py)
+        assert np.array_equal(chunk.vector, want[key].vector.astype(np.float16).astype(np.float32))
 
 
 def test_encoding_is_kept_refused_when_changed_and_rebuilt(corpus, tmp_path, models, small):
@@ -70,7 +72,7 @@ def test_info_json_gives_the_encoding_and_bytes_per_token(corpus, tmp_path, mode
     f16, i8 = shown["float16"], shown["int8"]
     # states alone: bytes per state / stride, plus the odd chunk tail's extra state
     assert 2 * d / stride <= f16["state_bytes_per_token"] <= 2 * d / stride * 1.1
-    assert (d + 4) / stride <= i8["state_bytes_per_token"] <= (d + 4) / stride * 1.1
+    assert (d + 2) / stride <= i8["state_bytes_per_token"] <= (d + 2) / stride * 1.1
     assert i8["bytes_per_token"] < f16["bytes_per_token"]
     assert i8["bytes_per_token"] > i8["state_bytes_per_token"]  # text, vectors, FAISS too
 

@@ -53,6 +53,21 @@ def test_schema_is_parameterised():
     assert schema.field("vector").type == pa.list_(pa.float32(), 384)
     assert schema.field("states").type == pa.list_(pa.list_(pa.float16(), 576))
     assert schema.field("row_id").type == pa.int64()
+    int8 = chunk_schema(dim=384, d=576, encoding="int8")
+    assert int8.field("vector").type == pa.list_(pa.float16(), 384)  # unit vectors
+    assert int8.field("state_scales").type == pa.list_(pa.float16())
+
+
+def test_int8_table_keeps_vectors_at_float16(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, dim=DIM, d=D, encoding="int8")
+    records = make_records(rng, "a.md", 4)
+    table.add(records)
+    assert table.vector_dtype == np.float16
+    row_ids, vectors = table.vectors()
+    want = np.stack([records[i].vector for i in row_ids]).astype(np.float16).astype(np.float32)
+    assert vectors.dtype == np.float32 and np.array_equal(vectors, want)
+    for chunk in table.fetch([3, 1]):
+        assert np.array_equal(chunk.vector, want[list(row_ids).index(chunk.row_id)])
 
 
 def test_states_arrow_round_trip_is_bitwise(rng):
@@ -279,8 +294,8 @@ def test_int8_table_round_trip_keeps_each_rows_scales(tmp_path, rng):
 
 
 def test_int8_table_with_float32_scales_still_reads_and_grows(tmp_path, rng):
-    """An int8 table written before float16 scales (list<float32>) reads, and takes appends
-    in its own types."""
+    """An int8 table written before float16 scales and vectors (float32 both) reads, and
+    takes appends in its own types."""
     import lancedb
 
     from extok_rag.indexes.table import chunk_schema
@@ -289,15 +304,21 @@ def test_int8_table_with_float32_scales_still_reads_and_grows(tmp_path, rng):
     old = schema.set(
         schema.get_field_index("state_scales"), pa.field("state_scales", pa.list_(pa.float32()))
     )
+    old = old.set(old.get_field_index("vector"), pa.field("vector", pa.list_(pa.float32(), DIM)))
     (tmp_path / "lance").mkdir()
     lancedb.connect(str(tmp_path / "lance")).create_table("chunks", schema=old)
     table = ChunkTable.open(tmp_path)
     assert table.encoding == "int8" and table.bytes_per_state == D + 4
+    assert table.vector_dtype == np.float32
     records = make_records(rng, "a.md", 3, lengths=[2, 1, 4])
     table.add(records)
-    assert ChunkTable.open(tmp_path)._table.schema.field("state_scales").type == old.field(
-        "state_scales"
-    ).type
+    assert np.array_equal(
+        table.vectors()[1], np.stack([r.vector for r in records]).astype(np.float32)
+    )
+    assert (
+        ChunkTable.open(tmp_path)._table.schema.field("state_scales").type
+        == old.field("state_scales").type
+    )
     for chunk in table.fetch([2, 0, 1]):
         want = records[chunk.row_id].states.astype(np.float32)
         bound = np.abs(want).max(axis=1, keepdims=True) / 254 * (1 + 2**-10)
