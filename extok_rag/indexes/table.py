@@ -295,6 +295,7 @@ class ChunkTable:
         vector_field = table.schema.field("vector").type
         self.dim: int = vector_field.list_size
         self.vector_dtype = np.dtype(vector_field.value_type.to_pandas_dtype())  # float32/16
+        self.vector_precision: str = self.vector_dtype.name  # "float32" or "float16"
         self.d: int = table.schema.field("states").type.value_type.list_size
         value_type = table.schema.field("states").type.value_type.value_type
         self.encoding: str = "int8" if pa.types.is_int8(value_type) else "float16"

@@ -4,6 +4,10 @@ Exact (flat) search below `hnsw_threshold` vectors, HNSW (M=32) at or above it. 
 L2-normalised, so inner product is cosine similarity. The index is an `IndexIDMap2`, so search
 answers chunk-table row ids directly. Where the faiss GPU build sees a GPU, flat search runs on
 it (FAISS has no GPU HNSW); the index is always saved as a CPU index.
+
+Vectors are kept at float32, or at float16 (FAISS's fp16 scalar quantiser, half the file) for
+an index whose chunk table stores them at float16 (int8-state indexes), so a rebuild from the
+table gives the same index.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ HNSW_EF_CONSTRUCTION = 80
 _MISSING_EXTRA = "FAISS is not installed; install it with pip install 'extok-rag[cpu]'"
 
 IndexKind = Literal["flat", "hnsw"]
+Precision = Literal["float32", "float16"]
 
 
 def _faiss():
@@ -45,14 +50,27 @@ class VectorIndex:
 
     @classmethod
     def empty(
-        cls, dim: int, kind: IndexKind = "flat", *, ef_search: int = DEFAULT_EF_SEARCH
+        cls,
+        dim: int,
+        kind: IndexKind = "flat",
+        *,
+        precision: Precision = "float32",
+        ef_search: int = DEFAULT_EF_SEARCH,
     ) -> VectorIndex:
         faiss = _faiss()
-        if kind == "hnsw":
-            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        ip = faiss.METRIC_INNER_PRODUCT
+        fp16 = faiss.ScalarQuantizer.QT_fp16
+        if kind == "hnsw" and precision == "float16":
+            inner = faiss.IndexHNSWSQ(dim, fp16, HNSW_M, ip)
+        elif kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(dim, HNSW_M, ip)
+        elif precision == "float16":
+            inner = faiss.IndexScalarQuantizer(dim, fp16, ip)
         else:
             inner = faiss.IndexFlatIP(dim)
+        if kind == "hnsw":
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        inner.is_trained = True  # fp16 needs no training (its range is the type's)
         return cls(faiss.IndexIDMap2(inner), ef_search=ef_search)
 
     @classmethod
@@ -63,10 +81,12 @@ class VectorIndex:
         *,
         hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
         ef_search: int = DEFAULT_EF_SEARCH,
+        precision: Precision = "float32",
     ) -> VectorIndex:
-        """Index `vectors` (N, dim) float32 under `row_ids` (N,) int64; HNSW if N >= threshold."""
+        """Index `vectors` (N, dim) under `row_ids` (N,) int64, kept at `precision`; HNSW if
+        N >= threshold."""
         kind: IndexKind = "hnsw" if len(row_ids) >= hnsw_threshold else "flat"
-        index = cls.empty(np.shape(vectors)[1], kind, ef_search=ef_search)
+        index = cls.empty(np.shape(vectors)[1], kind, precision=precision, ef_search=ef_search)
         index.add(row_ids, vectors)
         return index
 
@@ -76,6 +96,12 @@ class VectorIndex:
     def kind(self) -> IndexKind:
         inner = _faiss().downcast_index(self._index.index)
         return "hnsw" if hasattr(inner, "hnsw") else "flat"
+
+    @property
+    def precision(self) -> Precision:
+        inner = _faiss().downcast_index(self._index.index)
+        storage = _faiss().downcast_index(inner.storage) if hasattr(inner, "hnsw") else inner
+        return "float16" if hasattr(storage, "sq") else "float32"
 
     @property
     def dim(self) -> int:
@@ -119,7 +145,7 @@ class VectorIndex:
         if self.kind == "hnsw":
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.ef_search
             return self._index
-        if self._gpu_index is None and _num_gpus(faiss) > 0:
+        if self._gpu_index is None and self.precision == "float32" and _num_gpus(faiss) > 0:
             self._gpu_resources = faiss.StandardGpuResources()
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
         return self._index if self._gpu_index is None else self._gpu_index

@@ -240,7 +240,7 @@ def heal_vectors(
     """Rebuild the FAISS index of `manifest` from `table` (at its version); save it unless a
     writer holds the index (then the next commit writes a fresh one anyway)."""
     row_ids, vectors = table.vectors()
-    index = VectorIndex.build(row_ids, vectors)
+    index = VectorIndex.build(row_ids, vectors, precision=table.vector_precision)
     saved = _save_unless_busy(index, index_dir / manifest.vector_file)
     reason = reason.removesuffix("; rebuild it with --rebuild").removesuffix(
         "; build the index first"
@@ -656,7 +656,12 @@ def _commit(
     snapshot = table.checkout(version)
     row_ids, vectors = snapshot.vectors()
     vector_file = f"vectors-{version}.faiss"
-    index = VectorIndex.build(row_ids, vectors, hnsw_threshold=settings.hnsw_threshold)
+    index = VectorIndex.build(
+        row_ids,
+        vectors,
+        hnsw_threshold=settings.hnsw_threshold,
+        precision=snapshot.vector_precision,  # float16 for int8 states (table.py)
+    )
     index.save(index_dir / vector_file)
     documents, chunks, tokens = snapshot.counts()
     counts = IndexCounts(documents=documents, chunks=chunks, tokens=tokens)

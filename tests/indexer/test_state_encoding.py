@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from extok_rag.errors import IncompatibleModelError
 from extok_rag.indexes import read_manifest
+from extok_rag.indexes.vectors import VectorIndex
 from extok_rag.indexing import build_index
 
 from .test_indexer import rows
@@ -30,6 +31,10 @@ def test_int8_index_is_within_half_a_step_of_the_float16_one(corpus, tmp_path, m
     f16, i8 = read_manifest(tmp_path / "f16"), read_manifest(tmp_path / "i8")
     assert (f16.state_encoding, f16.format_version) == ("float16", 1)
     assert (i8.state_encoding, i8.format_version) == ("int8", 2)
+    # the FAISS file keeps vectors at the table's precision: float16 for int8 states
+    faiss_files = {k: tmp_path / k / m.vector_file for k, m in (("f16", f16), ("i8", i8))}
+    assert VectorIndex.load(faiss_files["f16"]).precision == "float32"
+    assert VectorIndex.load(faiss_files["i8"]).precision == "float16"
     want, got = rows(tmp_path / "f16"), rows(tmp_path / "i8")
     assert want.keys() == got.keys()
     for key, chunk in got.items():

@@ -343,3 +343,9 @@ def test_int8_states_take_about_half_the_bytes(tmp_path, rng):
         )
         sizes[encoding] = table.data_bytes()
     assert sizes["int8"] / sizes["float16"] < (d + 2) / (2 * d) + 0.02
+
+
+def test_vector_precision_follows_the_tables_vectors(tmp_path):
+    assert ChunkTable.create(tmp_path / "a", dim=DIM, d=D).vector_precision == "float32"
+    int8 = ChunkTable.create(tmp_path / "b", dim=DIM, d=D, encoding="int8")
+    assert int8.vector_precision == "float16"

@@ -128,3 +128,23 @@ def test_gpu_copy_used_for_flat_search_and_never_saved(tmp_path, data, monkeypat
     hnsw = VectorIndex.build(row_ids, vectors, hnsw_threshold=1000)
     hnsw.search(queries, 3)
     assert len(copies) == 2  # FAISS has no GPU HNSW: it stays on the CPU
+
+
+@pytest.mark.parametrize("threshold", [10**9, 1000], ids=["flat", "hnsw"])
+def test_float16_index_scores_as_float32_over_float16_vectors(data, tmp_path, threshold):
+    """A float16 index (int8-state indexes) holds the vectors at float16: its scores are the
+    float32 index's over the same float16-rounded vectors, and it survives save/load."""
+    row_ids, vectors, queries = data
+    rounded = vectors.astype(np.float16).astype(np.float32)
+    half = VectorIndex.build(row_ids, vectors, hnsw_threshold=threshold, precision="float16")
+    half.save(tmp_path / "v.faiss")
+    loaded = VectorIndex.load(tmp_path / "v.faiss")
+    assert (loaded.precision, loaded.kind) == ("float16", half.kind)
+    assert VectorIndex.build(row_ids, vectors).precision == "float32"
+    exact = VectorIndex.build(row_ids, rounded, hnsw_threshold=10**9)
+    found, scores = loaded.search(queries, 4)
+    want_found, want_scores = exact.search(queries, 4)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    if half.kind == "flat":  # (HNSW's graph links cost the same at either precision)
+        assert (found == want_found).all()
+        assert (tmp_path / "v.faiss").stat().st_size < len(row_ids) * (2 * DIM + 8) + 4096
