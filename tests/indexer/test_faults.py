@@ -4,17 +4,17 @@ rows; and a disk-full run (a file-size limit) must end in one error line with th
 index intact.
 
 Seed: EXTOK_FAULT_SEED (default 0). The long variant (EXTOK_FAULT_KILLS kills, default 20) is
-marked `slow` and runs only with EXTOK_SLOW_TESTS=1.
+marked `slow` and runs only with EXTOK_SLOW_TESTS=1. The processes are forked from one server
+per module that imported torch, transformers and LanceDB once (cli_procs.py): each is still a
+process of its own, killed, limited and exiting alone, but starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ import pytest
 from extok_rag.indexes import read_manifest
 from extok_rag.indexing import open_index
 
+from .cli_procs import ForkedProcess, ForkServer
 from .test_indexer import rows
 
 SEED = int(os.environ.get("EXTOK_FAULT_SEED", "0"))
@@ -92,7 +93,7 @@ class Run:
     """A started `index` process and the times its stdout lines ("ready", "writing", "done")
     arrived, read by a thread so the test can wait for one while the run goes on."""
 
-    def __init__(self, proc: subprocess.Popen) -> None:
+    def __init__(self, proc: ForkedProcess) -> None:
         self.proc = proc
         self.times: dict[str, float] = {}
         self.stderr: list[str] = []
@@ -131,33 +132,29 @@ class Run:
 class Runner:
     """Starts `extok-rag index CORPUS --index IDX` with the tiny models."""
 
-    def __init__(self, tmp_path: Path, llm_dir: Path, embedder_dir: Path) -> None:
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    def __init__(self, server: ForkServer, llm_dir: Path, embedder_dir: Path) -> None:
+        self.server = server
         self.models = ["--llm", str(llm_dir), "--embedder", str(embedder_dir)]
         self.models += ["--chunk-tokens", "64", "--device", "cpu"]
 
-    def start(self, corpus: Path, idx: Path, preexec_fn=None) -> Run:
+    def start(self, corpus: Path, idx: Path, file_size_limit: int | None = None) -> Run:
+        """A run; `file_size_limit`: bytes past which its writes fail with EFBIG (an OSError,
+        not a SIGXFSZ kill)."""
         args = ["index", str(corpus), "--index", str(idx), *self.models]
-        proc = subprocess.Popen(
-            [sys.executable, "-c", FAULT_CLI, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-            preexec_fn=preexec_fn,
-        )
-        run = Run(proc)
+        run = Run(self.server.spawn(FAULT_CLI, args, file_size_limit=file_size_limit))
         run.wait_for("ready")
         return run
 
-    def run(self, corpus: Path, idx: Path, preexec_fn=None) -> tuple[int, str, Run]:
-        run = self.start(corpus, idx, preexec_fn)
+    def run(self, corpus: Path, idx: Path, file_size_limit: int | None = None):
+        run = self.start(corpus, idx, file_size_limit)
         return (*run.finish(), run)
 
 
-@pytest.fixture
-def runner(tmp_path, tiny_llm_dir, tiny_embedder_dir) -> Runner:
-    return Runner(tmp_path, tiny_llm_dir, tiny_embedder_dir)
+@pytest.fixture(scope="module")
+def runner(tiny_llm_dir, tiny_embedder_dir):
+    server = ForkServer({**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    yield Runner(server, tiny_llm_dir, tiny_embedder_dir)
+    server.close()
 
 
 def assert_consistent(idx: Path) -> None:
@@ -256,16 +253,6 @@ def test_many_sigkills_at_random_moments(tmp_path, runner):
     assert sum(phases.values()) == LONG_KILLS >= 20
 
 
-def file_size_limit(limit: int):
-    """preexec_fn: writes past `limit` bytes fail with EFBIG (an OSError, not a SIGXFSZ kill)."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
-
-
 def test_disk_full_ends_in_one_error_line_and_keeps_the_index(corpus, tmp_path, runner):
     idx = tmp_path / "idx"
     small = tmp_path / "small"
@@ -277,7 +264,7 @@ def test_disk_full_ends_in_one_error_line_and_keeps_the_index(corpus, tmp_path, 
     before, committed = rows(idx), read_manifest(idx).table_version
     (small / "big.md").write_bytes((corpus / "big.md").read_bytes())  # ~0.5 MB of states
 
-    code, err, _ = runner.run(small, idx, preexec_fn=file_size_limit(256 * 1024))
+    code, err, _ = runner.run(small, idx, file_size_limit=256 * 1024)
     assert code == 1, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err

@@ -1,12 +1,11 @@
 """One writer at a time, with real processes: `extok-rag index` runs on the tiny models, one of
-them paused after its first table commit, while a second run and readers try the same index."""
+them paused after its first table commit, while a second run and readers try the same index.
+The processes are forked from one server that imported the CLI's modules once (cli_procs.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from extok_rag.errors import IndexStoreError
 from extok_rag.indexes import ChunkTable, read_manifest
 from extok_rag.indexing import open_index
 
+from .cli_procs import ForkedProcess, ForkServer
 from .test_indexer import rows
 
 # `extok-rag index`, but pausing after its first table commit until the file GO exists.
@@ -46,25 +46,26 @@ PAUSED_CLI = textwrap.dedent(
 CLI = "import sys\nfrom extok_rag.cli import main\nsys.argv[0] = 'extok-rag'\nmain()\n"
 
 
+@pytest.fixture(scope="module")
+def server():
+    """Forks the processes of this module's tests (imports paid once; cli_procs.py)."""
+    forks = ForkServer({**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    yield forks
+    forks.close()
+
+
 @pytest.fixture
-def cli(tmp_path, tiny_llm_dir, tiny_embedder_dir):
-    """run(args, paused=False) -> a Popen of `extok-rag ARGS` (tiny models added to `index`)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EXTOK_TEST_GO": str(tmp_path / "go")}
-    env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def cli(tmp_path, tiny_llm_dir, tiny_embedder_dir, server):
+    """run(args, paused=False) -> a Popen-like process of `extok-rag ARGS` (tiny models added
+    to `index`), forked from `server`."""
+    env = {"EXTOK_TEST_GO": str(tmp_path / "go")}
     models = ["--llm", str(tiny_llm_dir), "--embedder", str(tiny_embedder_dir)]
     models += ["--chunk-tokens", "64", "--device", "cpu"]
     started = []
 
-    def run(args: list[str], paused: bool = False) -> subprocess.Popen:
+    def run(args: list[str], paused: bool = False) -> ForkedProcess:
         args = [*args, *models] if args[0] == "index" else args
-        code = PAUSED_CLI if paused else CLI
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        proc = server.spawn(PAUSED_CLI if paused else CLI, args, env)
         started.append(proc)
         return proc
 
@@ -75,12 +76,12 @@ def cli(tmp_path, tiny_llm_dir, tiny_embedder_dir):
         proc.wait()
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+def finish(proc: ForkedProcess, timeout: float = 300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
 
-def wait_paused(proc: subprocess.Popen) -> None:
+def wait_paused(proc: ForkedProcess) -> None:
     line = proc.stdout.readline().strip()
     if line != "paused":
         _, out, err = finish(proc)
