@@ -26,7 +26,7 @@ def machine_line() -> str:
     return (
         f"{platform.machine()} {cpu_description()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), "
+        f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}), "
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
         f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )

@@ -78,7 +78,7 @@ def ask(
 ) -> None:
     """Answer QUESTION from an index built by `extok-rag index`."""
     from extok_rag.cli.console import load_llm
-    from extok_rag.cli.index_cmd import resolve_index_dir
+    from extok_rag.cli.index_cmd import print_notice, resolve_index_dir
     from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
     from extok_rag.indexing import open_index
     from extok_rag.models.embedder import Embedder
@@ -93,7 +93,7 @@ def ask(
         scorer=scorer.value,  # type: ignore[arg-type]
     )
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
-    snapshot = open_index(resolve_index_dir(index))
+    snapshot = open_index(resolve_index_dir(index), notice=print_notice)
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
     frozen = load_llm(llm, runtime)
     check_llm(snapshot, frozen)
