@@ -20,8 +20,12 @@ import time
 from pathlib import Path
 
 SERVER = r"""
-import json, os, resource, select, signal, sys, traceback
-import extok_rag.cli, extok_rag.indexing, extok_rag.indexes, torch, transformers, lancedb
+import importlib, json, os, resource, select, signal, sys, traceback
+for module in sys.argv[1:]:  # what an `index` run imports; a module missing here is skipped
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        pass
 
 def child(request):
     os.setpgid(0, 0)
@@ -81,6 +85,26 @@ while True:
         report({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 """
 
+PRELOAD = [
+    "torch",
+    "transformers",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.bert.modeling_bert",
+    "transformers.models.bert.tokenization_bert_fast",
+    "transformers.models.llama.modeling_llama",
+    "lancedb",
+    "lancedb.index",
+    "faiss",
+    "llama_index.core",  # the document readers
+    "extok_rag.cli",
+    "extok_rag.indexes",
+    "extok_rag.indexing",
+    "extok_rag.indexing.encoding",
+    "extok_rag.models.embedder",
+    "extok_rag.models.extensible_tokenizer",
+    "extok_rag.models.llm",
+]
+
 
 class ForkServer:
     """The server process and the exits it reports. Close with `close`."""
@@ -88,7 +112,7 @@ class ForkServer:
     def __init__(self, env: dict[str, str]) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="extok-forks-"))
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
+            [sys.executable, "-c", SERVER, *PRELOAD],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
