@@ -17,11 +17,13 @@ from extok_rag.indexes import VectorIndex, WriterLock, read_manifest
 from extok_rag.indexing import build_index, open_index
 
 
-@pytest.fixture
-def built(corpus, tmp_path, models, settings):
-    """A committed index of the small corpus: (index dir, its vector file, queries, answers)."""
+@pytest.fixture(params=["float16", "int8"])
+def built(corpus, tmp_path, models, settings, request):
+    """A committed index of the small corpus: (index dir, its vector file, queries, answers),
+    with float16 states (float32 vectors) or int8 states (float16 vectors, fp16 FAISS file)."""
     idx = tmp_path / "idx"
-    build_index(corpus, idx, models, replace(settings, exclude=("big.md",)))
+    small = replace(settings, exclude=("big.md",), state_encoding=request.param)
+    build_index(corpus, idx, models, small)
     snap = open_index(idx)
     queries = snap.table.vectors()[1][:5]
     return idx, idx / snap.manifest.vector_file, queries, snap.vectors.search(queries, 3)
@@ -46,7 +48,9 @@ def test_reader_rebuilds_a_damaged_vector_file_from_the_table(built, caplog, how
     assert "rebuilt it from the chunk table's" in notice and notice.endswith("and saved it")
     for got, want in zip(snap.vectors.search(queries, 3), answers, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert len(VectorIndex.load(path)) == snap.manifest.counts.chunks  # saved back, whole
+    healed = VectorIndex.load(path)
+    assert len(healed) == snap.manifest.counts.chunks  # saved back, whole
+    assert healed.precision == ("float16" if snap.table.encoding == "int8" else "float32")
 
 
 def test_reader_heals_in_memory_while_a_writer_holds_the_index(built, caplog):
