@@ -57,7 +57,7 @@ from extok_rag.indexing.reading import SourceFile, UnreadableFile, list_corpus, 
 # which covers the paper's k in {2, 4, 8, 16, 32}; k = 1 (no compression) is what raw tokens
 # are for. Bytes per token measured in docs/indexing.md.
 DEFAULT_STRIDE = 2
-# float16 until `eval qa` / `eval lm` show int8 within noise (int8: d + 4 bytes per state,
+# float16 until `eval qa` / `eval lm` show int8 within noise (int8: d + 2 bytes per state,
 # about half; see indexes/table.py).
 DEFAULT_STATE_ENCODING = "float16"
 DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
