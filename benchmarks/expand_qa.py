@@ -68,9 +68,7 @@ def plot(sets: list[dict], png: Path) -> None:
 def table(result: dict) -> str:
     lines = ["| row | accuracy | positions (median) |", "|---|---:|---:|"]
     for r in sorted(result["summary"], key=lambda r: r["positions_median"]):
-        lines.append(
-            f"| {r['name']} | {100 * r['accuracy']:.1f}% | {r['positions_median']:,.0f} |"
-        )
+        lines.append(f"| {r['name']} | {100 * r['accuracy']:.1f}% | {r['positions_median']:,.0f} |")
     return "\n".join(lines)
 
 
