@@ -108,18 +108,19 @@ def ask(
 
 
 def parse_k(value: str) -> int | None:
-    if value == "auto":
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ExtokError(f"--k {value!r}: expected a positive integer or 'auto'")
-    return int(value)
+    return parse_auto_int(value, "--k", "a positive integer")
 
 
 def parse_budget(value: str) -> int | None:
+    return parse_auto_int(value, "--budget", "a positive number of positions")
+
+
+def parse_auto_int(value: str, option: str, expected: str) -> int | None:
+    """'auto' -> None, else a positive integer; one clear error line otherwise."""
     if value == "auto":
         return None
     if not value.isdigit() or int(value) < 1:
-        raise ExtokError(f"--budget {value!r}: expected a positive number of positions or 'auto'")
+        raise ExtokError(f"{option} {value!r}: expected {expected} or 'auto'")
     return int(value)
 
 
