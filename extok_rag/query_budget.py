@@ -20,10 +20,9 @@ from extok_rag.expansion import (
     token_starts,
 )
 from extok_rag.models.ask_frame import ask_frame
-from extok_rag.models.extensible_tokenizer import downscale
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import EmbeddingSegment, row_length
-from extok_rag.query import Prompt, Retrieved
+from extok_rag.query import Prompt, Retrieved, chunk_embeddings
 
 
 def budget_prompt(
@@ -69,10 +68,11 @@ def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) 
             "chunks compressed at the largest k: raise --budget or lower --top-n"
         )
     raw = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
+    states = [torch.from_numpy(c.states.astype(np.float32)) for c in chunks]  # once, every k
     ks = [k for k in AUTO_K_CHOICES if k % stride == 0 and k >= plan.k]
     while True:
         for k in ks:
-            row = expanded_row(llm, question, chunks, spans, raw, headers, k, stride)
+            row = expanded_row(llm, question, states, spans, raw, headers, k, stride)
             if row_length(row) <= budget:
                 return Prompt(row, k, row_length(row), raw)
         if not raw:
@@ -83,14 +83,13 @@ def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) 
         ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
 
 
-def expanded_row(llm, question, chunks, spans, raw, headers, k, stride):
+def expanded_row(llm, question, states, spans, raw, headers, k, stride):
     keys = {(s.chunk, s.start, s.end) for s in raw}
     contexts = []
-    for i, chunk in enumerate(chunks):
-        states = torch.from_numpy(chunk.states.astype("float32"))
+    for i, chunk_states in enumerate(states):
         own = [s for s in spans if s.chunk == i]
         mine = {(s.start, s.end) for s in own if (i, s.start, s.end) in keys}
-        contexts.append(chunk_parts(states, own, mine, k, stride))
+        contexts.append(chunk_parts(chunk_states, own, mine, k, stride))
     return llm.chat_row(ask_frame(question, contexts, headers))
 
 
@@ -152,9 +151,7 @@ def attention_scores(llm, question, chunks, spans, headers, stride) -> np.ndarra
     score is the attention the question's closing tokens pay to the embeddings that cover it
     (mean over layers, heads and those tokens; mean over the span's embeddings)."""
     k = max(ATTENTION_K, stride) // stride * stride
-    contexts = [
-        downscale(torch.from_numpy(c.states.astype("float32")), k // stride) for c in chunks
-    ]
+    contexts = [chunk_embeddings(c, k, stride) for c in chunks]
     row = llm.chat_row(ask_frame(question, contexts, headers))
     batch = llm.batch([row])
     model = llm.model
