@@ -308,6 +308,13 @@ def qa(
         bool,
         typer.Option(help="Reuse the conditions a killed run with the same settings finished."),
     ] = True,
+    states: Annotated[
+        str,
+        typer.Option(
+            help="State encoding of the sets' indexes: float16 (<work-dir>/<set>/index) or int8 "
+            "(<set>/index-int8, built beside it from the same corpus)."
+        ),
+    ] = "float16",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
@@ -329,6 +336,8 @@ def qa(
 
     if expand_scorer not in SCORERS:
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
+    if states not in ("float16", "int8"):
+        raise typer.BadParameter("--states must be 'float16' or 'int8'")
     cfg = QAEvalConfig(
         questions=questions,
         top_n=top_n,
@@ -347,7 +356,7 @@ def qa(
     checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
     root = work_dir or home_dir() / "eval-qa"
     results = [
-        run_qa_set(name, cfg, frozen, checkpoint, embedder, root, data_dir, runtime, resume)
+        run_qa_set(name, cfg, frozen, checkpoint, embedder, root, data_dir, runtime, resume, states)
         for name in names
     ]
     markdown = qa_markdown(results)
@@ -363,9 +372,12 @@ def qa(
         err_console.print(f"wrote section {QA_SECTION!r} of {report.DOC}")
 
 
-def run_qa_set(name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runtime, resume):
+def run_qa_set(
+    name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runtime, resume, states="float16"
+):
     """Corpus files → index (incremental; rebuilt when the models changed) → evaluation,
-    each finished condition journaled (resumed on a rerun with the same settings)."""
+    each finished condition journaled (resumed on a rerun with the same settings; the index's
+    manifest, state encoding included, is part of them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from extok_rag.evaluation.qa import evaluate_qa
@@ -376,8 +388,9 @@ def run_qa_set(name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runt
     with err_console.status(f"loading {name}"):
         qa_set = load_qa_set(name, cfg.questions, cfg.seed, data_dir)
         write_corpus(qa_set, root / name / "corpus")
-    index_qa_corpus(root / name, frozen, checkpoint, embedder_dir)
-    snapshot = open_index(root / name / "index")
+    index_dir = qa_index_dir(root / name, states)
+    index_qa_corpus(root / name, index_dir, frozen, checkpoint, embedder_dir, states)
+    snapshot = open_index(index_dir)
     retrieval = Embedder.load(embedder_dir, runtime)
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -410,20 +423,29 @@ def qa_journal(name, cfg, snapshot, frozen, folder: Path, resume: bool):
     return open_journal("qa", settings, resume, f"{name} conditions", folder)
 
 
-def index_qa_corpus(folder: Path, frozen, checkpoint: Path | None, embedder_dir) -> None:
-    """`extok-rag index <folder>/corpus --index <folder>/index`, in process."""
+def qa_index_dir(folder: Path, states: str) -> Path:
+    """A set's index for a state encoding; float16 keeps the folder indexes always had."""
+    return folder / ("index" if states == "float16" else f"index-{states}")
+
+
+def index_qa_corpus(
+    folder: Path, index_dir: Path, frozen, checkpoint: Path | None, embedder_dir, states: str
+) -> None:
+    """`extok-rag index <folder>/corpus --index INDEX_DIR --states STATES`, in process."""
     from extok_rag.cli.index_cmd import RichProgress
     from extok_rag.errors import IncompatibleModelError
-    from extok_rag.indexing import IndexModels, build_index
+    from extok_rag.indexing import IndexModels, IndexSettings, build_index
 
     models = IndexModels(frozen, checkpoint, embedder_dir)
-    corpus, index_dir = folder / "corpus", folder / "index"
+    settings = IndexSettings(state_encoding=states)
     with RichProgress() as progress:
         try:
-            build_index(corpus, index_dir, models, progress=progress)
+            build_index(folder / "corpus", index_dir, models, settings, progress=progress)
         except IncompatibleModelError:
             err_console.print(f"[dim]{index_dir}: other models; re-indexing[/dim]")
-            build_index(corpus, index_dir, models, rebuild=True, progress=progress)
+            build_index(
+                folder / "corpus", index_dir, models, settings, rebuild=True, progress=progress
+            )
 
 
 def qa_docs_section(markdown: str, machine: str, checkpoint, cfg, names: list[str]) -> str:

@@ -170,6 +170,14 @@ def test_cli_indexes_a_real_set_once_and_writes_docs(
     assert again.exit_code == 0, again.output
     assert "resuming 5 finished hotpotqa conditions" in " ".join(again.output.split())
     assert (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text() == manifest
+    int8 = runner.invoke(eval_app, [*args, "--states", "int8"])  # its own index and journal
+    assert int8.exit_code == 0, int8.output
+    assert "resuming" not in int8.output
+    int8_manifest = json.loads(
+        (tmp_path / "work" / "hotpotqa" / "index-int8" / "manifest.json").read_text()
+    )
+    assert int8_manifest["state_encoding"] == "int8"
+    assert (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text() == manifest
 
 
 def test_cli_rejects_an_unknown_set():
