@@ -308,6 +308,13 @@ def qa(
         bool,
         typer.Option(help="Reuse the conditions a killed run with the same settings finished."),
     ] = True,
+    rows: Annotated[
+        str,
+        typer.Option(
+            help="Row families to run, comma-separated: none, raw, compressed, hybrid, budget, "
+            "expand (default all; a subset reuses and extends the same journal)."
+        ),
+    ] = "none,raw,compressed,hybrid,budget,expand",
     states: Annotated[
         str,
         typer.Option(
@@ -338,6 +345,11 @@ def qa(
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
     if states not in ("float16", "int8"):
         raise typer.BadParameter("--states must be 'float16' or 'int8'")
+    from extok_rag.evaluation.qa import ROW_FAMILIES
+
+    families = tuple(r for r in rows.replace(" ", "").split(",") if r)
+    if not families or set(families) - set(ROW_FAMILIES):
+        raise typer.BadParameter(f"--rows takes some of {', '.join(ROW_FAMILIES)}, got {rows!r}")
     cfg = QAEvalConfig(
         questions=questions,
         top_n=top_n,
@@ -356,7 +368,19 @@ def qa(
     checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
     root = work_dir or home_dir() / "eval-qa"
     results = [
-        run_qa_set(name, cfg, frozen, checkpoint, embedder, root, data_dir, runtime, resume, states)
+        run_qa_set(
+            name,
+            cfg,
+            frozen,
+            checkpoint,
+            embedder,
+            root,
+            data_dir,
+            runtime,
+            resume,
+            states,
+            families,
+        )
         for name in names
     ]
     markdown = qa_markdown(results)
@@ -373,14 +397,24 @@ def qa(
 
 
 def run_qa_set(
-    name, cfg, frozen, checkpoint, embedder_dir, root, data_dir, runtime, resume, states="float16"
+    name,
+    cfg,
+    frozen,
+    checkpoint,
+    embedder_dir,
+    root,
+    data_dir,
+    runtime,
+    resume,
+    states="float16",
+    rows=None,
 ):
     """Corpus files → index (incremental; rebuilt when the models changed) → evaluation,
     each finished condition journaled (resumed on a rerun with the same settings; the index's
     manifest, state encoding included, is part of them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from extok_rag.evaluation.qa import evaluate_qa
+    from extok_rag.evaluation.qa import ROW_FAMILIES, evaluate_qa
     from extok_rag.evaluation.qa_data import load_qa_set, write_corpus
     from extok_rag.indexing import open_index
     from extok_rag.models.embedder import Embedder
@@ -400,7 +434,9 @@ def run_qa_set(
             bar.update(task, description=f"{name}: {condition}", completed=done, total=total)
 
         journal = qa_journal(name, cfg, snapshot, frozen, root / name / "runs", resume)
-        return evaluate_qa(frozen, retrieval, snapshot, qa_set, cfg, advance, journal)
+        return evaluate_qa(
+            frozen, retrieval, snapshot, qa_set, cfg, advance, journal, rows or ROW_FAMILIES
+        )
 
 
 def qa_journal(name, cfg, snapshot, frozen, folder: Path, resume: bool):

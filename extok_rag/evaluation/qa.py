@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 from extok_rag.config import AskConfig, GenerationConfig
@@ -68,6 +68,20 @@ class Condition:
         return AskConfig(
             top_n=self.top_n, k=self.k, mode=self.mode, budget=budget, scorer=self.scorer
         )  # type: ignore[arg-type]
+
+
+# Families of rows `eval qa --rows` can pick; a subset only saves time (every row is answered
+# the same way alone as beside the others), so it is not part of a journal's settings.
+ROW_FAMILIES = ("none", "raw", "compressed", "hybrid", "budget", "expand")
+
+
+def family(cond: Condition, cfg: QAEvalConfig) -> str:
+    """The ROW_FAMILIES entry of a condition of `conditions(cfg)`."""
+    if cond.mode in ("expand", "spans", "truncated"):
+        return "expand"
+    if cond.mode == "compressed":
+        return "compressed" if cond.top_n == cfg.top_n else "budget"
+    return cond.mode
 
 
 def conditions(cfg: QAEvalConfig) -> list[Condition]:
@@ -159,11 +173,13 @@ def evaluate_qa(
     cfg: QAEvalConfig,
     progress: Progress | None = None,
     journal: Journal | None = None,
+    rows: Collection[str] = ROW_FAMILIES,
 ) -> SetResult:
-    """Every condition on every question of `qa` (the index holds `qa.paragraphs`). With a
-    journal, each finished condition is recorded, and one recorded before is read back."""
+    """Every condition of the `rows` families on every question of `qa` (the index holds
+    `qa.paragraphs`). With a journal, each finished condition is recorded, and one recorded
+    before is read back."""
     items = qa.items[: cfg.questions]
-    conds = conditions(cfg)
+    conds = [c for c in conditions(cfg) if family(c, cfg) in rows]
     depth = max(c.top_n for c in conds)
     hits = [retrieve(snapshot, embedder, item.question, depth) for item in items]
     raw = Condition("raw", "raw", cfg.top_n)

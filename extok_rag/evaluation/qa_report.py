@@ -27,12 +27,14 @@ def ratio(a: float | None, b: float | None, digits: int = 2) -> str:
     return "—" if a is None or not b else f"{a / b:.{digits}f}"
 
 
-def raw_of(result: SetResult) -> ConditionResult:
-    return next(r for r in result.results if r.condition.mode == "raw")
+def raw_of(result: SetResult) -> ConditionResult | None:
+    """The raw top-n row; None when `--rows` left it out (no ratios or targets then)."""
+    return next((r for r in result.results if r.condition.mode == "raw"), None)
 
 
-def condition_line(row: ConditionResult, raw: dict) -> str:
+def condition_line(row: ConditionResult, raw: dict | None) -> str:
     s = row.summary()
+    raw = raw or {"accuracy": None, "positions_median": None, "prefill_ms_median": None}
     return (
         f"| {s['name']} | {percent(s['recall'])} | {percent(s['accuracy'])} | "
         f"{100 * s['f1']:.1f} | {number(s['positions_median'])} | "
@@ -57,6 +59,8 @@ def targets(result: SetResult, k: int = 4) -> list[str]:
     """The ask issue's targets: ×k keeps ≥ 90% of raw accuracy with ≤ 1/k of the positions
     and ≥ 2.5× lower prefill; at an equal position budget compressed beats raw."""
     raw_row = raw_of(result)
+    if raw_row is None:
+        return []
     raw = raw_row.summary()
     lines = []
     for row in result.results:
@@ -89,6 +93,8 @@ def expand_targets(result: SetResult) -> list[str]:
     positions; at equal positions it beats spans only (paired); its prefill at the 0.35 budget
     is ≥ 2.5× faster than raw's."""
     raw_row = raw_of(result)
+    if raw_row is None:
+        return []
     raw = raw_row.summary()
     by = {r.condition.name: r for r in result.results}
     lines = []
@@ -120,7 +126,8 @@ def expand_targets(result: SetResult) -> list[str]:
 
 
 def set_markdown(result: SetResult) -> str:
-    raw = raw_of(result).summary()
+    raw_row = raw_of(result)
+    raw = raw_row.summary() if raw_row is not None else None
     lines = [f"### {result.name}", ""]
     lines.append(
         f"{len(result.qids)} questions; corpus {result.corpus_paragraphs:,} paragraphs = "

@@ -143,6 +143,18 @@ def test_markdown_has_a_row_per_condition_and_the_targets(tiny_set, tiny_llm, in
     json.dumps(result.to_dict())
 
 
+def test_a_subset_of_rows_answers_as_the_full_run_does(tiny_set, tiny_llm, indexed):
+    snapshot, embedder = indexed
+    full = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
+    only = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG, rows=("compressed",))
+    assert [r.condition.name for r in only.results] == ["extok ×2 top-2", "extok ×4 top-2"]
+    by_name = {r.condition.name: r for r in full.results}
+    for row in only.results:
+        assert row.answers == by_name[row.condition.name].answers
+    text = qa_markdown([only])  # no raw row: no ratios, no targets
+    assert "| extok ×4 top-2 |" in text and "of raw accuracy" not in text
+
+
 @pytest.fixture
 def hotpot_available():
     try:
