@@ -27,6 +27,13 @@ class Mode(StrEnum):
     none = "none"
 
 
+# Options `ask` shares with `serve` (one definition, the same help text).
+IndexOption = Annotated[Path | None, typer.Option(help="Index folder or name under ./indexes/.")]
+LlmOption = Annotated[str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+DtypeOption = Annotated[str, typer.Option(help=DTYPE_HELP)]
+
+
 class Scorer(StrEnum):
     minilm = "minilm"
     lexical = "lexical"
@@ -39,9 +46,7 @@ def ask(
     question: Annotated[
         str | None, typer.Argument(help="The question (none: interactive).")
     ] = None,
-    index: Annotated[
-        Path | None, typer.Option(help="Index folder or name under ./indexes/.")
-    ] = None,
+    index: IndexOption = None,
     top_n: Annotated[int, typer.Option(min=1, help="Chunks to retrieve.")] = 4,
     k: Annotated[
         str, typer.Option(help="Down-scaling factor, or 'auto' (smallest that fits).")
@@ -70,11 +75,9 @@ def ask(
         bool, typer.Option(help="Head each chunk in the prompt with its file path (raw).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
-    llm: Annotated[
-        str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    llm: LlmOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
 ) -> None:
     """Answer QUESTION from an index built by `extok-rag index`."""
     from extok_rag.cli.console import load_llm
