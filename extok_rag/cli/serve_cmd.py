@@ -1,0 +1,78 @@
+"""`extok-rag serve`: an HTTP API over an index — /ask (JSON or server-sent events), OpenAI
+chat completions, /health and /info — on FastAPI + uvicorn. The models load once; requests
+run one at a time on a worker thread behind a bounded queue (`extok_rag/serve/`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from extok_rag.cli.ask_cmd import DeviceOption, DtypeOption, IndexOption, LlmOption
+from extok_rag.cli.console import err_console, reports_errors
+
+
+@reports_errors
+def serve(
+    index: IndexOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Requests waiting for the model; beyond: 503.")
+    ] = 32,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Answer tokens when a request gives none.")
+    ] = 128,
+    max_new_tokens_limit: Annotated[
+        int, typer.Option(min=1, help="Most answer tokens a request may ask for (422 above).")
+    ] = 1024,
+    max_question_chars: Annotated[
+        int, typer.Option(min=1, help="Longest question in characters (413 above).")
+    ] = 4000,
+    max_top_n: Annotated[int, typer.Option(min=1, help="Largest top_n (422 above).")] = 16,
+    llm: LlmOption = None,
+    embedder: Annotated[
+        Path | None, typer.Option(help="Retrieval embedder directory (default all-MiniLM-L6-v2).")
+    ] = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")
+    ] = "info",
+) -> None:
+    """Serve answers from an index over HTTP (OpenAI-compatible /v1/chat/completions too)."""
+    import uvicorn
+
+    from extok_rag.cli.console import load_llm
+    from extok_rag.cli.index_cmd import index_facts, print_notice, resolve_index_dir
+    from extok_rag.config import RuntimeConfig
+    from extok_rag.indexing import open_index
+    from extok_rag.models.embedder import Embedder
+    from extok_rag.serve import ServeLimits, ServeState, create_app
+
+    if max_new_tokens > max_new_tokens_limit:
+        raise typer.BadParameter("--max-new-tokens must not exceed --max-new-tokens-limit")
+    index_dir = resolve_index_dir(index)
+    snapshot = open_index(index_dir, notice=print_notice)  # before the models: fail fast
+    runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
+    frozen = load_llm(llm, runtime)
+    retrieval = Embedder.load(embedder, runtime)
+    limits = ServeLimits(
+        max_question_chars=max_question_chars,
+        max_top_n=max_top_n,
+        max_new_tokens=max_new_tokens_limit,
+        default_new_tokens=max_new_tokens,
+    )
+    state = ServeState.create(
+        frozen, retrieval, index_dir, snapshot, index_facts, limits, max_queue=max_queue
+    )
+    err_console.print(
+        f"serving index {index_dir} (table version {snapshot.manifest.table_version}) with "
+        f"{frozen.identity.name} on http://{host}:{port} (max queue {max_queue})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    uvicorn.run(
+        create_app(state), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
+    )
