@@ -165,13 +165,13 @@ class JobEvents:
         getting = asyncio.ensure_future(self.job.next_event())
         try:
             while True:
+                await self._check_client()  # at most every DISCONNECT_CHECK_S
                 done, _ = await asyncio.wait({getting}, timeout=DISCONNECT_CHECK_S)
                 if done:
                     kind, value = getting.result()
                     if kind == ERROR:
                         raise value
                     return kind, value
-                await self._check_client()
         finally:
             getting.cancel()
 
@@ -330,12 +330,12 @@ def add_ask_route(app: FastAPI, state: ServeState) -> None:
         """Answer `question` from the index (`extok-rag ask --json`). With `stream`: SSE
         `token` events ({"text"}), then one `done` event holding this response's JSON."""
         gen = generation(state, body.max_new_tokens, temperature=body.temperature)
-        events, meta = await start_answer(state, request, body.question, body, gen)
-        if body.stream:
-            return EventSourceResponse(ask_events(events, meta, body.question), sep="\n")
         try:
+            events, meta = await start_answer(state, request, body.question, body, gen)
+            if body.stream:
+                return EventSourceResponse(ask_events(events, meta, body.question), sep="\n")
             answer, _ = await collect(events)
-        except ClientGone:
+        except ClientGone:  # nobody to answer; the job is cancelled
             return Response(status_code=499)
         return JSONResponse(ask_response(meta, body.question, answer).model_dump())
 
@@ -380,13 +380,13 @@ def add_chat_routes(app: FastAPI, state: ServeState) -> None:
             top_p=1.0 if body.top_p is None else body.top_p,
             seed=body.seed,
         )
-        events, meta = await start_answer(state, request, question, body.retrieval(), gen)
-        reply = ChatReply(state.model_name, meta, gen.max_new_tokens)
-        if body.stream:
-            return EventSourceResponse(reply.chunks(events), sep="\n")
         try:
+            events, meta = await start_answer(state, request, question, body.retrieval(), gen)
+            reply = ChatReply(state.model_name, meta, gen.max_new_tokens)
+            if body.stream:
+                return EventSourceResponse(reply.chunks(events), sep="\n")
             answer, tokens = await collect(events)
-        except ClientGone:
+        except ClientGone:  # nobody to answer; the job is cancelled
             return Response(status_code=499)
         return JSONResponse(reply.completion(answer, tokens).model_dump())
 

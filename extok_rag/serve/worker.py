@@ -63,6 +63,9 @@ class Job:
 
 @dataclass(frozen=True)
 class QueueStats:
+    """The queue now (waiting jobs, whether one runs) and jobs finished since start: served
+    (ran to the end or failed) and cancelled (client gone before or while running)."""
+
     waiting: int
     running: bool
     max_queue: int
@@ -117,7 +120,10 @@ class Worker:
             if job is not None:
                 job.cancel()
                 job.emit(END)
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # refilled meanwhile: the daemon thread dies with the process
+            return
         self._thread.join(timeout)
 
     def _loop(self) -> None:

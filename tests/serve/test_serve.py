@@ -346,6 +346,19 @@ def test_full_queue_503_and_disconnect_stops_generation(served):
     assert after["served"] == before["served"] + 1, after
 
 
+def test_disconnect_stops_a_non_streamed_answer(served):
+    """A client that gives up on a JSON answer (read timeout: the connection closes) cancels
+    its job: the worker is idle again long before 3000 tokens could have been generated."""
+    before = wait_idle(served)
+    body = {"question": QUESTION, "max_new_tokens": 3000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{served.url}/ask", json=body, timeout=httpx.Timeout(60, read=1.0))
+    gave_up = time.monotonic()
+    after = wait_idle(served)
+    assert time.monotonic() - gave_up < 5
+    assert after["cancelled"] == before["cancelled"] + 1, after
+
+
 def wait_idle(served: Served, limit: float = 10.0) -> dict:
     """/health once the worker is idle (it finishes a job just after the job's last event)."""
     deadline = time.monotonic() + limit
