@@ -29,9 +29,10 @@ reads only the rows it asks for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -280,6 +281,23 @@ def _check_shapes(records: Sequence[ChunkRecord], dim: int, d: int) -> None:
             )
 
 
+@dataclass(frozen=True)
+class TableLayout:
+    """What rows must look like to enter one chunk table: retrieval-vector size `dim`, state
+    size `d`, state encoding and the table's Arrow schema (an older table's may have wider
+    types). Picklable: a worker of a distributed engine turns records into the table's rows
+    with it, without opening the table."""
+
+    dim: int
+    d: int
+    encoding: str
+    schema: pa.Schema
+
+    def to_arrow(self, records: Sequence[ChunkRecord], row_ids: np.ndarray) -> pa.Table:
+        """Records + their row ids (n,) int64 -> rows in this table's schema."""
+        return records_to_arrow(records, row_ids, self.dim, self.d, self.encoding, self.schema)
+
+
 # --- the table ---
 
 
@@ -364,12 +382,38 @@ class ChunkTable:
         start = self.next_row_id()
         row_ids = np.arange(start, start + len(records), dtype=np.int64)
         if len(records):
-            # A table written by an older release keeps its own (wider) types.
-            schema = self._table.schema
-            arrow = records_to_arrow(records, row_ids, self.dim, self.d, self.encoding, schema)
-            self._table.add(arrow)
+            self._table.add(self.layout.to_arrow(records, row_ids))
             write_json(self._row_ids_path(), {"next_row_id": int(start + len(records))})
         return row_ids
+
+    def append_stream(self, batches: Iterable[pa.Table | pa.RecordBatch]) -> int:
+        """Append rows already in `layout` (e.g. made by workers of a distributed engine),
+        streamed, in ONE table commit; returns how many. Their row ids must run on from
+        `next_row_id()` without gaps, in the order given (IndexStoreError otherwise), so the
+        table reads exactly as if `add` had assigned them. Nothing is committed unless the
+        whole stream is written; an error raised while producing `batches` is re-raised as
+        it was (LanceDB would wrap it)."""
+        self._check_writable()
+        schema = self._table.schema
+        check = _RowIdCheck(self.next_row_id())
+        stream = iter(check.batches(batches, schema))
+        first = next(stream, None)
+        if first is None:
+            return 0
+        reader = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], stream))
+        try:
+            self._table.add(reader)
+        except Exception:
+            if check.error is not None:
+                raise check.error from None
+            raise
+        write_json(self._row_ids_path(), {"next_row_id": check.next})
+        return check.next - check.start
+
+    @property
+    def layout(self) -> TableLayout:
+        # A table written by an older release keeps its own (wider) types.
+        return TableLayout(self.dim, self.d, self.encoding, self._table.schema)
 
     def delete_docs(self, paths: Iterable[str]) -> None:
         """Delete every chunk of the documents at `paths` (unknown paths are ignored)."""
@@ -525,6 +569,37 @@ class ChunkTable:
 
     def _row_ids_path(self) -> Path:
         return self.index_dir / LANCE_DIR / _ROW_IDS_FILE
+
+
+class _RowIdCheck:
+    """Passes batches through while checking that their row ids count up from `start`; keeps
+    the first error raised by the producer of the batches (see `append_stream`)."""
+
+    def __init__(self, start: int) -> None:
+        self.start = self.next = start
+        self.error: BaseException | None = None
+
+    def batches(
+        self, batches: Iterable[pa.Table | pa.RecordBatch], schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        try:
+            for item in batches:
+                table = item if isinstance(item, pa.Table) else pa.Table.from_batches([item])
+                for batch in table.cast(schema).to_batches():
+                    self._check(batch.column("row_id").to_numpy())
+                    yield batch
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _check(self, row_ids: np.ndarray) -> None:
+        expected = np.arange(self.next, self.next + len(row_ids), dtype=np.int64)
+        if not np.array_equal(row_ids, expected):
+            raise IndexStoreError(
+                f"rows to append carry row ids {row_ids[:3].tolist()}…, expected them to run "
+                f"on from {self.next}"
+            )
+        self.next += len(row_ids)
 
 
 def _table_path(index_dir: Path) -> Path:

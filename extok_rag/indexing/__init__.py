@@ -2,17 +2,22 @@
 -> an index folder (LanceDB chunk table, FAISS file, manifest). See docs/indexing.md.
 
     build_index(corpus, index_dir, IndexModels(llm), IndexSettings())  # write / update
+    build_index(..., engine=RayEngine(...))   # the same stages on Ray (integrations/ray_index)
     open_index(index_dir)                                              # a committed snapshot
 """
 
 from extok_rag.indexing.build import (
     DEFAULT_STRIDE,
+    IndexEngine,
     IndexModels,
     IndexPlan,
     IndexProgress,
     IndexReport,
     IndexSettings,
     IndexSnapshot,
+    IndexTarget,
+    LocalEngine,
+    WriteJob,
     build_index,
     disk_bytes,
     open_index,
@@ -20,12 +25,16 @@ from extok_rag.indexing.build import (
 
 __all__ = [
     "DEFAULT_STRIDE",
+    "IndexEngine",
     "IndexModels",
     "IndexPlan",
     "IndexProgress",
     "IndexReport",
     "IndexSettings",
     "IndexSnapshot",
+    "IndexTarget",
+    "LocalEngine",
+    "WriteJob",
     "build_index",
     "disk_bytes",
     "open_index",

@@ -32,13 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
-from extok_rag.chunking import Chunk, Chunker, ChunkingConfig
+from extok_rag.chunking import Chunker, ChunkingConfig
 from extok_rag.config import write_json
 from extok_rag.errors import IncompatibleModelError, IndexBusyError, IndexStoreError
 from extok_rag.indexes import (
     DEFAULT_HNSW_THRESHOLD,
-    ChunkRecord,
     ChunkTable,
     IndexCounts,
     Manifest,
@@ -51,7 +51,14 @@ from extok_rag.indexes import (
 )
 from extok_rag.indexes.manifest import format_for, manifest_path
 from extok_rag.indexes.table import check_encoding
-from extok_rag.indexing.reading import SourceFile, UnreadableFile, list_corpus, read_text
+from extok_rag.indexing.reading import SourceFile, list_corpus
+from extok_rag.indexing.stages import (
+    ChunkedFile,
+    GroupSize,
+    chunk_files,
+    commit_groups,
+    group_chunks,
+)
 
 # Base stride 2: half the disk of stride 1 and every even k stays possible at query time,
 # which covers the paper's k in {2, 4, 8, 16, 32}; k = 1 (no compression) is what raw tokens
@@ -275,23 +282,27 @@ def build_index(
     rebuild: bool = False,
     dry_run: bool = False,
     progress: IndexProgress | None = None,
+    engine: IndexEngine | None = None,
 ) -> IndexReport:
     """Bring the index at `index_dir` up to date with the corpus folder `corpus`.
 
-    Raises IncompatibleModelError if the index was built with other models or settings (unless
-    `rebuild`), IndexBusyError if another process is writing it (one writer at a time, see
-    `indexes/lock.py`; a dry run takes no lock), IndexStoreError if it is unreadable. Bad
-    corpus files are skipped with a warning.
+    `engine` runs the read -> chunk -> encode -> write stages of the documents to index
+    (default `LocalEngine`: in this process); planning, deletes and the commit happen here,
+    the same for every engine. Raises IncompatibleModelError if the index was built with
+    other models or settings (unless `rebuild`), IndexBusyError if another process is writing
+    it (one writer at a time, see `indexes/lock.py`; a dry run takes no lock), IndexStoreError
+    if it is unreadable. Bad corpus files are skipped with a warning.
     """
     settings = settings or IndexSettings()
     progress = progress or IndexProgress()
+    engine = engine or LocalEngine()
     index_dir = Path(index_dir)
     if dry_run:
-        return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
+        return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress, engine)
     with storage_errors(index_dir):
         index_dir.mkdir(parents=True, exist_ok=True)
         with WriterLock(index_dir):  # IndexBusyError at once if another run writes this index
-            return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress)
+            return _run(corpus, index_dir, models, settings, rebuild, dry_run, progress, engine)
 
 
 # Errors of the storage itself (disk full, file too large, read-only, I/O): LanceDB and FAISS
@@ -335,6 +346,7 @@ def _run(
     rebuild: bool,
     dry_run: bool,
     progress: IndexProgress,
+    engine: IndexEngine,
 ) -> IndexReport:
     start = time.perf_counter()
     files, skipped = list_corpus(Path(corpus), settings.include, settings.exclude)
@@ -361,10 +373,13 @@ def _run(
     chunker = Chunker(models.llm.tokenizer, chunking)
 
     if dry_run:
-        for file, chunks in _chunked(plan.to_index, chunker, report, progress):
-            report.chunks_written += len(chunks)
-            report.tokens_written += sum(c.n_tokens for c in chunks)
-            progress.advance(1, file.size, len(chunks), sum(c.n_tokens for c in chunks))
+        for item in chunk_files(plan.to_index, chunker):
+            if item.skipped is not None:
+                _skip(item, report, progress)
+                continue
+            report.chunks_written += len(item.chunks)
+            report.tokens_written += item.tokens
+            progress.advance(1, item.file.size, len(item.chunks), item.tokens)
         report.dry_run = True
         report.bytes_on_disk = disk_bytes(index_dir) if index_dir.is_dir() else 0
         report.seconds = time.perf_counter() - start
@@ -379,17 +394,18 @@ def _run(
     if stale:
         table.delete_docs(stale)
     # New files that turn out unreadable or empty write nothing: then no pending, no commit.
-    _write_chunks(
+    job = WriteJob(
         table,
         models,
+        target,
         chunker,
-        stride,
         plan,
         settings,
         report,
         progress,
         before_first_write=lambda: _write_pending(index_dir, target, rebuild=rebuild),
     )
+    engine.write(job)
     if table.version == (manifest.table_version if manifest else None) and vectors_ok:
         report.up_to_date = not plan.has_changes or not (stale or report.chunks_written)
         report.table_version = table.version
@@ -423,7 +439,7 @@ def _existing_manifest(index_dir: Path, rebuild: bool) -> Manifest | None:
 
 
 @dataclass(frozen=True)
-class _Target:
+class IndexTarget:
     """What a run writes with: compared with the manifest and with pending.json."""
 
     llm: ModelIdentity
@@ -446,11 +462,11 @@ class _Target:
 
 def _target(
     models: IndexModels, chunking: ChunkingConfig, stride: int, state_encoding: str
-) -> _Target:
+) -> IndexTarget:
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     check_encoding(state_encoding)
-    return _Target(
+    return IndexTarget(
         models.llm_identity,
         models.tokenizer_identity,
         models.embedder_identity,
@@ -460,7 +476,7 @@ def _target(
     )
 
 
-def _check_settings(manifest: Manifest, target: _Target) -> None:
+def _check_settings(manifest: Manifest, target: IndexTarget) -> None:
     check_compatible(manifest, llm=target.llm, tokenizer=target.tokenizer, embedder=target.embedder)
     differences = []
     if manifest.stride != target.stride:
@@ -482,7 +498,7 @@ def _check_settings(manifest: Manifest, target: _Target) -> None:
 def _open_table(
     index_dir: Path,
     manifest: Manifest | None,
-    target: _Target,
+    target: IndexTarget,
     models: IndexModels,
     *,
     rebuild: bool,
@@ -530,7 +546,7 @@ def _read_pending(index_dir: Path) -> dict | None:
         return None
 
 
-def _write_pending(index_dir: Path, target: _Target, *, rebuild: bool) -> None:
+def _write_pending(index_dir: Path, target: IndexTarget, *, rebuild: bool) -> None:
     pending = _read_pending(index_dir)
     if pending is not None and pending["target"] == target.to_dict():
         rebuild = rebuild or bool(pending["rebuild"])  # still finishing an earlier rebuild
@@ -552,96 +568,79 @@ def _plan(files: Sequence[SourceFile], stored: dict[str, str]) -> IndexPlan:
     return plan
 
 
-def _chunked(
-    files: Sequence[SourceFile], chunker: Chunker, report: IndexReport, progress: IndexProgress
-) -> Iterator[tuple[SourceFile, list[Chunk]]]:
-    """(file, its chunks) for each readable, non-empty file; others warned about and skipped."""
-    for file in files:
-        try:
-            chunks = chunker.split(file.rel, read_text(file))
-        except UnreadableFile as reason:
-            message = f"skipped {file.rel}: {reason}"
-            report.skipped.append(message)
-            progress.warn(message)
-            progress.advance(1, file.size, 0, 0)
-            continue
-        yield file, chunks
+# -- engines: the write phase ----------------------------------------------------------------
 
 
-def _write_chunks(
-    table: ChunkTable,
-    models: IndexModels,
-    chunker: Chunker,
-    stride: int,
-    plan: IndexPlan,
-    settings: IndexSettings,
-    report: IndexReport,
-    progress: IndexProgress,
-    before_first_write,
-) -> None:
-    """Encode and add the documents to index, committing whole documents at a time."""
-    from extok_rag.indexing.encoding import ChunkEncoder
+@dataclass
+class WriteJob:
+    """What an engine's write phase gets: the writable table (deletes done), the documents to
+    index, and how. The engine reads, chunks, encodes and appends them to `table` in
+    uncommitted versions, updating `report` and `progress`; `build_index` commits after."""
 
-    encoder = None
-    group: list[tuple[SourceFile, list[Chunk]]] = []
-    group_tokens = 0
+    table: ChunkTable
+    models: IndexModels
+    target: IndexTarget  # what the rows are written with (identities, stride, chunking)
+    chunker: Chunker
+    plan: IndexPlan
+    settings: IndexSettings
+    report: IndexReport
+    progress: IndexProgress
+    before_first_write: Callable[[], None]  # records pending.json; call before any append
 
-    def flush() -> None:
-        nonlocal encoder, group, group_tokens
-        chunks = [c for _, doc_chunks in group for c in doc_chunks]
-        if chunks:
+    def skip(self, item: ChunkedFile) -> None:
+        """A file that yields no chunks: one warning line, counted as done."""
+        _skip(item, self.report, self.progress)
+
+    def written(self, size: GroupSize) -> None:
+        """Count a group of documents as appended."""
+        self.report.chunks_written += size.chunks
+        self.report.tokens_written += size.tokens
+        self.progress.advance(size.files, size.bytes, size.chunks, size.tokens)
+
+
+class IndexEngine(Protocol):
+    """Runs a run's write phase (`WriteJob`): `LocalEngine` here, a Ray Data one in
+    `integrations/ray_index.py`. Every engine writes the same rows (ids, states, vectors)."""
+
+    def write(self, job: WriteJob) -> None: ...
+
+
+class LocalEngine:
+    """The stages in this process: each commit group is encoded, then appended in its own
+    table commit (whole documents per commit, so a killed run keeps what it finished)."""
+
+    def write(self, job: WriteJob) -> None:
+        from extok_rag.indexing.encoding import ChunkEncoder, encode_chunks
+
+        encoder = None
+        chunked = chunk_files(job.plan.to_index, job.chunker)
+        for group in commit_groups(chunked, job.settings.commit_tokens, job.skip):
             if encoder is None:
-                progress.status("loading the extensible tokenizer and the embedder")
+                job.progress.status("loading the extensible tokenizer and the embedder")
                 encoder = ChunkEncoder(
-                    models.tokenizer, models.embedder, stride, settings.batch_tokens
+                    job.models.tokenizer,
+                    job.models.embedder,
+                    job.target.stride,
+                    job.settings.batch_tokens,
                 )
-            vectors, states = encoder.encode(chunks)
-            hashes = {file.rel: file.doc_hash for file, _ in group}
-            if report.chunks_written == 0:
-                before_first_write()
-            table.add(_records(chunks, hashes, vectors, states))
-        tokens = sum(c.n_tokens for c in chunks)
-        report.chunks_written += len(chunks)
-        report.tokens_written += tokens
-        progress.advance(len(group), sum(f.size for f, _ in group), len(chunks), tokens)
-        group, group_tokens = [], 0
-
-    for file, chunks in _chunked(plan.to_index, chunker, report, progress):
-        if not chunks:
-            message = f"skipped {file.rel}: no text in it"
-            report.skipped.append(message)
-            progress.warn(message)
-            progress.advance(1, file.size, 0, 0)
-            continue
-        group.append((file, chunks))
-        group_tokens += sum(c.n_tokens for c in chunks)
-        if group_tokens >= settings.commit_tokens:
-            flush()
-    if group:
-        flush()
+            records = encode_chunks(encoder, *group_chunks(group))
+            if job.report.chunks_written == 0:
+                job.before_first_write()
+            job.table.add(records)
+            job.written(GroupSize.of(group))
 
 
-def _records(chunks: Sequence[Chunk], doc_hashes: dict[str, str], vectors, states):
-    return [
-        ChunkRecord(
-            chunk_id=c.chunk_id,
-            doc_path=c.doc_path,
-            doc_hash=doc_hashes[c.doc_path],
-            content_hash=c.content_hash,
-            position=c.position,
-            text=c.text,
-            n_tokens=c.n_tokens,
-            vector=vector,
-            states=state,
-        )
-        for c, vector, state in zip(chunks, vectors, states, strict=True)
-    ]
+def _skip(item: ChunkedFile, report: IndexReport, progress: IndexProgress) -> None:
+    assert item.skipped is not None
+    report.skipped.append(item.skipped)
+    progress.warn(item.skipped)
+    progress.advance(1, item.file.size, 0, 0)
 
 
 def _commit(
     index_dir: Path,
     table: ChunkTable,
-    target: _Target,
+    target: IndexTarget,
     settings: IndexSettings,
     previous: Manifest | None,
     report: IndexReport,
@@ -707,5 +706,5 @@ def tidy_table(table: ChunkTable, previous: Manifest | None, compact_fragments: 
     table.optimize(keep_from=keep)
 
 
-def _rebuilt(previous: Manifest, target: _Target) -> bool:
+def _rebuilt(previous: Manifest, target: IndexTarget) -> bool:
     return previous.llm != target.llm or previous.tokenizer != target.tokenizer

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from extok_rag.chunking import Chunk
+from extok_rag.indexes import ChunkRecord
 from extok_rag.models.embedder import DEFAULT_BATCH_TOKENS, Embedder, length_batches
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
 
@@ -49,3 +50,25 @@ class ChunkEncoder:
                 kept = downscale(states, self.stride)  # (ceil(L/s), d)
                 out[i] = kept.to("cpu", torch.float16).numpy()
         return out
+
+
+def encode_chunks(
+    encoder: ChunkEncoder, chunks: Sequence[Chunk], doc_hashes: dict[str, str]
+) -> list[ChunkRecord]:
+    """The encode stage of both engines: one group's chunks -> the records to store, in order.
+    `doc_hashes`: {doc_path: doc_hash} of the group's documents."""
+    vectors, states = encoder.encode(chunks)
+    return [
+        ChunkRecord(
+            chunk_id=c.chunk_id,
+            doc_path=c.doc_path,
+            doc_hash=doc_hashes[c.doc_path],
+            content_hash=c.content_hash,
+            position=c.position,
+            text=c.text,
+            n_tokens=c.n_tokens,
+            vector=vector,
+            states=state,
+        )
+        for c, vector, state in zip(chunks, vectors, states, strict=True)
+    ]

@@ -349,3 +349,44 @@ def test_vector_precision_follows_the_tables_vectors(tmp_path):
     assert ChunkTable.create(tmp_path / "a", dim=DIM, d=D).vector_precision == "float32"
     int8 = ChunkTable.create(tmp_path / "b", dim=DIM, d=D, encoding="int8")
     assert int8.vector_precision == "float16"
+
+
+def test_append_stream_is_one_commit_with_add_s_row_ids(tmp_path, rng):
+    """Rows made elsewhere (a distributed engine's workers) in `layout`, streamed in: one new
+    version, read back like `add`'s rows, and the row-id counter moves on."""
+    table = ChunkTable.create(tmp_path, DIM, D)
+    table.add(make_records(rng, "a.md", 2))
+    version = table.version
+    first, second = make_records(rng, "b.md", 3), make_records(rng, "c.md", 2)
+    batches = [
+        table.layout.to_arrow(first, np.arange(2, 5)),
+        table.layout.to_arrow(second, np.arange(5, 7)).to_batches()[0],
+    ]
+    assert table.append_stream(iter(batches)) == 5
+    assert table.version == version + 1
+    stored = table.fetch(np.arange(2, 7))
+    assert [c.chunk_id for c in stored] == [r.chunk_id for r in first + second]
+    for got, want in zip(stored, first + second, strict=True):
+        assert_same_bits(got.states, want.states)
+    assert table.next_row_id() == 7 and table.add(make_records(rng, "d.md", 1)).tolist() == [7]
+
+
+def test_append_stream_commits_nothing_on_bad_row_ids_or_a_failing_producer(tmp_path, rng):
+    table = ChunkTable.create(tmp_path, DIM, D)
+    table.add(make_records(rng, "a.md", 2))
+    version = table.version
+    skipping = table.layout.to_arrow(make_records(rng, "b.md", 2), np.array([3, 4]))
+    with pytest.raises(IndexStoreError, match="expected them to run on from 2"):
+        table.append_stream([skipping])
+
+    class WorkerDied(Exception):
+        pass
+
+    def producer():
+        yield table.layout.to_arrow(make_records(rng, "b.md", 2), np.arange(2, 4))
+        raise WorkerDied("a worker died")
+
+    with pytest.raises(WorkerDied, match="a worker died"):  # as raised, not LanceDB's wrapper
+        table.append_stream(producer())
+    assert table.version == version and table.count() == 2 and table.next_row_id() == 2
+    assert table.append_stream([]) == 0 and table.version == version
