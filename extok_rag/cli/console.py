@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from extok_rag.errors import ExtokError
 
@@ -25,7 +26,9 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ExtokError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            # escaped: a message may hold brackets, e.g. pip install 'extok-rag[ray]'
+            message = escape(str(err))
+            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]")
