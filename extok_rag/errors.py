@@ -27,3 +27,8 @@ class IndexStoreError(ExtokError):
 
 class IndexBusyError(IndexStoreError):
     """Another process is writing the index (it holds the index's writer lock)."""
+
+
+class IndexEngineError(ExtokError):
+    """A distributed indexing engine cannot run or failed: its package is missing, its cluster
+    is unreachable, or a worker died (the last committed index is intact)."""

@@ -62,6 +62,23 @@ def index(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     rebuild: Annotated[bool, typer.Option(help="Rebuild from scratch (other models).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray (Ray Data: reading as tasks, encoding on one "
+            "actor per GPU or on CPU actors; needs the ray extra; docs/scaling.md)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (HOST:PORT or auto); default a local instance."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Ray encoder actors (CPU; at most one per GPU); a local instance's CPUs."
+        ),
+    ] = None,
 ) -> None:
     """Index CORPUS: chunks, retrieval vectors and extensible embeddings, incrementally."""
     from extok_rag.chunking import ChunkingConfig
@@ -75,6 +92,12 @@ def index(
         raise IndexStoreError(f"corpus folder {corpus} does not exist")
     if states not in (None, "float16", "int8"):
         raise typer.BadParameter("--states must be 'float16' or 'int8'")
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("--engine must be 'local' or 'ray'")
+    if engine == "local" and (address is not None or workers is not None):
+        raise typer.BadParameter("--address and --workers are options of --engine ray")
+    if engine == "ray" and not dry_run:
+        check_ray(address)  # before the models load: one line at once
     index_dir = index_path or INDEXES_DIR / (name or corpus.resolve().name)
     chunking = None
     if chunk_tokens is not None or splitter is not None:
@@ -83,7 +106,8 @@ def index(
         chunking = ChunkingConfig(chunk_tokens or ChunkingConfig.chunk_tokens, splitter or "tokens")
     if not dry_run:
         check_not_busy(index_dir)  # before the models load: a busy index fails at once
-    frozen = load_llm(llm, RuntimeConfig(device=device))
+    # The Ray engine's driver only chunks and plans: its LLM (tokenizer, identity) stays on CPU.
+    frozen = load_llm(llm, RuntimeConfig(device="cpu" if engine == "ray" else device))
     tokenizer_path = resolve_tokenizer(tokenizer, frozen.identity)
     if tokenizer_path is None:
         err_console.print(
@@ -99,6 +123,9 @@ def index(
         batch_tokens=batch_tokens,
     )
     models = IndexModels(frozen, tokenizer_path, embedder)
+    chosen = None
+    if engine == "ray" and not dry_run:  # a dry run only reads and chunks, here
+        chosen = ray_engine(llm, tokenizer_path, embedder, address, workers, device)
     with RichProgress() as progress:
         report = build_index(
             corpus,
@@ -108,8 +135,37 @@ def index(
             rebuild=rebuild,
             dry_run=dry_run,
             progress=progress,
+            engine=chosen,
         )
     print_report(report)
+
+
+def check_ray(address: str | None) -> None:
+    """IndexEngineError now if Ray is missing or `address` does not answer."""
+    from extok_rag.integrations.ray_index import check_address, require_ray
+
+    require_ray()
+    if address:
+        check_address(address)
+
+
+def ray_engine(
+    llm: str | None,
+    tokenizer_path: Path | None,
+    embedder: Path | None,
+    address: str | None,
+    workers: int | None,
+    device: str,
+):
+    """The Ray engine for these models; paths made absolute, as every worker loads them."""
+    from extok_rag.integrations.ray_index import RayEngine, WorkerModels
+
+    def absolute(path) -> str | None:
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    llm_spec = llm if llm in (None, "default") else absolute(llm)
+    models = WorkerModels(llm_spec, absolute(tokenizer_path), absolute(embedder))
+    return RayEngine(models, address=address, workers=workers, device=device)
 
 
 @reports_errors

@@ -1,0 +1,194 @@
+"""The Ray engine (`extok-rag index --engine ray`) on a local Ray instance with 2 CPU workers
+and the tiny models: the same rows as the local engine, bit for bit, on a first build and an
+incremental update; worker errors and set-up errors as one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from extok_rag.errors import IncompatibleModelError, IndexEngineError
+from extok_rag.indexes import ChunkTable, read_manifest
+from extok_rag.indexing import build_index, open_index
+
+ray = pytest.importorskip("ray")
+from extok_rag.integrations.ray_index import RayEngine, WorkerModels  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for the module (start-up takes seconds); the engine uses it."""
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+    )
+    yield
+    ray.shutdown()
+
+
+def engine(llm_dir, embedder_dir) -> RayEngine:
+    models = WorkerModels(str(llm_dir), None, str(embedder_dir), dtype="float32")
+    return RayEngine(models, workers=2, device="cpu", files_per_task=2)  # pass 1: 5 tasks
+
+
+def table_rows(index_dir) -> tuple[list[int], dict]:
+    """(row ids in the table's physical order, {row_id: the row's fields and bytes})."""
+    snap = open_index(index_dir)
+    order = snap.table.vectors()[0].tolist()
+    rows = {}
+    for c in snap.table.fetch(order):
+        fields = (c.chunk_id, c.doc_path, c.doc_hash, c.position, c.text, c.n_tokens)
+        rows[c.row_id] = (*fields, c.states.dtype, c.states.tobytes(), c.vector.tobytes())
+    return order, rows
+
+
+def assert_same_index(a, b) -> None:
+    """Same rows (ids, texts, states and vectors bitwise), in the same order, same counts,
+    and FAISS files that answer alike."""
+    assert table_rows(a) == table_rows(b)
+    ma, mb = read_manifest(a), read_manifest(b)
+    assert (ma.counts, ma.llm, ma.tokenizer, ma.embedder, ma.stride, ma.chunking) == (
+        mb.counts,
+        mb.llm,
+        mb.tokenizer,
+        mb.embedder,
+        mb.stride,
+        mb.chunking,
+    )
+    sa, sb = open_index(a), open_index(b)
+    queries = sa.table.vectors()[1][::5]
+    assert len(sa.vectors) == len(sb.vectors)
+    for got, want in zip(sa.vectors.search(queries, 4), sb.vectors.search(queries, 4), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_ray_build_equals_the_local_engine_bitwise(
+    ray_instance, corpus, tmp_path, make_models, settings, tiny_llm_dir, tiny_embedder_dir
+):
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    build_index(corpus, local, make_models(), settings)
+    driver = make_models()
+    report = build_index(
+        corpus, distributed, driver, settings, engine=engine(tiny_llm_dir, tiny_embedder_dir)
+    )
+    assert driver.calls == {"tokenizer": 0, "embedder": 0}  # encoding ran in the actors
+    assert "tokenizer" not in driver.__dict__ and "embedder" not in driver.__dict__
+    assert len(report.skipped) == 5 and report.chunks_written == report.counts.chunks > 20
+    assert not (distributed / "pending.json").exists()
+    assert_same_index(local, distributed)
+
+
+class Crash(BaseException):
+    """Stands in for a kill (BaseException: nothing may catch it)."""
+
+
+def crashing(*args, **kwargs):
+    raise Crash
+
+
+def crash_mid_append(monkeypatch) -> None:
+    """The driver dies once the first encoded rows have gone into the append."""
+    from extok_rag.integrations import ray_index
+
+    counted = ray_index._counted
+
+    def dying(rows, sizes, job):
+        for table in counted(rows, sizes, job):
+            yield table
+            raise Crash
+
+    monkeypatch.setattr(ray_index, "_counted", dying)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EXTOK_SLOW_TESTS"), reason="set EXTOK_SLOW_TESTS=1")
+def test_ray_update_equals_the_local_engine_bitwise(
+    ray_instance,
+    corpus,
+    tmp_path,
+    make_models,
+    settings,
+    tiny_llm_dir,
+    tiny_embedder_dir,
+    monkeypatch,
+):
+    """Changed, deleted and new files: the same plan and again the same rows; also when each
+    engine's run died amid its writes (after its deletes) and the next run finished it."""
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    ray_engine = engine(tiny_llm_dir, tiny_embedder_dir)
+    build_index(corpus, local, make_models(), settings)
+    build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
+
+    (corpus / "c.rst").write_text("Gamma\n=====\n\nRewritten, and longer. " * 4)
+    (corpus / "page.html").unlink()
+    (corpus / "new.md").write_text("A new document about compression.\n" * 5)
+    build_index(corpus, local, make_models(), settings)
+    update = build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
+    assert [f.rel for f in update.plan.changed] == ["c.rst"]
+    assert "new.md" in [f.rel for f in update.plan.added]  # with the bad files, never stored
+    assert update.plan.deleted == ["page.html"]
+    assert_same_index(local, distributed)
+
+    (corpus / "a.md").write_text("# Alpha, rewritten\n\nOnly this sentence now.\n")
+    (corpus / "sub" / "b.txt").unlink()
+    with monkeypatch.context() as patch:  # the local run dies at its first append
+        patch.setattr(ChunkTable, "add", crashing)
+        with pytest.raises(Crash):
+            build_index(corpus, local, make_models(), settings)
+    committed = table_rows(distributed)
+    with monkeypatch.context() as patch:  # the Ray run dies amid its one append
+        crash_mid_append(patch)
+        with pytest.raises(Crash):
+            build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
+    assert table_rows(distributed) == committed and (distributed / "pending.json").exists()
+    build_index(corpus, local, make_models(), settings)
+    # The next run goes on from the dead run's deletes (pending.json is its own): the
+    # changed file is new now, the removed one gone.
+    resumed = build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
+    assert "a.md" in [f.rel for f in resumed.plan.added] and not resumed.plan.deleted
+    assert_same_index(local, distributed)
+    again = build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
+    assert again.up_to_date
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EXTOK_SLOW_TESTS"), reason="set EXTOK_SLOW_TESTS=1")
+def test_worker_with_other_model_files_fails_in_one_line_and_commits_nothing(
+    ray_instance, corpus, tmp_path, models, settings, other_llm_dir, tiny_embedder_dir
+):
+    """The driver plans with the tiny LLM; the actors load another one (a node whose model
+    files differ): the worker's IncompatibleModelError comes back as itself."""
+    idx = tmp_path / "idx"
+    with pytest.raises(IncompatibleModelError, match=r"a Ray worker on .* another LLM") as err:
+        build_index(corpus, idx, models, settings, engine=engine(other_llm_dir, tiny_embedder_dir))
+    assert "\n" not in str(err.value)
+    assert not (idx / "manifest.json").exists()
+
+
+def cli_app() -> typer.Typer:
+    from extok_rag.cli.index_cmd import index
+
+    app = typer.Typer()
+    app.command()(index)
+    app.command("other")(lambda: None)  # two commands: `index` stays a subcommand
+    return app
+
+
+def test_bad_address_and_missing_ray_are_one_line_errors(corpus, tmp_path, monkeypatch):
+    args = ["index", str(corpus), "--index", str(tmp_path / "idx"), "--engine", "ray"]
+    refused = CliRunner().invoke(cli_app(), [*args, "--address", "127.0.0.1:1"])
+    assert refused.exit_code == 1
+    assert "error: no Ray cluster answers at 127.0.0.1:1" in refused.output
+    assert "Traceback" not in refused.output
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    missing = CliRunner().invoke(cli_app(), args)
+    assert missing.exit_code == 1
+    assert "error: the Ray engine needs Ray: pip install 'extok-rag[ray]'" in missing.output
+    with pytest.raises(IndexEngineError, match=r"extok-rag\[ray\]"):
+        engine("llm", "emb").write(None)  # type: ignore[arg-type]
