@@ -171,8 +171,8 @@ class RayEngine:
             size = min(self.workers or gpus, gpus, groups)
             return ActorPool(size, num_cpus=1, num_gpus=1, device="cuda", threads=1)
         cpus = max(1, int(resources.get("CPU", 1)))
-        size = min(self.workers or max(1, cpus // THREADS_PER_CPU_ACTOR), groups)
-        threads = max(1, cpus // max(self.workers or size, 1))
+        size = min(self.workers or max(1, cpus // THREADS_PER_CPU_ACTOR), cpus, groups)
+        threads = max(1, cpus // min(self.workers or size, cpus))
         return ActorPool(size, num_cpus=threads, num_gpus=0, device="cpu", threads=threads)
 
     def _chunked(self, ray, job: WriteJob) -> Iterator[ChunkedFile]:

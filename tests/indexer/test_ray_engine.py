@@ -192,3 +192,107 @@ def test_bad_address_and_missing_ray_are_one_line_errors(corpus, tmp_path, monke
     assert "error: the Ray engine needs Ray: pip install 'extok-rag[ray]'" in missing.output
     with pytest.raises(IndexEngineError, match=r"extok-rag\[ray\]"):
         engine("llm", "emb").write(None)  # type: ignore[arg-type]
+
+
+def test_actor_pool_one_actor_per_gpu_else_cpu_actors_sharing_the_cpus():
+    def pool(resources, workers=None, groups=100, device="auto"):
+        models = WorkerModels()
+        p = RayEngine(models, workers=workers, device=device).pool(resources, groups)
+        return p.size, p.num_cpus, p.num_gpus, p.device, p.threads
+
+    assert pool({"CPU": 64, "GPU": 8}) == (8, 1, 1, "cuda", 1)
+    assert pool({"CPU": 64, "GPU": 8}, workers=3) == (3, 1, 1, "cuda", 1)
+    assert pool({"CPU": 64, "GPU": 8}, groups=2) == (2, 1, 1, "cuda", 1)  # no idle loads
+    assert pool({"CPU": 64, "GPU": 8}, device="cpu") == (16, 4, 0, "cpu", 4)
+    assert pool({"CPU": 16}) == (4, 4, 0, "cpu", 4)
+    assert pool({"CPU": 16}, workers=2) == (2, 8, 0, "cpu", 8)
+    assert pool({"CPU": 2}, workers=2) == (2, 1, 0, "cpu", 1)
+    assert pool({"CPU": 2}, workers=5) == (2, 1, 0, "cpu", 1)  # never more than the CPUs
+    assert pool({"CPU": 16}, groups=1) == (1, 16, 0, "cpu", 16)
+    with pytest.raises(IndexEngineError, match="no GPUs"):
+        pool({"CPU": 16}, device="cuda")
+
+
+def test_worker_errors_come_back_as_one_line_errors_of_their_own_kind():
+    from ray.exceptions import RayError
+
+    from extok_rag.errors import ModelNotFoundError
+    from extok_rag.integrations.ray_index import worker_error
+
+    traceback = (
+        "\x1b[36mray::MapWorker(MapBatches(GroupEncoder)).__init__()\x1b[39m (pid=1, ip=10.0.0.3)\n"
+        '  File "extok_rag/models/llm.py", line 55, in load\n'
+        "extok_rag.errors.ModelNotFoundError: cannot load LLM from /models/x: no config.json\n"
+    )
+    error = worker_error(RayError(traceback))
+    assert type(error) is ModelNotFoundError
+    assert str(error) == "cannot load LLM from /models/x: no config.json"
+    crashed = worker_error(RayError("ray::task()\nMemoryError: cannot allocate 8 GB\n"))
+    assert type(crashed) is IndexEngineError
+    assert str(crashed) == "a Ray worker failed: MemoryError: cannot allocate 8 GB"
+    died = worker_error(RayError("The actor died unexpectedly before finishing this task.\n"))
+    assert (
+        str(died)
+        == "the Ray engine failed: The actor died unexpectedly before finishing this task."
+    )
+
+
+def test_both_passes_in_process_give_the_local_engine_s_int8_rows(
+    corpus, make_models, settings, tiny_llm_dir, tiny_embedder_dir
+):
+    """The Ray stages without Ray: pass 1 (chunk_rows) and pass 2 (GroupEncoder) through their
+    Arrow forms, for an int8 table layout, equal the local engine's records bitwise."""
+    from extok_rag.chunking import Chunker
+    from extok_rag.indexes.table import TableLayout, chunk_schema
+    from extok_rag.indexing.encoding import ChunkEncoder, encode_chunks
+    from extok_rag.indexing.reading import list_corpus
+    from extok_rag.indexing.stages import chunk_files, commit_groups, group_chunks
+    from extok_rag.integrations.ray_index import (
+        GroupEncoder,
+        chunk_rows,
+        chunked_from_arrow,
+        file_row,
+        group_to_arrow,
+    )
+
+    files = list_corpus(corpus)[0]
+    models = make_models()
+    chunker = Chunker(models.llm.tokenizer, settings.chunking)
+    target = build_target(models, settings)
+    layout = TableLayout(32, 64, "int8", chunk_schema(32, 64, "int8"))
+    worker = WorkerModels(str(tiny_llm_dir), None, str(tiny_embedder_dir), dtype="float32")
+    actor = GroupEncoder(worker, target, layout, settings.batch_tokens, "cpu", 1)
+    encoder = ChunkEncoder(models.tokenizer, models.embedder, 2, settings.batch_tokens)
+
+    pass1 = chunk_rows(pa_table([file_row(i, f) for i, f in enumerate(files)]), chunker)
+    via_arrow = list(commit_groups(chunked_from_arrow(pass1, files), 512, lambda _: None))
+    local = list(commit_groups(chunk_files(files, chunker), 512, lambda _: None))
+    assert len(via_arrow) == len(local) == 3
+    row_id = 7
+    for remote_group, local_group in zip(via_arrow, local, strict=True):
+        chunks, hashes = group_chunks(local_group)
+        want = layout.to_arrow(
+            encode_chunks(encoder, chunks, hashes), row_id + np.arange(len(chunks))
+        )
+        got = actor(group_to_arrow(remote_group, row_id))
+        assert got.equals(want)
+        row_id += len(chunks)
+
+
+def pa_table(rows):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows)
+
+
+def build_target(models, settings):
+    from extok_rag.indexing import IndexTarget
+
+    return IndexTarget(
+        models.llm_identity,
+        models.tokenizer_identity,
+        models.embedder_identity,
+        2,
+        settings.chunking.to_dict(),
+        "int8",
+    )
