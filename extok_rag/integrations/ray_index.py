@@ -139,6 +139,7 @@ class RayEngine:
             files = job.plan.to_index
             if len(files) > self.files_per_task:
                 connect()
+                job.progress.status(f"reading and chunking {len(files):,} files in Ray tasks")
                 chunked = self._chunked(ray, job)
             else:  # one task's worth of files (or none): read here, as a task would
                 chunked = chunk_files(files, job.chunker)
