@@ -189,9 +189,17 @@ class RayEngine:
             batch_size=self.files_per_task,
             batch_format="pyarrow",
         )
+        expected = 0
         with worker_errors():
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                yield from chunked_from_arrow(batch, files)
+                for item in chunked_from_arrow(batch, files):
+                    if item.file is not files[expected]:  # groups and row ids need plan order
+                        raise IndexEngineError(
+                            f"Ray returned {item.file.rel} out of order (expected "
+                            f"{files[expected].rel}); Ray Data's preserve_order was not kept"
+                        )
+                    expected += 1
+                    yield item
 
     def _encoded(self, ray, refs: list, job: WriteJob, pool: ActorPool) -> Iterator[pa.Table]:
         """Pass 2: one group per actor call; rows come back in group order."""
