@@ -45,6 +45,16 @@ def condition_line(row: ConditionResult, raw: dict | None) -> str:
     )
 
 
+def speed_text(raw: dict, row: dict, checked: bool = True) -> str:
+    """The row's prefill speed-up over raw and the ≥ 2.5× target; 'not timed' without timed
+    questions (`--latency-questions 0`) rather than a ratio of nothing."""
+    if not raw["prefill_ms_median"] or not row["prefill_ms_median"]:
+        return "prefill not timed (--latency-questions 0)"
+    speed = raw["prefill_ms_median"] / row["prefill_ms_median"]
+    target = f" (target ≥ 2.5×: {'met' if speed >= 2.5 else 'missed'})" if checked else ""
+    return f"a {speed:.2f}× faster prefill{target}"
+
+
 def paired(a: ConditionResult, b: ConditionResult) -> str:
     """How often a is right where b is wrong, and the other way round (same questions)."""
     only_a = sum(x and not y for x, y in zip(a.correct, b.correct, strict=True))
@@ -70,12 +80,10 @@ def targets(result: SetResult, k: int = 4) -> list[str]:
         if row.condition.top_n == raw_row.condition.top_n:
             keep = s["accuracy"] / raw["accuracy"] if raw["accuracy"] else float("nan")
             share = s["positions_median"] / raw["positions_median"]
-            speed = (raw["prefill_ms_median"] or 0) / (s["prefill_ms_median"] or 1)
             lines.append(
                 f"- ×{k} keeps {100 * keep:.0f}% of raw accuracy (target ≥ 90%: "
                 f"{'met' if keep >= 0.9 else 'missed'}) with {share:.2f} of raw's prompt "
-                f"positions and a {speed:.2f}× faster prefill (target ≥ 2.5×: "
-                f"{'met' if speed >= 2.5 else 'missed'})."
+                f"positions and {speed_text(raw, s)}."
             )
         else:
             verdict = "beats" if s["accuracy"] > raw["accuracy"] else "does not beat"
@@ -105,18 +113,11 @@ def expand_targets(result: SetResult) -> list[str]:
         s = row.summary()
         keep = s["accuracy"] / raw["accuracy"] if raw["accuracy"] else float("nan")
         share = s["positions_median"] / raw["positions_median"]
-        speed = (raw["prefill_ms_median"] or 0) / (s["prefill_ms_median"] or 1)
         met = keep >= 0.95 and share <= 0.35
         lines.append(
             f"- {c.name}: keeps {100 * keep:.0f}% of raw accuracy with {share:.2f} of raw's "
-            f"positions (target ≥ 95% at ≤ 0.35: {'met' if met else 'missed'}); prefill "
-            f"{speed:.2f}× faster than raw"
-            + (
-                f" (target ≥ 2.5× at 0.35: {'met' if speed >= 2.5 else 'missed'})"
-                if c.share == 0.35
-                else ""
-            )
-            + "."
+            f"positions (target ≥ 95% at ≤ 0.35: {'met' if met else 'missed'}); "
+            f"{speed_text(raw, s, checked=c.share == 0.35)}."
         )
         for control in ("spans", "truncated"):
             other = by.get(c.name.replace("expand", control, 1))

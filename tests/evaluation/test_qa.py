@@ -155,6 +155,13 @@ def test_a_subset_of_rows_answers_as_the_full_run_does(tiny_set, tiny_llm, index
     assert "| extok ×4 top-2 |" in text and "of raw accuracy" not in text
 
 
+def test_untimed_rows_say_so_instead_of_a_speed_up(tiny_set, tiny_llm, indexed):
+    snapshot, embedder = indexed
+    untimed = replace(CFG, latency_questions=0)
+    text = qa_markdown([evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, untimed)])
+    assert "prefill not timed" in text and "0.00×" not in text
+
+
 @pytest.fixture
 def hotpot_available():
     try:
