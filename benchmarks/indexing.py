@@ -32,6 +32,7 @@ from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig
 from extok_rag.indexing import IndexModels, IndexSettings, build_index, disk_bytes
 from extok_rag.indexing.reading import list_corpus, read_text
+from extok_rag.models.defaults import resolve_tokenizer
 from extok_rag.models.embedder import length_batches
 from extok_rag.models.llm import FrozenLLM
 
@@ -141,7 +142,9 @@ def main() -> None:
     source = make_corpus(work / "corpus", args.mb)
     n_small = split_paragraphs(work / "corpus", work / "small")
     llm = FrozenLLM.load(None, RuntimeConfig(device="cpu"))
-    models = IndexModels(llm)
+    # what `extok-rag index` uses by default: the shipped checkpoint (untrained from_llm only
+    # where there is none for this LLM)
+    models = IndexModels(llm, resolve_tokenizer(None, llm.identity))
     models.tokenizer, models.embedder  # load both before timing  # noqa: B018
 
     large = run_corpus(work / "corpus", work / "index", models, args.batch_tokens)
@@ -166,7 +169,8 @@ def main() -> None:
             f"Corpora: {args.mb} MB from {source}, as its files and split into {n_small:,} "
             "one-paragraph files (paragraphs of ≥ 200 characters). Defaults: chunks of 256 "
             f"tokens, stride 2, {str(llm.dtype).removeprefix('torch.')} (`--dtype auto`), the "
-            f"shipped {tok.config.num_layers}-layer extensible tokenizer. Bare forwards: the "
+            f"{'shipped' if models.tokenizer_path else 'untrained'} "
+            f"{tok.config.num_layers}-layer extensible tokenizer. Bare forwards: the "
             "extensible tokenizer and MiniLM on the same chunks in the same sorted batches, "
             "nothing else.",
             "",
