@@ -316,12 +316,12 @@ def qa(
         ),
     ] = "none,raw,compressed,hybrid,budget,expand",
     states: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="State encoding of the sets' indexes: float16 (<work-dir>/<set>/index) or int8 "
-            "(<set>/index-int8, built beside it from the same corpus)."
+            help="State encoding of the sets' indexes: int8 (<work-dir>/<set>/index-int8) or "
+            "float16 (<set>/index), from the same corpus; default: `index`'s default (int8)."
         ),
-    ] = "float16",
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
@@ -343,6 +343,9 @@ def qa(
 
     if expand_scorer not in SCORERS:
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
+    from extok_rag.indexing.build import DEFAULT_STATE_ENCODING
+
+    states = states or DEFAULT_STATE_ENCODING
     if states not in ("float16", "int8"):
         raise typer.BadParameter("--states must be 'float16' or 'int8'")
     from extok_rag.evaluation.qa import ROW_FAMILIES

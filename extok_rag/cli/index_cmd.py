@@ -51,8 +51,8 @@ def index(
         str | None,
         typer.Option(
             "--states",
-            help="State encoding: float16 (default, or the index's) or int8 (about half the "
-            "disk, per-vector scale).",
+            help="State encoding of a new index: int8 (default; a float16 scale per state, "
+            "about half the disk) or float16. An existing index keeps its own.",
         ),
     ] = None,
     splitter: Annotated[

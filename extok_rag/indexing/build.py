@@ -64,9 +64,10 @@ from extok_rag.indexing.stages import (
 # which covers the paper's k in {2, 4, 8, 16, 32}; k = 1 (no compression) is what raw tokens
 # are for. Bytes per token measured in docs/indexing.md.
 DEFAULT_STRIDE = 2
-# float16 until `eval qa` / `eval lm` show int8 within noise (int8: d + 2 bytes per state,
-# about half; see indexes/table.py).
-DEFAULT_STATE_ENCODING = "float16"
+# int8 (d + 2 bytes per state: about half of float16's 2·d; see indexes/table.py): on the same
+# questions and windows it answered as float16 does (eval qa ×4, both sets: 0 / 0 paired
+# differences) within +0.01% perplexity (Table-1 (d), 2K); docs/benchmarks.md "state-encoding".
+DEFAULT_STATE_ENCODING = "int8"
 DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
 # LanceDB fragments (one per table commit) at which a run compacts the table and deletes old
 # versions; see tidy_table.
@@ -82,7 +83,7 @@ class IndexSettings:
 
     chunking: ChunkingConfig | None = None
     stride: int | None = None
-    state_encoding: str | None = None  # "float16" or "int8"; None: the index's, else float16
+    state_encoding: str | None = None  # "float16" or "int8"; None: the index's, else int8
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     batch_tokens: int = 16_384  # padded tokens per forward pass

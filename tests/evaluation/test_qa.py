@@ -184,19 +184,19 @@ def test_cli_indexes_a_real_set_once_and_writes_docs(
     data = json.loads((tmp_path / "qa.json").read_text())
     assert data["sets"][0]["name"] == "hotpotqa" and len(data["sets"][0]["qids"]) == 3
     assert "extok-rag eval qa --sets hotpotqa --questions 3" in docs_sections["eval-qa"]
-    manifest = (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text()
+    work = tmp_path / "work" / "hotpotqa"
+    manifest = (work / "index-int8" / "manifest.json").read_text()  # int8: index's default
+    assert json.loads(manifest)["state_encoding"] == "int8"
     again = runner.invoke(eval_app, args)
     assert again.exit_code == 0, again.output
     assert "resuming 5 finished hotpotqa conditions" in " ".join(again.output.split())
-    assert (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text() == manifest
-    int8 = runner.invoke(eval_app, [*args, "--states", "int8"])  # its own index and journal
-    assert int8.exit_code == 0, int8.output
-    assert "resuming" not in int8.output
-    int8_manifest = json.loads(
-        (tmp_path / "work" / "hotpotqa" / "index-int8" / "manifest.json").read_text()
-    )
-    assert int8_manifest["state_encoding"] == "int8"
-    assert (tmp_path / "work" / "hotpotqa" / "index" / "manifest.json").read_text() == manifest
+    assert (work / "index-int8" / "manifest.json").read_text() == manifest
+    f16 = runner.invoke(eval_app, [*args, "--states", "float16"])  # its own index and journal
+    assert f16.exit_code == 0, f16.output
+    assert "resuming" not in f16.output
+    f16_manifest = json.loads((work / "index" / "manifest.json").read_text())
+    assert f16_manifest.get("state_encoding", "float16") == "float16"
+    assert (work / "index-int8" / "manifest.json").read_text() == manifest
 
 
 def test_cli_rejects_an_unknown_set():

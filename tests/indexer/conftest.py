@@ -9,8 +9,14 @@ import pytest
 from extok_rag.chunking import ChunkingConfig
 from extok_rag.indexing import IndexModels, IndexSettings
 
+# float16 states: these tests check the stored states bitwise against the tokenizer's output;
+# int8 (the default) is checked against them in test_state_encoding.py and through the CLI.
 SETTINGS = IndexSettings(
-    chunking=ChunkingConfig(chunk_tokens=64), stride=2, batch_tokens=2048, commit_tokens=512
+    chunking=ChunkingConfig(chunk_tokens=64),
+    stride=2,
+    state_encoding="float16",
+    batch_tokens=2048,
+    commit_tokens=512,
 )
 
 

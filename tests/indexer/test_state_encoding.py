@@ -50,7 +50,8 @@ def test_int8_index_is_within_half_a_step_of_the_float16_one(corpus, tmp_path, m
 def test_encoding_is_kept_refused_when_changed_and_rebuilt(corpus, tmp_path, models, small):
     idx = tmp_path / "idx"
     build_index(corpus, idx, models, replace(small, state_encoding="int8"))
-    assert build_index(corpus, idx, models, small).up_to_date  # unset: the index's own
+    unset = replace(small, state_encoding=None)  # the index's own
+    assert build_index(corpus, idx, models, unset).up_to_date
     with pytest.raises(IncompatibleModelError, match="int8 states in the index vs float16"):
         build_index(corpus, idx, models, replace(small, state_encoding="float16"))
     build_index(corpus, idx, models, replace(small, state_encoding="float16"), rebuild=True)

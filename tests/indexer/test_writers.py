@@ -140,6 +140,6 @@ def test_info_json_gives_bytes_per_token(corpus, tmp_path, cli):
     assert code == 0, err
     shown = info_json(cli, idx)
     assert shown["tokens"] > 0 and shown["chunks"] == shown["table_rows"] > 0
-    assert shown["state_encoding"] == "float16"
+    assert shown["state_encoding"] == "int8"  # the default of a new index
     assert 0 < shown["state_bytes_per_token"] < shown["bytes_per_token"]
     assert shown["bytes_per_token"] <= shown["bytes_on_disk"] / shown["tokens"]
