@@ -66,7 +66,8 @@ from extok_rag.indexing.stages import (
 DEFAULT_STRIDE = 2
 # int8 (d + 2 bytes per state: about half of float16's 2·d; see indexes/table.py): on the same
 # questions and windows it answered as float16 does (eval qa ×4, both sets: 0 / 0 paired
-# differences) within +0.01% perplexity (Table-1 (d), 2K); docs/benchmarks.md "state-encoding".
+# differences) within ±0.012% perplexity (Table-1 (d), 2K and 8K); docs/benchmarks.md
+# "state-encoding".
 DEFAULT_STATE_ENCODING = "int8"
 DEFAULT_COMMIT_TOKENS = 65_536  # tokens of whole documents per table commit
 # LanceDB fragments (one per table commit) at which a run compacts the table and deletes old
