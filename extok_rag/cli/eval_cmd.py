@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,14 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise typer.BadParameter(f"{option} takes positive integers, got {text!r}")
     return values
+
+
+def parse_choices(text: str, option: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated names, each one of `allowed`, at least one."""
+    names = tuple(x for x in text.replace(" ", "").split(",") if x)
+    if not names or set(names) - set(allowed):
+        raise typer.BadParameter(f"{option} takes some of {', '.join(allowed)}, got {text!r}")
+    return names
 
 
 @eval_app.command("lm")
@@ -334,25 +343,21 @@ def qa(
     from extok_rag.evaluation.qa_report import qa_markdown
     from extok_rag.models.defaults import resolve_tokenizer
 
-    names = [s for s in sets.replace(" ", "").split(",") if s]
-    if not names or set(names) - set(QA_SETS):
-        raise typer.BadParameter(f"--sets takes some of {', '.join(QA_SETS)}, got {sets!r}")
+    names = parse_choices(sets, "--sets", QA_SETS)
     if write_docs and not REPORT_SCRIPT.is_file():
         raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
     from extok_rag.expansion import SCORERS
 
     if expand_scorer not in SCORERS:
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
+    from extok_rag.evaluation.qa import ROW_FAMILIES
+    from extok_rag.indexes import STATE_ENCODINGS
     from extok_rag.indexing.build import DEFAULT_STATE_ENCODING
 
     states = states or DEFAULT_STATE_ENCODING
-    if states not in ("float16", "int8"):
-        raise typer.BadParameter("--states must be 'float16' or 'int8'")
-    from extok_rag.evaluation.qa import ROW_FAMILIES
-
-    families = tuple(r for r in rows.replace(" ", "").split(",") if r)
-    if not families or set(families) - set(ROW_FAMILIES):
-        raise typer.BadParameter(f"--rows takes some of {', '.join(ROW_FAMILIES)}, got {rows!r}")
+    if states not in STATE_ENCODINGS:
+        raise typer.BadParameter(f"--states must be {' or '.join(map(repr, STATE_ENCODINGS))}")
+    families = parse_choices(rows, "--rows", ROW_FAMILIES)
     cfg = QAEvalConfig(
         questions=questions,
         top_n=top_n,
@@ -409,15 +414,15 @@ def run_qa_set(
     data_dir,
     runtime,
     resume,
-    states="float16",
-    rows=None,
+    states,
+    rows,
 ):
     """Corpus files → index (incremental; rebuilt when the models changed) → evaluation,
     each finished condition journaled (resumed on a rerun with the same settings; the index's
     manifest, state encoding included, is part of them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from extok_rag.evaluation.qa import ROW_FAMILIES, evaluate_qa
+    from extok_rag.evaluation.qa import evaluate_qa
     from extok_rag.evaluation.qa_data import load_qa_set, write_corpus
     from extok_rag.indexing import open_index
     from extok_rag.models.embedder import Embedder
@@ -437,9 +442,7 @@ def run_qa_set(
             bar.update(task, description=f"{name}: {condition}", completed=done, total=total)
 
         journal = qa_journal(name, cfg, snapshot, frozen, root / name / "runs", resume)
-        return evaluate_qa(
-            frozen, retrieval, snapshot, qa_set, cfg, advance, journal, rows or ROW_FAMILIES
-        )
+        return evaluate_qa(frozen, retrieval, snapshot, qa_set, cfg, advance, journal, rows)
 
 
 def qa_journal(name, cfg, snapshot, frozen, folder: Path, resume: bool):

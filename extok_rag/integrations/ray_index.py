@@ -54,6 +54,7 @@ from extok_rag.indexing.stages import (
     chunk_file,
     chunk_files,
     commit_groups,
+    group_chunks,
 )
 
 MISSING_RAY = "the Ray engine needs Ray: pip install 'extok-rag[ray]'"
@@ -287,8 +288,7 @@ def chunked_from_arrow(batch: pa.Table, files: Sequence[SourceFile]) -> Iterator
 
 def group_to_arrow(group: Sequence[ChunkedFile], first_row_id: int) -> pa.Table:
     """A commit group as one row (so Ray can never split it) with the row ids of its chunks."""
-    chunks = [c for item in group for c in item.chunks]
-    hashes = {item.file.rel: item.file.doc_hash for item in group}
+    chunks, hashes = group_chunks(group)
     return pa.table(
         {
             "first_row_id": pa.array([first_row_id], pa.int64()),
