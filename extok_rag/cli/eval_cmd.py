@@ -321,9 +321,10 @@ def qa(
         str,
         typer.Option(
             help="Row families to run, comma-separated: none, raw, compressed, hybrid, budget, "
-            "expand (default all; a subset reuses and extends the same journal)."
+            "expand, spans, truncated (default all; a subset reuses and extends the same "
+            "journal, so disjoint subsets can run as parallel processes)."
         ),
-    ] = "none,raw,compressed,hybrid,budget,expand",
+    ] = "none,raw,compressed,hybrid,budget,expand,spans,truncated",
     states: Annotated[
         str | None,
         typer.Option(

@@ -72,13 +72,11 @@ class Condition:
 
 # Families of rows `eval qa --rows` can pick; a subset only saves time (every row is answered
 # the same way alone as beside the others), so it is not part of a journal's settings.
-ROW_FAMILIES = ("none", "raw", "compressed", "hybrid", "budget", "expand")
+ROW_FAMILIES = ("none", "raw", "compressed", "hybrid", "budget", "expand", "spans", "truncated")
 
 
 def family(cond: Condition, cfg: QAEvalConfig) -> str:
     """The ROW_FAMILIES entry of a condition of `conditions(cfg)`."""
-    if cond.mode in ("expand", "spans", "truncated"):
-        return "expand"
     if cond.mode == "compressed":
         return "compressed" if cond.top_n == cfg.top_n else "budget"
     return cond.mode
