@@ -46,6 +46,7 @@ class Prompt:
     k: int | None  # the k used for compressed chunks (None when none is compressed)
     positions: int  # positions the prompt takes in the LLM window
     expanded: list[Span] = field(default_factory=list)  # expand / spans: the spans read raw
+    chunks_read: int | None = None  # budget modes: the retrieved chunks read (the rest did not fit)
 
 
 def check_llm(snapshot: IndexSnapshot, llm: FrozenLLM) -> None:

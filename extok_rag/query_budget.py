@@ -36,8 +36,7 @@ def budget_prompt(
 ) -> Prompt:
     budget = cfg.budget if cfg.budget is not None else llm.max_positions - reserve
     headers = [f"[{c.doc_path}]\n" for c in chunks] if cfg.source_lines else None
-    empty = torch.zeros(0, llm.hidden_size)  # an empty context: the frame is tokenised as
-    fixed = row_length(llm.chat_row(ask_frame(question, [empty] * len(chunks), headers)))
+    fixed = frame_positions(llm, question, len(chunks), headers)
     if cfg.mode == "truncated":
         return truncated_prompt(llm, question, chunks, headers, budget - fixed)
     spans = [
@@ -54,19 +53,42 @@ def budget_prompt(
     )
     if cfg.mode == "spans":
         return spans_prompt(llm, question, chunks, spans, headers, budget, fixed)
-    return expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride)
+    for n in range(len(chunks), 0, -1):  # the lowest-ranked chunks go first, as in truncated
+        kept = [s for s in spans if s.chunk < n]
+        kept_headers = headers[:n] if headers else None
+        fixed = frame_positions(llm, question, n, kept_headers)
+        prompt = expand_prompt(llm, question, chunks[:n], kept, kept_headers, budget, fixed, stride)
+        if prompt is not None:
+            return prompt
+    return question_only(llm, question, budget)
 
 
-def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) -> Prompt:
+def question_only(llm: FrozenLLM, question: str, budget: int) -> Prompt:
+    """The prompt when not even one chunk compressed at the largest k fits: the frame and the
+    question alone, as the two controls read nothing then either."""
+    row = llm.chat_row(ask_frame(question, [], None))
+    if row_length(row) > budget:
+        raise InputTooLongError(
+            f"a budget of {budget} positions does not hold the prompt frame and the question "
+            f"({row_length(row)} positions): raise --budget"
+        )
+    return Prompt(row, None, row_length(row), chunks_read=0)
+
+
+def frame_positions(llm: FrozenLLM, question: str, n_chunks: int, headers) -> int:
+    """Positions of the prompt with `n_chunks` empty contexts: the frame every mode pays."""
+    empty = torch.zeros(0, llm.hidden_size)  # an empty context: the frame is tokenised as is
+    return row_length(llm.chat_row(ask_frame(question, [empty] * n_chunks, headers)))
+
+
+def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) -> Prompt | None:
     """Plan by estimated costs, then build rows: from the planned k upwards, and dropping the
-    weakest expanded span when no k fits (token merges at joins can add a few positions)."""
+    weakest expanded span when no k fits (token merges at joins can add a few positions).
+    None when the chunks compressed at the largest k overflow the budget."""
     costs = {(s.chunk, s.start, s.end): len(llm.tokenize(s.text)) for s in spans}
     plan = plan_expansion(spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, budget, stride)
     if plan is None:
-        raise InputTooLongError(
-            f"a budget of {budget} positions does not hold the prompt frame and {len(chunks)} "
-            "chunks compressed at the largest k: raise --budget or lower --top-n"
-        )
+        return None
     raw = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
     states = [torch.from_numpy(c.states.astype(np.float32)) for c in chunks]  # once, every k
     ks = [k for k in AUTO_K_CHOICES if k % stride == 0 and k >= plan.k]
@@ -74,11 +96,9 @@ def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) 
         for k in ks:
             row = expanded_row(llm, question, states, spans, raw, headers, k, stride)
             if row_length(row) <= budget:
-                return Prompt(row, k, row_length(row), raw)
+                return Prompt(row, k, row_length(row), raw, len(chunks))
         if not raw:
-            raise InputTooLongError(
-                f"a budget of {budget} positions does not hold the prompt: raise --budget"
-            )
+            return None
         raw.remove(min(raw, key=lambda s: s.score))
         ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
 
@@ -111,7 +131,7 @@ def spans_prompt(llm, question, chunks, spans, headers, budget, fixed) -> Prompt
         )
         row = llm.chat_row(ask_frame(question, contexts, kept_headers))
         if row_length(row) <= budget or not keep:
-            return Prompt(row, None, row_length(row), keep)
+            return Prompt(row, None, row_length(row), keep, len(contexts))
         keep.remove(min(keep, key=lambda s: s.score))  # a join overshot: drop the weakest
 
 
@@ -125,7 +145,7 @@ def truncated_prompt(llm, question, chunks, headers, room: int) -> Prompt:
         contexts.append(chunk.text if len(ids) <= room else llm.tokenizer.decode(ids[:room]))
         room -= len(ids)
     row = llm.chat_row(ask_frame(question, contexts, headers[: len(contexts)] if headers else None))
-    return Prompt(row, None, row_length(row))
+    return Prompt(row, None, row_length(row), chunks_read=len(contexts))
 
 
 def describe_spans(chunks: Sequence[Retrieved], spans: Sequence[Span]) -> list[dict]:

@@ -116,6 +116,40 @@ def test_a_budget_below_the_frame_is_a_clear_error(tiny_llm, chunks, embedder):
         build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
 
 
+def test_a_budget_too_small_for_every_chunk_leaves_out_the_lowest_ranked(
+    tiny_llm, chunks, embedder
+):
+    from extok_rag.expansion import compressed_count
+    from extok_rag.query_budget import frame_positions
+
+    def smallest(n: int) -> int:  # n chunks, all compressed at the largest k
+        frame = frame_positions(tiny_llm, QUESTION, n, None)
+        return frame + sum(compressed_count(len(c.states), 32, 2) for c in chunks[:n])
+
+    assert smallest(1) < smallest(2)
+    cfg = AskConfig(mode="expand", budget=smallest(2) - 1)
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+    assert prompt.chunks_read == 1 and prompt.positions <= cfg.budget
+    assert all(s.chunk == 0 for s in prompt.expanded)
+    assert any(isinstance(seg, EmbeddingSegment) for seg in prompt.row)
+    cfg = replace(cfg, budget=smallest(2))
+    assert build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder).chunks_read == 2
+
+
+def test_a_budget_for_the_question_alone_reads_no_chunk(tiny_llm, chunks, embedder):
+    from extok_rag.expansion import compressed_count
+    from extok_rag.query_budget import frame_positions
+
+    none = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="none"), 2, 8)
+    one = frame_positions(tiny_llm, QUESTION, 1, None) + compressed_count(
+        len(chunks[0].states), 32, 2
+    )
+    assert none.positions < one
+    cfg = AskConfig(mode="expand", budget=one - 1)
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+    assert prompt.chunks_read == 0 and prompt.positions == none.positions
+
+
 def test_auto_budget_is_the_window_less_the_answer(tiny_llm, chunks, embedder):
     prompt = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="expand"), 2, 8, embedder)
     raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)

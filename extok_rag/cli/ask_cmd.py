@@ -140,6 +140,11 @@ def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_jso
     from extok_rag.query_budget import describe_spans
 
     chunks, prompt, pieces = ask_query(llm, embedder, snapshot, question, cfg, gen)
+    if prompt.chunks_read is not None and prompt.chunks_read < len(chunks) and not as_json:
+        err_console.print(
+            f"[yellow]the budget of {prompt.positions} positions holds {prompt.chunks_read} "
+            f"of the {len(chunks)} retrieved chunks: raise --budget to read them all[/yellow]"
+        )
     if show_sources and not as_json:
         for i, chunk in enumerate(chunks, start=1):
             err_console.print(
@@ -158,6 +163,7 @@ def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_jso
                     "k": prompt.k,
                     "positions": prompt.positions,
                     "expanded": describe_spans(chunks, prompt.expanded),
+                    "chunks_read": prompt.chunks_read,
                     "sources": [
                         {
                             "doc_path": c.doc_path,

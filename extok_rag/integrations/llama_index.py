@@ -107,6 +107,7 @@ class ExtokQueryEngine(CustomQueryEngine):
             "positions": prompt.positions,
             "mode": self.ask_config.mode,
             "expanded": describe_spans(chunks, prompt.expanded),
+            "chunks_read": prompt.chunks_read,
         }
         if self.streaming:
             return StreamingResponse(response_gen=pieces, source_nodes=nodes, metadata=metadata)
