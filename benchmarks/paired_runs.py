@@ -1,0 +1,140 @@
+"""Two runs of the same evaluation, paired: `eval qa` rows on the same questions, `eval lm`
+rows on the same windows, run A against run B (two checkpoints, two state encodings, ...).
+
+    .venv/bin/python benchmarks/paired_runs.py --labels v1 v2 --section qa-v2-vs-v1 \
+        --qa V1_QA.json V2_QA.json [--qa ...] [--lm V1_LM.json V2_LM.json] [--title TEXT]
+
+QA: for every set and row in both files whose name starts with one of `--rows` (default
+`extok`), accuracy of each run, the questions right with only one of them, an exact two-sided
+sign test on those, and how many answers are the same string; plus, where run A has them, the
+`none` and `raw` rows of the set. LM: for every (d) row (key `extok@k`) and length,
+perplexity of each run, the relative change, and on how many windows B's NLL is the higher.
+Writes section `--section` of docs/benchmarks.md (`--no-write`: print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from math import comb
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import write_section
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial p of `wins` against `losses` (ties left out)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def accuracy(row: dict) -> str:
+    return f"{100 * sum(row['correct']) / len(row['correct']):.1f}%"
+
+
+def qa_rows(a: dict, b: dict, prefixes: tuple[str, ...] = ("extok",)) -> list[str]:
+    """One table row per (set, condition) present in both runs."""
+    lines = []
+    other_sets = {s["name"]: s for s in b["sets"]}
+    for x_set in a["sets"]:
+        y_set = other_sets.get(x_set["name"])
+        if y_set is None:
+            continue
+        if x_set["qids"] != y_set["qids"]:
+            raise SystemExit(f"{x_set['name']}: the two runs asked different questions")
+        rows = x_set["per_question"]
+        context = " / ".join(accuracy(rows[n]) if n in rows else "—" for n in ("none", "raw top-4"))
+        for name, x in rows.items():
+            y = y_set["per_question"].get(name)
+            if y is None or not name.startswith(prefixes):
+                continue
+            pairs = list(zip(x["correct"], y["correct"], strict=True))
+            only_a = sum(p and not q for p, q in pairs)
+            only_b = sum(q and not p for p, q in pairs)
+            same = sum(p == q for p, q in zip(x["answers"], y["answers"], strict=True))
+            lines.append(
+                f"| {x_set['name']} | {name} | {len(pairs)} | {context} | {accuracy(x)} | "
+                f"{accuracy(y)} | {only_a} / {only_b} | {sign_test(only_a, only_b):.3f} | "
+                f"{same} / {len(pairs)} |"
+            )
+    return lines
+
+
+def lm_rows(a: dict, b: dict) -> list[str]:
+    """One table row per (length, extok@k) present in both runs."""
+    if a["windows"] != b["windows"]:
+        raise SystemExit("eval lm: the two runs read different windows")
+    lines = []
+    for length, cells in a["results"].items():
+        for key, x in cells.items():
+            y = b["results"].get(length, {}).get(key)
+            if y is None or not key.startswith("extok") or x["ppl"] is None:
+                continue
+            higher = sum(q > p for p, q in zip(x["window_nll"], y["window_nll"], strict=True))
+            change = 100 * (y["ppl"] / x["ppl"] - 1)
+            lines.append(
+                f"| {int(length):,} | {key} | {len(x['window_nll'])} | {x['ppl']:.3f} | "
+                f"{y['ppl']:.3f} | {change:+.3f}% | {higher} / {len(x['window_nll'])} |"
+            )
+    return lines
+
+
+def paired_body(title: str, intro: str, labels: tuple[str, str], qa: list, lm: list) -> str:
+    a, b = labels
+    body = [f"## {title}", "", intro]
+    if qa:
+        body += [
+            "",
+            f"| set | row | questions | none / raw (run {a}) | {a} | {b} | right only {a} / "
+            f"only {b} | sign test p | same answer |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            *qa,
+        ]
+    if lm:
+        body += [
+            "",
+            f"| T | row | windows | ppl {a} | ppl {b} | change | {b}'s NLL higher |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+            *lm,
+        ]
+    return "\n".join(body)
+
+
+def main(
+    section: str | None = None,
+    labels: tuple[str, str] | None = None,
+    intro: str = "",
+    title: str | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--qa", nargs=2, type=Path, action="append", default=[])
+    parser.add_argument("--lm", nargs=2, type=Path)
+    parser.add_argument("--labels", nargs=2, default=labels or ("A", "B"))
+    parser.add_argument("--section", default=section, required=section is None)
+    parser.add_argument("--title", help="The section's heading (default: LABEL_A against B).")
+    parser.add_argument("--rows", default="extok", help="Row-name prefixes, comma-separated.")
+    parser.add_argument("--no-write", action="store_true", help="Print only.")
+    args = parser.parse_args()
+    load = lambda path: json.loads(path.read_text())  # noqa: E731
+    prefixes = tuple(args.rows.split(","))
+    qa = [line for a, b in args.qa for line in qa_rows(load(a), load(b), prefixes)]
+    lm = lm_rows(load(args.lm[0]), load(args.lm[1])) if args.lm else []
+    title = args.title or title or f"{args.labels[1]} against {args.labels[0]}"
+    intro = intro or (
+        f"`benchmarks/paired_runs.py`: the same questions and windows, run {args.labels[0]} "
+        f"against run {args.labels[1]}. Paired: right only with one of them (exact sign test); "
+        f"windows where {args.labels[1]}'s NLL is the higher."
+    )
+    text = paired_body(title, intro, tuple(args.labels), qa, lm)
+    print(text)
+    if not args.no_write:
+        write_section(args.section, text)
+
+
+if __name__ == "__main__":
+    main()
