@@ -115,11 +115,13 @@ def main(
     parser.add_argument("--qa", nargs=2, type=Path, action="append", default=[])
     parser.add_argument("--lm", nargs=2, type=Path)
     parser.add_argument("--labels", nargs=2, default=labels or ("A", "B"))
-    parser.add_argument("--section", default=section, required=section is None)
+    parser.add_argument("--section", default=section, help="docs/benchmarks.md section")
     parser.add_argument("--title", help="The section's heading (default: LABEL_A against B).")
     parser.add_argument("--rows", default="extok", help="Row-name prefixes, comma-separated.")
     parser.add_argument("--no-write", action="store_true", help="Print only.")
     args = parser.parse_args()
+    if not (args.section or args.no_write):
+        parser.error("--section is needed unless --no-write")
     load = lambda path: json.loads(path.read_text())  # noqa: E731
     prefixes = tuple(args.rows.split(","))
     qa = [line for a, b in args.qa for line in qa_rows(load(a), load(b), prefixes)]
