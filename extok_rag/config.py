@@ -220,6 +220,7 @@ class TrainConfig:
     recon_chunks: tuple[int, int] = (1, 3)  # paragraphs per reconstruction row: first, last
     recon_curriculum_steps: int = 100  # steps over which that count grows
     recon_len: int = 128  # tokens kept of each paragraph to reconstruct
+    recon_len_start: int = 0  # >0: recon_len grows from this over recon_curriculum_steps
     distill_temperature: float = 1.0
     train_mode: Literal["lora", "full", "adapter"] = "lora"
     lora_rank: int = 16
@@ -244,6 +245,8 @@ class TrainConfig:
     answer_probe_every: int = 0  # optimiser steps between answer probes (0 = never)
     answer_probe_items: int = 48  # held-out QA items it scores
     answer_probe_ks: tuple[int, ...] = (2, 4, 8)
+    recon_probe_every: int = 0  # steps between reconstruction probes (answer-probe items'
+    # first gold paragraph, cut to recon_len tokens, repeated back; 0 = never)
     checkpoint_every: int = 10
     seed: int = 0
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # autocast and frozen LLM weights;

@@ -12,6 +12,11 @@ and the teacher-forced NLL of the answer tokens is measured. The headline number
 *answer gap closed* at k: (NLL_none - NLL_k) / (NLL_none - NLL_raw), per answer token over all
 items. No generation here, so it is cheap enough to run inside `train`; greedy accuracy is the
 benchmark script's (`benchmarks/answer_probe.py`).
+
+The reconstruction probe asks the same question of exact content: each item's first gold
+paragraph, cut to `recon_len` tokens, is given none / raw / compressed and asked back with
+"Repeat the context word for word."; its gap closed at k is the share of the paragraph's
+tokens' none -> raw NLL gap that the compressed paragraph closes (raw: the LLM copies).
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row
-from extok_rag.training.frame import FrameExample, bare_rows, compressed_rows, raw_rows
+from extok_rag.training.frame import (
+    FrameExample,
+    bare_rows,
+    compressed_rows,
+    raw_rows,
+    reconstruction_example,
+    truncate_text,
+)
 from extok_rag.training.objective import ChunkLosses, row_losses
 
 
@@ -63,7 +75,7 @@ class AnswerProbe:
         self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer
     ) -> dict[str, ChunkLosses]:
         """Per-item summed answer NLL and answer-token counts by row name (none, raw, k{k})."""
-        examples = probe_examples(self.items)
+        examples = self.examples(llm)
         if not self._baselines:
             self._baselines = {
                 "none": self.losses(llm, bare_rows(llm, examples)),
@@ -83,6 +95,9 @@ class AnswerProbe:
         tokenizer.train(was_training)
         return result
 
+    def examples(self, llm: FrozenLLM) -> list[FrameExample]:
+        return probe_examples(self.items)
+
     def losses(self, llm: FrozenLLM, rows: list[Row]) -> ChunkLosses:
         parts = [
             row_losses(llm, rows[i : i + self.batch_size])
@@ -91,6 +106,19 @@ class AnswerProbe:
         return ChunkLosses(
             torch.cat([p.nll for p in parts]).float(), torch.cat([p.count for p in parts])
         )
+
+
+@dataclass
+class ReconstructionProbe(AnswerProbe):
+    """The answer probe's items' first gold paragraph, cut to `recon_len` tokens, repeated."""
+
+    recon_len: int = 64
+
+    def examples(self, llm: FrozenLLM) -> list[FrameExample]:
+        return [
+            reconstruction_example([truncate_text(llm, item.gold[0], self.recon_len)])
+            for item in self.items
+        ]
 
 
 def gap_closed(none: float, raw: float, compressed: float) -> float:

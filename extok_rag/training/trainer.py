@@ -29,7 +29,7 @@ import torch
 from extok_rag.config import FRAME_OBJECTIVES, TrainConfig, cpu_description, write_json
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.training.answer_probe import AnswerProbe
+from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe
 from extok_rag.training.frame import (
     FrameData,
     FrameExample,
@@ -126,6 +126,18 @@ class Trainer:
                 method=cfg.downscale,
             )
             if cfg.answer_probe_every and probe_items
+            else None
+        )
+        self.recon_probe = (
+            ReconstructionProbe.sample(
+                probe_items,
+                cfg.answer_probe_items,
+                ks=cfg.answer_probe_ks,
+                context_len=cfg.recon_len,
+                method=cfg.downscale,
+                recon_len=cfg.recon_len,
+            )
+            if cfg.recon_probe_every and probe_items
             else None
         )
         self.step, self.elapsed, self.cpu_elapsed = 0, 0.0, 0.0
@@ -238,13 +250,10 @@ class Trainer:
         if not frame.paragraphs:
             raise ValueError(f"objective {objective!r} needs paragraphs_train.jsonl")
         if objective == "reconstruction":
-            m = self.recon_chunks()
+            m, length = self.recon_chunks(), self.recon_length()
             return [
                 reconstruction_example(
-                    [
-                        truncate_text(self.llm, p, cfg.recon_len)
-                        for p in rng.sample(frame.paragraphs, m)
-                    ]
+                    [truncate_text(self.llm, p, length) for p in rng.sample(frame.paragraphs, m)]
                 )
                 for _ in range(n)
             ]
@@ -261,8 +270,20 @@ class Trainer:
     def recon_chunks(self) -> int:
         """Paragraphs per reconstruction row now: first -> last over the curriculum steps."""
         first, last = self.cfg.recon_chunks
-        progress = min(1.0, self.step / max(1, self.cfg.recon_curriculum_steps))
-        return round(first + (last - first) * progress)
+        return round(first + (last - first) * self.curriculum_progress())
+
+    def recon_length(self) -> int:
+        """Tokens kept of each paragraph to reconstruct now: recon_len_start -> recon_len over
+        the curriculum steps (REFRAG's lesson: reconstruction learns short before long)."""
+        cfg = self.cfg
+        if not cfg.recon_len_start:
+            return cfg.recon_len
+        return round(
+            cfg.recon_len_start + (cfg.recon_len - cfg.recon_len_start) * self.curriculum_progress()
+        )
+
+    def curriculum_progress(self) -> float:
+        return min(1.0, self.step / max(1, self.cfg.recon_curriculum_steps))
 
     def train_step(self) -> StepStats:
         cfg = self.cfg
@@ -340,6 +361,7 @@ class Trainer:
             for name, probe, every in (
                 ("probe", self.probe, cfg.probe_every),
                 ("answer_probe", self.answer_probe, cfg.answer_probe_every),
+                ("recon_probe", self.recon_probe, cfg.recon_probe_every),
             )
             if probe is not None and (force or self.step % every == 0)
         ]

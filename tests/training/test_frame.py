@@ -25,7 +25,7 @@ from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
-from extok_rag.training.answer_probe import AnswerProbe, gap_closed
+from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe, gap_closed
 from extok_rag.training.frame import (
     BLANK,
     FrameData,
@@ -240,6 +240,36 @@ def test_answer_probe_rows_and_gap(tiny_llm, tok):
         gap_closed(summary["nll_none"], summary["nll_raw"], summary["nll_k2"])
     )
     assert gap_closed(4.0, 2.0, 3.0) == 0.5
+
+
+def test_reconstruction_probe_scores_each_paragraph_repeated_back(tiny_llm, tok):
+    probe = ReconstructionProbe(QA[:3], ks=(2,), context_len=12, batch_size=2, recon_len=12)
+    detailed = probe.run_detailed(tiny_llm, tok)
+    assert set(detailed) == {"none", "raw", "k2"}
+    cut = [tiny_llm.tokenize(q.gold[0])[:12] for q in QA[:3]]
+    counts = [len(tiny_llm.tokenize(tiny_llm.tokenizer.decode(ids.tolist()))) for ids in cut]
+    assert all(v.count.tolist() == counts for v in detailed.values())
+    assert set(probe.run(tiny_llm, tok)) == {"nll_none", "nll_raw", "nll_k2", "gap_k2"}
+
+
+def test_reconstruction_length_grows_over_the_curriculum(tiny_llm, data, frame, tmp_path):
+    cfg = replace(CFG, answer_probe_every=0, recon_len_start=8, recon_len=24)
+    trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame)
+    lengths = []
+    for step in (0, 1, 2, 5):
+        trainer.step = step
+        lengths.append(trainer.recon_length())
+        examples = trainer.frame_examples("reconstruction", random.Random(0), 2)
+        assert all(
+            len(tiny_llm.tokenize(p)) <= lengths[-1] + 1 for e in examples for p in e.contexts
+        )
+    assert lengths == [8, 16, 24, 24]
+    assert (
+        Trainer(
+            replace(cfg, recon_len_start=0), tiny_llm, *data, tmp_path / "b", frame
+        ).recon_length()
+        == 24
+    )
 
 
 def test_mix_phases_come_from_json():
