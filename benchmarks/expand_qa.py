@@ -2,7 +2,8 @@
 `eval qa` row, one panel per QA set, as a PNG in docs/.
 
     .venv/bin/extok-rag eval qa --expand-budgets 0.25,0.35,0.5 --out /tmp/expand.json
-    .venv/bin/python benchmarks/expand_qa.py /tmp/expand.json [--png docs/expand-qa.png]
+    .venv/bin/python benchmarks/expand_qa.py /tmp/expand.json [--png docs/expand-qa.png] \
+        [--report /tmp/expand.md]   # eval qa's printed report (tables, paired counts, targets)
 
 Rows: none, raw top-n, compressed at each k, hybrid, and at each budget share the expand row
 (best sentences raw, the rest compressed), spans only (the best sentences raw, nothing else)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -76,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", type=Path, help="JSON written by `eval qa --out`")
     parser.add_argument("--png", type=Path, default=DOCS / "expand-qa.png")
+    parser.add_argument("--report", type=Path, help="eval qa's printed report, appended")
     args = parser.parse_args()
     data = json.loads(args.result.read_text())
     plot(data["sets"], args.png)
@@ -86,11 +89,14 @@ def main() -> None:
             f"From `extok-rag eval qa` with `--expand-budgets "
             f"{','.join(map(str, cfg['expand_budgets']))} --expand-scorer "
             f"{cfg['expand_scorer']}` ({cfg['questions']} questions per set, top-"
-            f"{cfg['top_n']}); the full tables, latency and targets are in the eval-qa section.",
+            f"{cfg['top_n']}).",
             f"![accuracy against prompt positions]({args.png.relative_to(DOCS)})",
             *(f"### {r['name']}\n\n{table(r)}" for r in data["sets"]),
         ]
     )
+    if args.report:
+        report = re.sub(r"(?m)^### ", "#### ", args.report.read_text().strip())
+        body += "\n\n### The same run's report (`eval qa` output)\n\n" + report
     write_section("expand-qa", body)
     print(body)
 
