@@ -8,7 +8,9 @@ CKPT is a tokenizer checkpoint directory or `shipped`. Items: the held-out Hotpo
 (`answer_probe.jsonl` of `data prepare`), the first N of the same seeded order the trainer's
 probe uses; gold paragraphs given none / raw / compressed ×k in the `ask` frame. Greedy
 accuracy (an answer contained in 32 greedy tokens, SQuAD normalisation) on the first `--greedy`
-items. Writes section `answer-probe-NAME` of docs/training.md and a JSON beside the log dir.
+items. The control column reads each item's question with the *next* item's gold paragraphs
+compressed ×4: a gap closed there is format (how to answer), not content (what the answer is).
+Writes section `answer-probe-NAME` of docs/training.md and a JSON beside the log dir.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,7 +33,7 @@ from extok_rag.evaluation.qa_data import answer_contained
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.generation import generate_batch
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.training.answer_probe import AnswerProbe, probe_examples, summarise
+from extok_rag.training.answer_probe import AnswerProbe, gap_closed, probe_examples, summarise
 from extok_rag.training.frame import frame_users
 from extok_rag.training.objective import ChunkLosses
 from extok_rag.training.setup import init_path
@@ -82,6 +85,11 @@ def main() -> None:
     llm = FrozenLLM.load(None, RuntimeConfig(device="auto", dtype=fastest_dtype("cpu")))
     items = read_answer_probe()
     probe = AnswerProbe.sample(items, args.items, ks=ks)
+    n = len(probe.items)
+    mismatched = AnswerProbe(  # each question with the next item's paragraphs
+        [replace(it, gold=probe.items[(i + 1) % n].gold) for i, it in enumerate(probe.items)],
+        ks=(4,),
+    )
     examples = probe_examples(probe.items)[: args.greedy]
     results: dict[str, dict] = {}
     detailed: dict[str, dict[str, ChunkLosses]] = {}
@@ -94,6 +102,11 @@ def main() -> None:
         tok = ExtensibleTokenizer.from_pretrained(init_path(path), llm)
         detailed[name] = probe.run_detailed(llm, tok)
         results[name] = summarise(detailed[name], ks)
+        other = float(mismatched.run_detailed(llm, tok)["k4"].mean())
+        results[name]["nll_k4_other"] = other
+        results[name]["gap_k4_other"] = gap_closed(
+            results[name]["nll_none"], results[name]["nll_raw"], other
+        )
         for k in greedy_ks:
             users = frame_users(llm, examples, probe.context_len, tok, [k] * len(examples))
             results[name][f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
@@ -110,8 +123,9 @@ def main() -> None:
         "",
         "| checkpoint | "
         + " | ".join(f"NLL ×{k} | gap closed ×{k} | greedy ×{k}" for k in ks)
+        + " | gap closed ×4, another item's paragraphs"
         + (f" | ×4 wins over {args.reference} (Δ NLL 95% CI) |" if ref and 4 in ks else " |"),
-        "|---|" + "---:|---:|---:|" * len(ks) + ("---:|" if ref and 4 in ks else ""),
+        "|---|" + "---:|---:|---:|" * len(ks) + "---:|" + ("---:|" if ref and 4 in ks else ""),
     ]
     for name, r in results.items():
         cells = " | ".join(
@@ -123,7 +137,7 @@ def main() -> None:
         if ref and 4 in ks:
             wins, lo, hi = paired(detailed[name]["k4"], ref["k4"])
             extra = f" {wins:.0%} ({lo:+.3f}, {hi:+.3f}) |"
-        lines.append(f"| {name} | {cells} |{extra}")
+        lines.append(f"| {name} | {cells} | {r['gap_k4_other']:.0%} |{extra}")
     body = "\n".join(lines)
     write_section(f"answer-probe-{args.section}", body, doc=DOC)
     out = home_dir() / "runs" / f"answer-probe-{args.section}.json"
