@@ -117,33 +117,29 @@ class Trainer:
             if cfg.probe_every
             else None
         )
-        self.answer_probe = (
-            AnswerProbe.sample(
-                probe_items,
-                cfg.answer_probe_items,
-                ks=cfg.answer_probe_ks,
-                context_len=cfg.context_len,
-                method=cfg.downscale,
-            )
-            if cfg.answer_probe_every and probe_items
-            else None
+        self.answer_probe = self.frame_probe(
+            AnswerProbe, probe_items, cfg.answer_probe_every, context_len=cfg.context_len
         )
-        self.recon_probe = (
-            ReconstructionProbe.sample(
-                probe_items,
-                cfg.answer_probe_items,
-                ks=cfg.answer_probe_ks,
-                context_len=cfg.recon_len,
-                method=cfg.downscale,
-                recon_len=cfg.recon_len,
-            )
-            if cfg.recon_probe_every and probe_items
-            else None
+        self.recon_probe = self.frame_probe(
+            ReconstructionProbe,
+            probe_items,
+            cfg.recon_probe_every,
+            context_len=cfg.recon_len,
+            recon_len=cfg.recon_len,
         )
         self.step, self.elapsed, self.cpu_elapsed = 0, 0.0, 0.0
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
             self.initialise(train)
+
+    def frame_probe(self, cls: type[AnswerProbe], items, every: int, **kwargs):
+        """A probe on the held-out QA items (None when it never runs or there are none)."""
+        if not (every and items):
+            return None
+        cfg = self.cfg
+        return cls.sample(
+            items, cfg.answer_probe_items, ks=cfg.answer_probe_ks, method=cfg.downscale, **kwargs
+        )
 
     def initialise(self, train: Sequences) -> None:
         """A new run: a checkpoint's weights (`init_from`), or fitted adapter statistics."""
