@@ -113,6 +113,10 @@ class ReconstructionProbe(AnswerProbe):
     """The answer probe's items' first gold paragraph, cut to `recon_len` tokens, repeated."""
 
     recon_len: int = 64
+    context_len: int = field(init=False)  # the context is the paragraph to repeat: recon_len
+
+    def __post_init__(self) -> None:
+        self.context_len = self.recon_len
 
     def examples(self, llm: FrozenLLM) -> list[FrameExample]:
         return [

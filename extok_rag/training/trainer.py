@@ -121,11 +121,7 @@ class Trainer:
             AnswerProbe, probe_items, cfg.answer_probe_every, context_len=cfg.context_len
         )
         self.recon_probe = self.frame_probe(
-            ReconstructionProbe,
-            probe_items,
-            cfg.recon_probe_every,
-            context_len=cfg.recon_len,
-            recon_len=cfg.recon_len,
+            ReconstructionProbe, probe_items, cfg.recon_probe_every, recon_len=cfg.recon_len
         )
         self.step, self.elapsed, self.cpu_elapsed = 0, 0.0, 0.0
         out_dir.mkdir(parents=True, exist_ok=True)

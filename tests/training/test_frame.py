@@ -243,7 +243,7 @@ def test_answer_probe_rows_and_gap(tiny_llm, tok):
 
 
 def test_reconstruction_probe_scores_each_paragraph_repeated_back(tiny_llm, tok):
-    probe = ReconstructionProbe(QA[:3], ks=(2,), context_len=12, batch_size=2, recon_len=12)
+    probe = ReconstructionProbe(QA[:3], ks=(2,), batch_size=2, recon_len=12)
     detailed = probe.run_detailed(tiny_llm, tok)
     assert set(detailed) == {"none", "raw", "k2"}
     cut = [tiny_llm.tokenize(q.gold[0])[:12] for q in QA[:3]]
