@@ -12,6 +12,7 @@ from extok_rag.config import TokenizerConfig, TrainConfig
 from extok_rag.models.defaults import DEFAULT_TOKENIZER_DIR
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, read_checkpoint_config
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.lora import merge_lora
 
 SHIPPED = "shipped"  # `init_from` value: the checkpoint packaged with extok-rag
 
@@ -35,8 +36,21 @@ def with_init_shape(cfg: TrainConfig) -> TrainConfig:
 
 
 def load_init(tokenizer: ExtensibleTokenizer, llm: FrozenLLM, spec: str) -> None:
-    """Start from a trained checkpoint's weights (adapter statistics included)."""
-    tokenizer.load_weights(init_path(spec), llm)
+    """Start from a trained checkpoint's weights (adapter statistics included).
+
+    A tokenizer without LoRA factors (train_mode full or adapter) takes a LoRA checkpoint with
+    its factors folded into the layer weights (in fp32): the run starts from the same function.
+    """
+    path = init_path(spec)
+    if any(".lora_" in name for name in tokenizer.state_dict()):
+        tokenizer.load_weights(path, llm)
+        return
+    meta = read_checkpoint_config(path, llm.identity)
+    source = ExtensibleTokenizer.from_llm(llm, TokenizerConfig.from_dict(meta["tokenizer"]))
+    source = source.float()
+    source.load_weights(path, llm)
+    merge_lora(source.encoder)
+    tokenizer.load_state_dict(source.state_dict())
 
 
 def build_tokenizer(llm: FrozenLLM, cfg: TrainConfig) -> ExtensibleTokenizer:

@@ -228,6 +228,26 @@ def test_init_from_a_checkpoint_takes_its_shape_and_weights(tiny_llm, data, fram
         assert torch.equal(tensor, start.tokenizer.state_dict()[name]), name
 
 
+def test_a_full_mode_run_starts_from_a_lora_checkpoint_merged(tiny_llm, data, frame, tmp_path):
+    source = Trainer(replace(CFG, answer_probe_every=0), tiny_llm, *data, tmp_path / "a", frame)
+    source.train_step()
+    source.export(tmp_path / "ckpt")
+    cfg = replace(CFG, answer_probe_every=0, init_from=str(tmp_path / "ckpt"), train_mode="full")
+    start = Trainer(cfg, tiny_llm, *data, tmp_path / "b", frame)
+    names = [n for n, p in start.tokenizer.named_parameters() if p.requires_grad]
+    assert not any(".lora_" in n for n in start.tokenizer.state_dict())
+    assert any(n.startswith("encoder.layers.") for n in names)
+    ids = torch.arange(3, 19).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(start.tokenizer(ids), source.tokenizer(ids))
+    start.train_step()  # the merged layers themselves train now
+    start.save_checkpoint()
+    resumed = Trainer(cfg, tiny_llm, *data, tmp_path / "b", frame)
+    assert resumed.step == start.step
+    for name, tensor in start.tokenizer.state_dict().items():
+        assert torch.equal(tensor, resumed.tokenizer.state_dict()[name]), name
+
+
 # -- the answer probe -------------------------------------------------------------------------
 def test_answer_probe_rows_and_gap(tiny_llm, tok):
     probe = AnswerProbe(QA[:3], ks=(2,), context_len=40, batch_size=2)
