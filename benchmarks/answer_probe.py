@@ -100,6 +100,7 @@ def main() -> None:
     for spec in args.checkpoints:
         name, _, path = spec.partition("=")
         tok = ExtensibleTokenizer.from_pretrained(init_path(path), llm)
+        probe.method = mismatched.method = tok.config.downscale  # as the checkpoint was trained
         detailed[name] = probe.run_detailed(llm, tok)
         results[name] = summarise(detailed[name], ks)
         other = float(mismatched.run_detailed(llm, tok)["k4"].mean())
@@ -108,7 +109,9 @@ def main() -> None:
             results[name]["nll_none"], results[name]["nll_raw"], other
         )
         for k in greedy_ks:
-            users = frame_users(llm, examples, probe.context_len, tok, [k] * len(examples))
+            users = frame_users(
+                llm, examples, probe.context_len, tok, [k] * len(examples), probe.method
+            )
             results[name][f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
         print(name, json.dumps(results[name]), flush=True)
     ref = detailed.get(args.reference)

@@ -68,6 +68,7 @@ def main() -> None:
     for spec in args.checkpoints:
         name, _, path = spec.partition("=")
         tok = ExtensibleTokenizer.from_pretrained(init_path(path), llm)
+        probe.method = tok.config.downscale  # read states the way they were trained
         results[name] = probe.run(llm, tok)
         print(name, json.dumps(results[name]), flush=True)
     first = next(iter(results.values()))

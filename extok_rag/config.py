@@ -69,6 +69,7 @@ class TokenizerConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     lora_rank: int = 0  # >0: LoRA adapters on every attention/MLP linear of the layers
     lora_alpha: float = 32.0
+    downscale: DownscaleMethod = "strided"  # how the states it was trained on were down-scaled
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +77,7 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TokenizerConfig:
         adapter = AdapterConfig(**data.get("adapter", {}))
-        rest = {k: v for k, v in data.items() if k in ("lora_rank", "lora_alpha")}
+        rest = {k: v for k, v in data.items() if k in ("lora_rank", "lora_alpha", "downscale")}
         return cls(num_layers=int(data["num_layers"]), adapter=adapter, **rest)
 
 

@@ -30,7 +30,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -304,6 +304,8 @@ def evaluate_lm(
     read back instead of run."""
     cfg = cfg or LMEvalConfig()
     tokenizers = tokenizers or {}
+    if "extok" in tokenizers:  # read its states the way the checkpoint was trained to
+        cfg = replace(cfg, downscale=tokenizers["extok"].config.downscale)
     notes = dict(notes or {})
     for kind in ("extok", "untrained"):
         if kind not in tokenizers:

@@ -29,6 +29,7 @@ class ChunkEncoder:
         stride: int,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
     ) -> None:
+        tokenizer.require_strided("the index")
         self.tokenizer = tokenizer
         self.embedder = embedder
         self.stride = stride

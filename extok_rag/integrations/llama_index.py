@@ -134,6 +134,7 @@ class ExtokQueryEngine(CustomQueryEngine):
     def compress_node(self, node: NodeWithScore) -> Retrieved:
         if self.tokenizer is None:
             self.tokenizer = load_default_tokenizer(self.llm)
+        self.tokenizer.require_strided("the retriever")
         text = node.node.get_content()
         ids = self.llm.tokenize(text)
         states = downscale(self.tokenizer.encode([ids])[0].detach().float(), self.stride)

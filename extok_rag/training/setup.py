@@ -58,7 +58,13 @@ def build_tokenizer(llm: FrozenLLM, cfg: TrainConfig) -> ExtensibleTokenizer:
     tok_cfg = cfg.tokenizer
     adapter = replace(tok_cfg.adapter, norm_scale=token_embedding_rms(llm))
     lora = cfg.lora_rank if cfg.train_mode == "lora" else 0
-    tok_cfg = replace(tok_cfg, adapter=adapter, lora_rank=lora, lora_alpha=cfg.lora_alpha)
+    tok_cfg = replace(
+        tok_cfg,
+        adapter=adapter,
+        lora_rank=lora,
+        lora_alpha=cfg.lora_alpha,
+        downscale=cfg.downscale,
+    )
     tokenizer = ExtensibleTokenizer.from_llm(llm, tok_cfg).float()
     set_trainable(tokenizer, cfg.train_mode)
     return tokenizer
