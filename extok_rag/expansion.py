@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extok_rag.config import AUTO_K_CHOICES
+from extok_rag.config import AUTO_K_CHOICES, DownscaleMethod
 from extok_rag.models.extensible_tokenizer import downscale
 
 SPAN_MAX_TOKENS = 48  # a longer sentence is read in windows of about this many tokens
@@ -157,18 +157,23 @@ Part = str | torch.Tensor
 
 
 def chunk_parts(
-    states: torch.Tensor, spans: Sequence[Span], raw: set[tuple[int, int]], k: int, stride: int
+    states: torch.Tensor,
+    spans: Sequence[Span],
+    raw: set[tuple[int, int]],
+    k: int,
+    stride: int,
+    pooling: DownscaleMethod = "strided",
 ) -> list[Part]:
     """One chunk in document order: each run of compressed spans as its stored states (n/s, d)
-    down-scaled by k/s, each expanded span as its text. `raw` holds (start, end) of expanded
-    spans of this chunk."""
+    down-scaled by k/s (by `pooling`), each expanded span as its text. `raw` holds (start, end)
+    of expanded spans of this chunk."""
     parts: list[Part] = []
     run: list[Span] = []
 
     def flush() -> None:
         if run:
             lo, hi = run[0].start // stride, -(-run[-1].end // stride)
-            parts.append(downscale(states[lo:hi], k // stride))
+            parts.append(downscale(states[lo:hi], k // stride, pooling))
             run.clear()
 
     for span in spans:

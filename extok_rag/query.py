@@ -4,8 +4,9 @@ stored states down-scaled to k -> chat prompt -> the frozen LLM.
     [raw instruction] [source line][compressed chunk] … [raw question]   (in the user turn)
 
 States are stored at the index's base stride s; a chunk is read at k (a multiple of s) by
-strided down-scaling of the stored states by k / s. No extensible tokenizer runs here: the
-index already holds its output.
+down-scaling the stored states by k / s, the way the tokenizer was trained (the manifest's
+`downscale`: strided sampling or window means). No extensible tokenizer runs here: the index
+already holds its output.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from extok_rag.config import AUTO_K_CHOICES, AskConfig, GenerationConfig
+from extok_rag.config import AUTO_K_CHOICES, AskConfig, DownscaleMethod, GenerationConfig
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
 from extok_rag.expansion import Span
 from extok_rag.indexing import IndexSnapshot
@@ -30,7 +31,8 @@ from extok_rag.models.mixed_input import Row, row_length
 
 @dataclass(frozen=True)
 class Retrieved:
-    """One retrieved chunk: its score, text and stored states (n_states, d) float16."""
+    """One retrieved chunk: its score, text and stored states (n_states, d) float16, pooled
+    from the tokenizer's output by `pooling` (and read at larger k the same way)."""
 
     row_id: int
     score: float
@@ -38,6 +40,7 @@ class Retrieved:
     text: str
     n_tokens: int
     states: np.ndarray
+    pooling: DownscaleMethod = "strided"
 
 
 @dataclass
@@ -66,8 +69,9 @@ def retrieve(snapshot: IndexSnapshot, embedder: Embedder, question: str, n: int)
     ids, scores = snapshot.vectors.search(embedder.embed([question]), n)
     hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     rows = snapshot.table.fetch([i for i, _ in hits])
+    pooling = snapshot.manifest.downscale
     return [
-        Retrieved(r.row_id, s, r.doc_path, r.text, r.n_tokens, r.states)
+        Retrieved(r.row_id, s, r.doc_path, r.text, r.n_tokens, r.states, pooling)
         for r, (_, s) in zip(rows, hits, strict=True)
     ]
 
@@ -76,7 +80,8 @@ def chunk_embeddings(chunk: Retrieved, k: int, stride: int) -> torch.Tensor:
     """Stored states (stride s) down-scaled to k: (ceil(n_states / (k/s)), d) float32."""
     if k % stride:
         raise ExtokError(f"k={k} is not a multiple of the index's stride {stride}")
-    return downscale(torch.from_numpy(chunk.states.astype(np.float32)), k // stride)
+    states = torch.from_numpy(chunk.states.astype(np.float32))
+    return downscale(states, k // stride, chunk.pooling)
 
 
 def user_parts(

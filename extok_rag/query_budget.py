@@ -91,10 +91,11 @@ def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) 
         return None
     raw = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
     states = [torch.from_numpy(c.states.astype(np.float32)) for c in chunks]  # once, every k
+    poolings = [c.pooling for c in chunks]
     ks = [k for k in AUTO_K_CHOICES if k % stride == 0 and k >= plan.k]
     while True:
         for k in ks:
-            row = expanded_row(llm, question, states, spans, raw, headers, k, stride)
+            row = expanded_row(llm, question, (states, poolings), spans, raw, headers, k, stride)
             if row_length(row) <= budget:
                 return Prompt(row, k, row_length(row), raw, len(chunks))
         if not raw:
@@ -103,13 +104,14 @@ def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) 
         ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
 
 
-def expanded_row(llm, question, states, spans, raw, headers, k, stride):
+def expanded_row(llm, question, stored, spans, raw, headers, k, stride):
+    """`stored`: (each chunk's states (n_i, d), each chunk's pooling)."""
     keys = {(s.chunk, s.start, s.end) for s in raw}
     contexts = []
-    for i, chunk_states in enumerate(states):
+    for i, (chunk_states, pooling) in enumerate(zip(*stored, strict=True)):
         own = [s for s in spans if s.chunk == i]
         mine = {(s.start, s.end) for s in own if (i, s.start, s.end) in keys}
-        contexts.append(chunk_parts(chunk_states, own, mine, k, stride))
+        contexts.append(chunk_parts(chunk_states, own, mine, k, stride, pooling))
     return llm.chat_row(ask_frame(question, contexts, headers))
 
 

@@ -108,7 +108,7 @@ def load_tokenizer(frozen, checkpoint: Path | None):
 
 def compressed_context(frozen, text: str, k: int, chunk_tokens: int, checkpoint: Path | None):
     tok = load_tokenizer(frozen, checkpoint)
-    return tok.compress(frozen.tokenize(text), k, chunk_tokens)
+    return tok.compress(frozen.tokenize(text), k, chunk_tokens, tok.config.downscale)
 
 
 def expanded_row(frozen, prompt, path, text, chunk_tokens, checkpoint, budget, reserve):
@@ -130,7 +130,10 @@ def expanded_row(frozen, prompt, path, text, chunk_tokens, checkpoint, budget, r
     for c in pieces:
         with torch.no_grad():
             states = tok.encode([torch.from_numpy(c.token_ids)])[0].float().cpu().numpy()
-        chunks.append(Retrieved(-1, 0.0, c.doc_path, c.text, c.n_tokens, states.astype(np.float16)))
+        states = states.astype(np.float16)
+        chunks.append(
+            Retrieved(-1, 0.0, c.doc_path, c.text, c.n_tokens, states, tok.config.downscale)
+        )
     device, dtype = str(frozen.device), str(frozen.dtype).removeprefix("torch.")
     embedder = Embedder.load(None, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
     cfg = AskConfig(top_n=len(chunks), mode="expand", budget=budget)

@@ -11,20 +11,25 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
-from extok_rag.config import ModelIdentity, write_json
+from extok_rag.config import DownscaleMethod, ModelIdentity, write_json
 from extok_rag.errors import IncompatibleModelError, IndexStoreError
 
 # 1: float16 states (no `state_encoding` key). 2: `state_encoding` recorded; written only for
 # int8 states, so a float16 index stays readable by releases that know version 1 only, and
-# those refuse an int8 index instead of misreading its bytes.
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+# those refuse an int8 index instead of misreading its bytes. 3: `downscale` recorded; written
+# only for mean-pooled states, which releases that know versions 1-2 would read as strided.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
+DOWNSCALE_METHODS = get_args(DownscaleMethod)
 
 
-def format_for(state_encoding: str) -> int:
+def format_for(state_encoding: str, downscale: str = "strided") -> int:
     """The format version a manifest with these states is written with."""
+    if downscale != "strided":
+        return 3
     return 1 if state_encoding == "float16" else 2
 
 
@@ -51,6 +56,10 @@ class Manifest:
     `table_version`: the chunk-table version this manifest describes (readers open the table
     there); `vector_file`: the FAISS file, in the index folder, built from that version;
     `state_encoding`: how states are stored ("float16" or "int8", see indexes/table.py).
+    `downscale`: how the tokenizer's states were pooled to the stride, and how readers pool
+    them further ("strided": the last state of each window; "mean": the window's mean), the
+    method the extensible tokenizer was trained with. Indexes made before it was recorded are
+    strided.
     """
 
     llm: ModelIdentity
@@ -65,10 +74,15 @@ class Manifest:
     table_version: int | None = None
     vector_file: str = "vectors.faiss"
     state_encoding: str = "float16"
+    downscale: str = "strided"
 
     def with_counts(self, counts: IndexCounts) -> Manifest:
         """A copy holding `counts`, stamped as updated now."""
         return replace(self, counts=counts, updated=_now())
+
+    def __post_init__(self) -> None:
+        if self.downscale not in DOWNSCALE_METHODS:
+            raise ValueError(f"unknown down-scale method {self.downscale!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +103,7 @@ class Manifest:
             table_version=None if data.get("table_version") is None else int(data["table_version"]),
             vector_file=str(data.get("vector_file", "vectors.faiss")),
             state_encoding=str(data.get("state_encoding", "float16")),
+            downscale=str(data.get("downscale", "strided")),
         )
 
 

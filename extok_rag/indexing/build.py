@@ -120,6 +120,17 @@ class IndexModels:
         return ModelIdentity(str(path), weights_fingerprint(path))
 
     @cached_property
+    def tokenizer_downscale(self) -> str:
+        """The down-scale the extensible tokenizer was trained with, read from its config
+        (strided for the untrained one)."""
+        from extok_rag.models.extensible_tokenizer import read_checkpoint_config
+
+        if self.tokenizer_path is None:
+            return "strided"
+        meta = read_checkpoint_config(self.tokenizer_path.expanduser())
+        return str(meta["tokenizer"].get("downscale", "strided"))
+
+    @cached_property
     def embedder_identity(self) -> str:
         from extok_rag.models.defaults import resolve_embedder
         from extok_rag.models.embedder import embedder_identity
@@ -450,6 +461,7 @@ class IndexTarget:
     stride: int
     chunking: dict
     state_encoding: str
+    downscale: str
 
     def to_dict(self) -> dict:
         return {
@@ -459,6 +471,7 @@ class IndexTarget:
             "stride": self.stride,
             "chunking": self.chunking,
             "state_encoding": self.state_encoding,
+            "downscale": self.downscale,
         }
 
 
@@ -475,6 +488,7 @@ def _target(
         stride,
         chunking.to_dict(),
         state_encoding,
+        models.tokenizer_downscale,
     )
 
 
@@ -488,6 +502,10 @@ def _check_settings(manifest: Manifest, target: IndexTarget) -> None:
     if manifest.state_encoding != target.state_encoding:
         differences.append(
             f"{manifest.state_encoding} states in the index vs {target.state_encoding} asked"
+        )
+    if manifest.downscale != target.downscale:
+        differences.append(
+            f"{manifest.downscale} down-scaling in the index vs {target.downscale} in the tokenizer"
         )
     if differences:
         raise IncompatibleModelError(
@@ -673,8 +691,9 @@ def _commit(
         stride=target.stride,
         chunking=target.chunking,
         counts=counts,
-        format_version=format_for(target.state_encoding),
+        format_version=format_for(target.state_encoding, target.downscale),
         state_encoding=target.state_encoding,
+        downscale=target.downscale,
         table_version=version,
         vector_file=vector_file,
     )

@@ -2,8 +2,10 @@
 
 Both models see chunks sorted by length and batched by a padded-token budget, so a batch wastes
 little compute on padding. States leave the extensible tokenizer as (L, d) in the model dtype,
-are down-scaled by the base stride s (strided sampling, `downscale(states, s)`) and stored as
-float16: (ceil(L/s), d) per chunk.
+are down-scaled by the base stride s the way the tokenizer was trained (`downscale(states, s,
+method)`: the last state of each s-window, or its mean) and stored as float16: (ceil(L/s), d)
+per chunk. Readers pool the stored rows further by the same method; for mean that is the mean
+of each k-window exactly, except in a chunk's last window when L is not a multiple of s.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from extok_rag.chunking import Chunk
+from extok_rag.config import DownscaleMethod
 from extok_rag.indexes import ChunkRecord
 from extok_rag.models.embedder import DEFAULT_BATCH_TOKENS, Embedder, length_batches
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
@@ -29,7 +32,6 @@ class ChunkEncoder:
         stride: int,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
     ) -> None:
-        tokenizer.require_strided("the index")
         self.tokenizer = tokenizer
         self.embedder = embedder
         self.stride = stride
@@ -40,6 +42,10 @@ class ChunkEncoder:
         vectors = self.embedder.embed([c.text for c in chunks], self.batch_tokens)
         return vectors, self.states(chunks)
 
+    @property
+    def method(self) -> DownscaleMethod:
+        return self.tokenizer.config.downscale
+
     @torch.inference_mode()
     def states(self, chunks: Sequence[Chunk]) -> list[np.ndarray]:
         out: list[np.ndarray] = [np.zeros(0)] * len(chunks)
@@ -48,7 +54,7 @@ class ChunkEncoder:
             rows = [order[j] for j in batch]
             ids = [torch.from_numpy(chunks[i].token_ids) for i in rows]
             for i, states in zip(rows, self.tokenizer.encode(ids), strict=True):
-                kept = downscale(states, self.stride)  # (ceil(L/s), d)
+                kept = downscale(states, self.stride, self.method)  # (ceil(L/s), d)
                 out[i] = kept.to("cpu", torch.float16).numpy()
         return out
 

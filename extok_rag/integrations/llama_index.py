@@ -127,17 +127,24 @@ class ExtokQueryEngine(CustomQueryEngine):
         if row_id is not None and self.snapshot is not None:
             row = self.snapshot.table.fetch([int(row_id)])[0]
             return Retrieved(
-                row.row_id, node.score or 0.0, row.doc_path, row.text, row.n_tokens, row.states
+                row.row_id,
+                node.score or 0.0,
+                row.doc_path,
+                row.text,
+                row.n_tokens,
+                row.states,
+                self.snapshot.manifest.downscale,
             )
         return self.compress_node(node)
 
     def compress_node(self, node: NodeWithScore) -> Retrieved:
         if self.tokenizer is None:
             self.tokenizer = load_default_tokenizer(self.llm)
-        self.tokenizer.require_strided("the retriever")
+        pooling = self.tokenizer.config.downscale
         text = node.node.get_content()
         ids = self.llm.tokenize(text)
-        states = downscale(self.tokenizer.encode([ids])[0].detach().float(), self.stride)
+        states = self.tokenizer.encode([ids])[0].detach().float()
+        states = downscale(states, self.stride, pooling)  # (ceil(L/s), d)
         path = str(node.node.metadata.get("file_path", node.node.node_id))
         return Retrieved(
             -1,
@@ -146,4 +153,5 @@ class ExtokQueryEngine(CustomQueryEngine):
             text,
             int(ids.numel()),
             states.cpu().numpy().astype(np.float16),
+            pooling,
         )

@@ -136,15 +136,6 @@ class ExtensibleTokenizer(nn.Module):
         tokenizer = cls(encoder, config, llm.identity).to(llm.device, llm.dtype)
         return tokenizer.train(False).requires_grad_(False)
 
-    def require_strided(self, reader: str) -> None:
-        """Refuse a tokenizer trained on another down-scale than strided sampling, for readers
-        that only sample states (the index keeps states at a base stride)."""
-        if self.config.downscale != "strided":
-            raise IncompatibleModelError(
-                f"this tokenizer was trained with {self.config.downscale} down-scaling; "
-                f"{reader} reads strided states only"
-            )
-
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -56,3 +56,17 @@ def test_downscale_of_stored_stride_equals_direct_downscale(s):
         for k in (s, 2 * s, 4 * s, 8 * s, 16 * s, 32 * s):
             twice = downscale(downscale(x, s), k // s)
             assert torch.equal(twice, downscale(x, k)), (length, s, k)
+
+
+@pytest.mark.parametrize("s", [1, 2, 4])
+def test_mean_of_stored_window_means_is_the_window_mean_when_windows_are_full(s):
+    """Mean pooling stored at stride s, pooled again by k/s == pooled by k, for every chunk
+    whose length is a multiple of s; otherwise only the last window differs (its short last
+    s-window weighs as much as a full one)."""
+    for length in [*range(1, 70), 256]:
+        x = torch.randn(length, 3)
+        for k in (s, 2 * s, 4 * s, 8 * s):
+            twice = downscale(downscale(x, s, "mean"), k // s, "mean")
+            direct = downscale(x, k, "mean")
+            upto = None if length % s == 0 else -1
+            torch.testing.assert_close(twice[:upto], direct[:upto], msg=f"{length} {s} {k}")

@@ -82,3 +82,26 @@ def test_foreign_nodes_are_compressed_on_the_fly(tiny_llm):
     assert engine.tokenizer is not None  # built on demand for the foreign nodes
     chunk = engine.as_chunk(response.source_nodes[0])
     assert chunk.row_id == -1 and chunk.states.shape[0] == chunk.n_tokens
+
+
+def test_foreign_nodes_are_pooled_the_way_the_tokenizer_was_trained(tiny_llm):
+    import torch
+
+    from extok_rag.config import TokenizerConfig
+    from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+    from extok_rag.query import chunk_embeddings
+
+    config = TokenizerConfig(num_layers=1, downscale="mean")
+    tokenizer = ExtensibleTokenizer.from_llm(tiny_llm, config)
+    engine = ExtokQueryEngine(
+        llm=tiny_llm, retriever=ListRetriever(), tokenizer=tokenizer, generation=GEN
+    )
+    node = ListRetriever().retrieve("cats")[1]
+    chunk = engine.as_chunk(node)
+    with torch.no_grad():
+        (states,) = tokenizer.encode([tiny_llm.tokenize(node.node.get_content())])
+    assert chunk.pooling == "mean"
+    want = downscale(states, engine.stride, "mean").numpy().astype("float16")
+    assert chunk.states.tobytes() == want.tobytes()
+    read = chunk_embeddings(chunk, 4, engine.stride)  # what the prompt holds at k=4
+    torch.testing.assert_close(read, downscale(states, 4, "mean"), atol=2e-3, rtol=2e-3)

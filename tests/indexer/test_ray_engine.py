@@ -295,4 +295,5 @@ def build_target(models, settings):
         2,
         settings.chunking.to_dict(),
         "int8",
+        models.tokenizer_downscale,
     )

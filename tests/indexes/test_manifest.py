@@ -67,9 +67,9 @@ def test_corrupt_manifest_is_one_line_index_store_error(tmp_path, content):
 
 
 def test_newer_format_version_refused(tmp_path):
-    data = make_manifest().to_dict() | {"format_version": 3}
+    data = make_manifest().to_dict() | {"format_version": 4}
     manifest_path(tmp_path).write_text(json.dumps(data))
-    with pytest.raises(IndexStoreError, match="format version 3"):
+    with pytest.raises(IndexStoreError, match="format version 4"):
         read_manifest(tmp_path)
 
 

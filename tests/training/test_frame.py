@@ -248,16 +248,14 @@ def test_a_full_mode_run_starts_from_a_lora_checkpoint_merged(tiny_llm, data, fr
         assert torch.equal(tensor, resumed.tokenizer.state_dict()[name]), name
 
 
-def test_a_run_records_its_down_scale_and_the_index_refuses_mean(tiny_llm, data, frame, tmp_path):
-    from extok_rag.errors import IncompatibleModelError
+def test_a_run_records_its_down_scale_and_the_index_pools_by_it(tiny_llm, data, frame, tmp_path):
     from extok_rag.indexing.encoding import ChunkEncoder
 
     cfg = replace(CFG, answer_probe_every=0, downscale="mean")
     Trainer(cfg, tiny_llm, *data, tmp_path / "a", frame).export(tmp_path / "ckpt")
     tokenizer = ExtensibleTokenizer.from_pretrained(tmp_path / "ckpt", tiny_llm)
     assert tokenizer.config.downscale == "mean"
-    with pytest.raises(IncompatibleModelError, match="mean down-scaling"):
-        ChunkEncoder(tokenizer, embedder=None, stride=2)
+    assert ChunkEncoder(tokenizer, embedder=None, stride=2).method == "mean"
 
 
 # -- the answer probe -------------------------------------------------------------------------
