@@ -13,6 +13,7 @@ import torch
 from extok_rag.config import AskConfig, RuntimeConfig, TokenizerConfig
 from extok_rag.expansion import (
     Span,
+    chunk_parts,
     chunk_spans,
     lexical_scores,
     plan_expansion,
@@ -161,3 +162,15 @@ def test_auto_budget_is_the_window_less_the_answer(tiny_llm, chunks, embedder):
     )
     assert abs(prompt.positions - raw.positions) <= 4
     assert replace(AskConfig(), mode="expand").budget is None
+
+
+@pytest.mark.parametrize("pooling", ["strided", "mean"])
+def test_compressed_runs_are_pooled_the_way_the_chunk_was_stored(pooling):
+    """Stored rows at stride 2, a run of spans between two expanded ones: the run's rows
+    pooled by k/s with the chunk's own method."""
+    states = torch.randn(12, 3)  # 24 tokens at stride 2
+    spans = [Span(0, a, b, f"s{a}", 0.0) for a, b in [(0, 8), (8, 16), (16, 24)]]
+    parts = chunk_parts(states, spans, {(8, 16)}, k=4, stride=2, pooling=pooling)
+    assert parts[1] == "s8"
+    torch.testing.assert_close(parts[0], downscale(states[0:4], 2, pooling))
+    torch.testing.assert_close(parts[2], downscale(states[8:12], 2, pooling))
