@@ -108,7 +108,7 @@ def load_tokenizer(frozen, checkpoint: Path | None):
 
 def compressed_context(frozen, text: str, k: int, chunk_tokens: int, checkpoint: Path | None):
     tok = load_tokenizer(frozen, checkpoint)
-    return tok.compress(frozen.tokenize(text), k, chunk_tokens, tok.config.downscale)
+    return tok.compress(frozen.tokenize(text), k, chunk_tokens)
 
 
 def expanded_row(frozen, prompt, path, text, chunk_tokens, checkpoint, budget, reserve):

@@ -160,11 +160,12 @@ class ExtensibleTokenizer(nn.Module):
 
     @torch.no_grad()
     def compress(
-        self, ids: torch.Tensor, k: int, chunk_len: int, method: DownscaleMethod = "strided"
+        self, ids: torch.Tensor, k: int, chunk_len: int, method: DownscaleMethod | None = None
     ) -> list[torch.Tensor]:
-        """Split ids (n,) into chunks of `chunk_len`, encode each on its own and down-scale:
-        one (ceil(L_i / k), d) tensor per chunk."""
+        """Split ids (n,) into chunks of `chunk_len`, encode each on its own and down-scale
+        (by default the way this tokenizer was trained): one (ceil(L_i / k), d) per chunk."""
         chunks = list(ids.split(chunk_len))
+        method = method or self.config.downscale
         return [downscale(states, k, method) for states in self.encode(chunks)]
 
     # -- persistence ------------------------------------------------------------------------
