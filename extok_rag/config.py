@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-DownscaleMethod = Literal["strided", "mean"]
+DownscaleMethod = Literal["strided", "mean", "merge"]
 AdapterKind = Literal["none", "rmsnorm_linear"]
 
 DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from extok_rag.models.extensible_tokenizer import downscale, downscale_indices
+from extok_rag.models.extensible_tokenizer import MergeTree, downscale, downscale_indices
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,31 @@ def test_bad_k_and_method():
         downscale_indices(8, 0)
     with pytest.raises(ValueError):
         downscale(torch.zeros(4, 2), 2, "random")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [8, 16, 12])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_an_untrained_merge_tree_is_mean_pooling(length, k):
+    states = torch.randn(3, length, 5)
+    torch.testing.assert_close(MergeTree(5)(states, k), downscale(states, k, "mean"))
+
+
+def test_a_trained_merge_tells_the_slots_of_a_window_apart():
+    tree = MergeTree(4)
+    with torch.no_grad():
+        tree.levels[0].proj.weight.normal_()
+    a, b = torch.randn(1, 4), torch.randn(1, 4)
+    ab, ba = tree(torch.cat([a, b]), 2), tree(torch.cat([b, a]), 2)
+    assert not torch.allclose(ab, ba)  # order within the window survives, unlike the mean
+    torch.testing.assert_close(downscale(torch.cat([a, b]), 2, "mean"), (a + b) / 2)
+
+
+def test_a_merge_tree_keeps_an_odd_tail_and_refuses_other_ks():
+    states = torch.randn(5, 3)
+    assert MergeTree(3)(states, 4).shape == (2, 3)
+    torch.testing.assert_close(MergeTree(3)(states, 2)[-1], states[-1])
+    for k in (3, 6, 64):
+        with pytest.raises(ValueError, match="merge down-scaling serves"):
+            MergeTree(3)(states, k)
+    with pytest.raises(ValueError, match="has weights"):
+        downscale(states, 2, "merge")

@@ -138,3 +138,21 @@ def test_corrupt_checkpoints_give_clear_errors(tiny_llm, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm)
+
+
+def test_a_merge_tokenizer_saves_its_merge_tree_and_pools_with_it(tiny_llm, tmp_path):
+    cfg = TokenizerConfig(num_layers=1, lora_rank=2, downscale="merge")
+    tok = ExtensibleTokenizer.from_llm(tiny_llm, cfg)
+    torch.testing.assert_close(
+        tok.compress(ids(16), 4, 8)[0], tok.compress(ids(16), 4, 8, "mean")[0]
+    )
+    with torch.no_grad():
+        tok.merge.levels[1].proj.weight.normal_(std=0.1)
+    tok.save_pretrained(tmp_path, full=False)
+    assert any(n.startswith("merge.levels.1") for n in tok.delta_state_dict())
+    loaded = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm)
+    x = ids(16)
+    torch.testing.assert_close(loaded.compress(x, 4, 16)[0], tok.compress(x, 4, 16)[0])
+    assert not torch.allclose(loaded.compress(x, 4, 16)[0], tok.compress(x, 4, 16, "mean")[0])
+    with pytest.raises(ValueError, match="no merge weights"):
+        ExtensibleTokenizer.from_llm(tiny_llm).downscale(torch.zeros(4, 8), 2, "merge")

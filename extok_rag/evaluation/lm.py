@@ -39,7 +39,7 @@ from extok_rag.config import DownscaleMethod
 from extok_rag.errors import ExtokError
 from extok_rag.evaluation.books import Book
 from extok_rag.evaluation.journal import Journal
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import IGNORE_INDEX, EmbeddingSegment, Row, TokenSegment
 
@@ -200,6 +200,12 @@ def encode_context(
     for i in range(0, len(chunks), per_call):
         states += tokenizer.encode(chunks[i : i + per_call])
     return states
+
+
+def pooling_for(tokenizer: ExtensibleTokenizer, method: DownscaleMethod) -> DownscaleMethod:
+    """The run's down-scale for this row's tokenizer; one without merge weights (the untrained
+    row of a merge run) pools by mean, what an untrained merge tree computes."""
+    return "mean" if method == "merge" and tokenizer.merge is None else method
 
 
 def stored(states: torch.Tensor, encoding: str) -> torch.Tensor:
@@ -396,7 +402,9 @@ def _evaluate_window(
                 inputs[ident] = [TokenSegment(ctx, scored=False), TokenSegment(target)]
         else:
             ident = (r.kind, r.k)
-            embeds = torch.cat([downscale(s, r.k, cfg.downscale) for s in states[r.kind]])
+            tokenizer = tokenizers[r.kind]
+            method = pooling_for(tokenizer, cfg.downscale)
+            embeds = torch.cat([tokenizer.downscale(s, r.k, method) for s in states[r.kind]])
             inputs[ident] = [EmbeddingSegment(embeds), TokenSegment(target)]
         owners[ident].append(r.key)
 

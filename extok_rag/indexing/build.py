@@ -128,7 +128,13 @@ class IndexModels:
         if self.tokenizer_path is None:
             return "strided"
         meta = read_checkpoint_config(self.tokenizer_path.expanduser())
-        return str(meta["tokenizer"].get("downscale", "strided"))
+        method = str(meta["tokenizer"].get("downscale", "strided"))
+        if method == "merge":
+            raise IncompatibleModelError(
+                f"{self.tokenizer_path}: a learned-merge tokenizer cannot be indexed yet (the "
+                "index stores states at stride 2 and pools them at query time)"
+            )
+        return method
 
     @cached_property
     def embedder_identity(self) -> str:

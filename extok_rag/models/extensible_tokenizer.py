@@ -7,6 +7,9 @@ state per token. `downscale` keeps one state per k positions: these are the chun
 
     chunk ids (L,) -> embed -> N decoder layers -> adapter -> states (L, d) -> downscale(k)
                                                                               -> (ceil(L/k), d)
+
+Down-scaling is parameter-free (`strided`, `mean`) or learned (`merge`: a tree of pair merges,
+one level per factor of 2, each the pair mean plus a learned correction started at zero).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora, merge_lora
 
 FORMAT_VERSION = 1
+MERGE_LEVELS = 5  # a learned merge tree serves k = 2, 4, ..., 32
 WEIGHTS_FILE = "tokenizer.safetensors"
 CONFIG_FILE = "tokenizer_config.json"
 
@@ -69,7 +73,46 @@ def downscale(states: torch.Tensor, k: int, method: DownscaleMethod = "strided")
         counts = torch.full((n, 1), float(k), device=states.device, dtype=states.dtype)
         counts[-1] = k - pad
         return sums / counts
+    if method == "merge":
+        raise ValueError("merge down-scaling has weights: use ExtensibleTokenizer.downscale")
     raise ValueError(f"unknown down-scale method {method!r}")
+
+
+class PairMerge(nn.Module):
+    """One level of a merge tree: each pair of states (a, b) -> (a + b) / 2 + W [a; b].
+
+    W (d, 2d) starts at zero, so an untrained level is mean pooling of the pair; unlike the
+    mean it can tell the two slots apart (order within the window). An odd last state passes
+    through unchanged.
+    """
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * d, d, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., L, d) -> (..., ceil(L/2), d)
+        n = h.shape[-2] // 2
+        pairs = h[..., : 2 * n, :].unflatten(-2, (n, 2))  # (..., n, 2, d)
+        merged = pairs.mean(dim=-2) + self.proj(pairs.flatten(-2))  # (..., n, d)
+        return torch.cat([merged, h[..., 2 * n :, :]], dim=-2)
+
+
+class MergeTree(nn.Module):
+    """Learned down-scaling by k = 2^m: m pair-merge levels, each with its own weights.
+    At initialisation it equals mean pooling for chunk lengths that k divides."""
+
+    def __init__(self, d: int, levels: int = MERGE_LEVELS):
+        super().__init__()
+        self.levels = nn.ModuleList(PairMerge(d) for _ in range(levels))
+
+    def forward(self, h: torch.Tensor, k: int) -> torch.Tensor:  # (..., L, d) -> (..., L/k, d)
+        m = k.bit_length() - 1
+        if k < 1 or 1 << m != k or m > len(self.levels):
+            raise ValueError(f"merge down-scaling serves k = 1, 2, 4, ... {1 << len(self.levels)}")
+        for level in self.levels[:m]:
+            h = level(h)
+        return h
 
 
 # -- output adapter -------------------------------------------------------------------------
@@ -109,6 +152,7 @@ class ExtensibleTokenizer(nn.Module):
         self.adapter = (
             OutputAdapter(d, config.adapter, eps) if config.adapter.kind != "none" else None
         )
+        self.merge = MergeTree(d) if config.downscale == "merge" else None
 
     @classmethod
     def from_llm(cls, llm: FrozenLLM, config: TokenizerConfig | None = None):
@@ -158,6 +202,17 @@ class ExtensibleTokenizer(nn.Module):
         states = self(ids.to(self.device), mask.to(self.device))  # (B, T, d)
         return [states[i, : c.numel()] for i, c in enumerate(chunks)]
 
+    def downscale(
+        self, states: torch.Tensor, k: int, method: DownscaleMethod | None = None
+    ) -> torch.Tensor:
+        """(..., L, d) -> (..., ceil(L/k), d), by default the way this tokenizer was trained."""
+        method = method or self.config.downscale
+        if method != "merge":
+            return downscale(states, k, method)
+        if self.merge is None:
+            raise ValueError("this tokenizer has no merge weights")
+        return self.merge(states, k)
+
     @torch.no_grad()
     def compress(
         self, ids: torch.Tensor, k: int, chunk_len: int, method: DownscaleMethod | None = None
@@ -165,12 +220,12 @@ class ExtensibleTokenizer(nn.Module):
         """Split ids (n,) into chunks of `chunk_len`, encode each on its own and down-scale
         (by default the way this tokenizer was trained): one (ceil(L_i / k), d) per chunk."""
         chunks = list(ids.split(chunk_len))
-        method = method or self.config.downscale
-        return [downscale(states, k, method) for states in self.encode(chunks)]
+        return [self.downscale(states, k, method) for states in self.encode(chunks)]
 
     # -- persistence ------------------------------------------------------------------------
     def delta_state_dict(self) -> dict[str, torch.Tensor]:
-        """What training changes: the adapter, LoRA factors, and parameters that require grad.
+        """What training changes: the adapter, the merge tree, LoRA factors, and parameters
+        that require grad.
 
         Everything else is an exact copy of the LLM's weights, rebuilt by `from_llm`.
         """
@@ -178,7 +233,7 @@ class ExtensibleTokenizer(nn.Module):
         return {
             n: t
             for n, t in self.state_dict().items()
-            if n in trained or n.startswith("adapter.") or ".lora_" in n
+            if n in trained or n.startswith(("adapter.", "merge.")) or ".lora_" in n
         }
 
     def save_pretrained(self, path: str | Path, full: bool = True) -> None:

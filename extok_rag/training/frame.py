@@ -35,7 +35,7 @@ from extok_rag.datasets.training_files import (
     read_qa_examples,
 )
 from extok_rag.models.ask_frame import ask_frame
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row, TokenSegment
 
@@ -142,7 +142,7 @@ def compress_texts(
     down-scaled by its k: (ceil(L_i / k_i), d) each."""
     ids = [llm.tokenize(t)[:max_tokens] for t in texts]
     states = tokenizer.encode(ids)
-    return [downscale(s, k, method) for s, k in zip(states, ks, strict=True)]
+    return [tokenizer.downscale(s, k, method) for s, k in zip(states, ks, strict=True)]
 
 
 def answer_row(llm: FrozenLLM, user: Sequence[str | torch.Tensor], answer: str) -> Row:

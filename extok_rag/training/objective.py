@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from extok_rag.config import DownscaleMethod
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment
 
@@ -41,7 +41,7 @@ def encode_sequence(
 ) -> list[torch.Tensor]:
     """Pass 1: chunks (C, L) ids -> C tensors of extensible embeddings (ceil(L/k), d)."""
     states = tokenizer(chunks.to(tokenizer.device))  # (C, L, d), no padding
-    return list(downscale(states, k, method).unbind(0))
+    return list(tokenizer.downscale(states, k, method).unbind(0))
 
 
 def ar_rows(chunks: torch.Tensor, embeds: list[torch.Tensor], raw_len: int = 0) -> list[Row]:

@@ -72,10 +72,11 @@ def build_tokenizer(llm: FrozenLLM, cfg: TrainConfig) -> ExtensibleTokenizer:
 
 def set_trainable(tokenizer: ExtensibleTokenizer, mode: str) -> None:
     """lora: LoRA factors + adapter; full: decoder layers + adapter; adapter: adapter only.
-    Token embeddings never train (they stay the LLM's own)."""
+    A merge tree trains in every mode. Token embeddings never train (they stay the LLM's own)."""
     tokenizer.requires_grad_(False)
-    if tokenizer.adapter is not None:
-        tokenizer.adapter.requires_grad_(True)
+    for head in (tokenizer.adapter, tokenizer.merge):
+        if head is not None:
+            head.requires_grad_(True)
     for name, param in tokenizer.encoder.named_parameters():
         if (mode == "lora" and ".lora_" in name) or (mode == "full" and name.startswith("layers.")):
             param.requires_grad_(True)

@@ -58,6 +58,7 @@ from extok_rag.training.setup import (
 )
 
 CHECKPOINT, LOG = "checkpoint", "log.jsonl"
+HEADS = ("adapter.", "merge.")  # parameters that train at adapter_lr
 
 
 class Sequences(Protocol):
@@ -154,12 +155,12 @@ class Trainer:
         adapter = [
             p
             for n, p in self.tokenizer.named_parameters()
-            if p.requires_grad and n.startswith("adapter.")
+            if p.requires_grad and n.startswith(HEADS)
         ]
         encoder = [
             p
             for n, p in self.tokenizer.named_parameters()
-            if p.requires_grad and not n.startswith("adapter.")
+            if p.requires_grad and not n.startswith(HEADS)
         ]
         groups = [
             {"params": adapter, "lr": self.cfg.adapter_lr},

@@ -83,3 +83,17 @@ def test_an_unknown_down_scale_in_the_manifest_is_a_clear_error(mean_index, tmp_
     del data["downscale"]  # an index from before the key: strided
     path.write_text(json.dumps({**data, "format_version": 1}))
     assert open_index(tmp_path / "idx").manifest.downscale == "strided"
+
+
+def test_a_merge_tokenizer_is_refused_in_one_line_before_any_data_is_written(
+    corpus, tmp_path, tiny_llm, tiny_embedder_dir, settings
+):
+    from extok_rag.errors import IncompatibleModelError
+
+    merge = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1, downscale="merge"))
+    merge.save_pretrained(tmp_path / "merge-ckpt", full=False)
+    models = IndexModels(tiny_llm, tmp_path / "merge-ckpt", tiny_embedder_dir)
+    with pytest.raises(IncompatibleModelError, match="cannot be indexed yet") as err:
+        build_index(corpus, tmp_path / "idx", models, settings)
+    assert "\n" not in str(err.value)
+    assert [p.name for p in (tmp_path / "idx").iterdir()] == ["writer.lock"]  # no data, no manifest

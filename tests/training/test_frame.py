@@ -320,3 +320,28 @@ def test_budget_in_cpu_minutes_stops_the_run(tiny_llm, data, frame, tmp_path):
     assert trainer.step == 1 and trainer.cpu_elapsed > 0
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["cpu_elapsed_s"] for r in log if "loss" in r] == [trainer.cpu_elapsed]
+
+
+def test_a_merge_run_from_a_mean_checkpoint_starts_at_the_mean_and_trains_its_tree(
+    tiny_llm, data, frame, tmp_path
+):
+    mean = replace(CFG, answer_probe_every=0, downscale="mean")
+    Trainer(mean, tiny_llm, *data, tmp_path / "a", frame).export(tmp_path / "ckpt")
+    cfg = replace(mean, init_from=str(tmp_path / "ckpt"), downscale="merge")
+    start = Trainer(cfg, tiny_llm, *data, tmp_path / "b", frame)
+    tree = start.tokenizer.merge
+    states = torch.randn(2, 16, tiny_llm.config.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            start.tokenizer.downscale(states, 4), states.view(2, 4, 4, -1).mean(2)
+        )
+    adapter = start.tokenizer.adapter.proj.weight
+    (group,) = [g for g in start.optimizer.param_groups if any(p is adapter for p in g["params"])]
+    assert any(p is tree.levels[0].proj.weight for p in group["params"])  # at adapter_lr
+    start.train_step()
+    assert tree.levels[0].proj.weight.abs().sum() > 0
+    start.export(tmp_path / "merged")
+    assert (
+        ExtensibleTokenizer.from_pretrained(tmp_path / "merged", tiny_llm).config.downscale
+        == "merge"
+    )
