@@ -72,8 +72,8 @@ def train(
 
 
 def load_frame_data(cfg, data_dir: Path):
-    """QA pairs / paragraphs for the frame objectives the config uses, and the answer probe's
-    held-out items (when it runs)."""
+    """QA pairs / paragraphs for the frame objectives the config uses, and the held-out items
+    of the answer and reconstruction probes (when either runs)."""
     from extok_rag.datasets.training_files import ANSWER_PROBE_FILE, read_qa_examples
     from extok_rag.training.frame import FrameData
 
@@ -83,7 +83,8 @@ def load_frame_data(cfg, data_dir: Path):
         need_qa=bool(used & {"qa", "distill"}),
         need_paragraphs=bool(used & {"span", "reconstruction"}),
     )
-    probe = read_qa_examples(data_dir / ANSWER_PROBE_FILE) if cfg.answer_probe_every else None
+    probing = cfg.answer_probe_every or cfg.recon_probe_every  # both read the held-out items
+    probe = read_qa_examples(data_dir / ANSWER_PROBE_FILE) if probing else None
     return frame, probe
 
 

@@ -345,3 +345,14 @@ def test_a_merge_run_from_a_mean_checkpoint_starts_at_the_mean_and_trains_its_tr
         ExtensibleTokenizer.from_pretrained(tmp_path / "merged", tiny_llm).config.downscale
         == "merge"
     )
+
+
+def test_the_reconstruction_probe_alone_loads_the_held_out_items(tmp_path):
+    from extok_rag.cli.train_cmd import load_frame_data
+    from extok_rag.datasets.training_files import ANSWER_PROBE_FILE, write_jsonl
+
+    item = QAExample("q1", "Who wrote it?", "Ada", ("Ada wrote it.",))
+    write_jsonl(tmp_path / ANSWER_PROBE_FILE, [item.to_json()])
+    cfg = replace(CFG, mix=(), objective="ar", answer_probe_every=0, recon_probe_every=5)
+    assert load_frame_data(cfg, tmp_path)[1] == [item]
+    assert load_frame_data(replace(cfg, recon_probe_every=0), tmp_path)[1] is None
