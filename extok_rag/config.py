@@ -228,6 +228,9 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lr: float = 5e-4  # encoder (LoRA or full layers)
     adapter_lr: float = 1e-3
+    # The merge tree's lr: its zero-started d x 2d corrections see 2d inputs at once, so an
+    # Adam step of lr moves a merged state by about lr * 2d * |state|; 2e-3 wrecked it.
+    merge_lr: float = 2e-5
     weight_decay: float = 0.0
     warmup_steps: int = 10
     max_steps: int = 200  # optimiser steps

@@ -58,7 +58,6 @@ from extok_rag.training.setup import (
 )
 
 CHECKPOINT, LOG = "checkpoint", "log.jsonl"
-HEADS = ("adapter.", "merge.")  # parameters that train at adapter_lr
 
 
 class Sequences(Protocol):
@@ -152,19 +151,16 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
-        adapter = [
-            p
-            for n, p in self.tokenizer.named_parameters()
-            if p.requires_grad and n.startswith(HEADS)
-        ]
-        encoder = [
-            p
-            for n, p in self.tokenizer.named_parameters()
-            if p.requires_grad and not n.startswith(HEADS)
-        ]
+        """Adapter at adapter_lr, merge tree at merge_lr, the rest (LoRA or layers) at lr."""
+        cfg = self.cfg
+        trained = [(n, p) for n, p in self.tokenizer.named_parameters() if p.requires_grad]
         groups = [
-            {"params": adapter, "lr": self.cfg.adapter_lr},
-            {"params": encoder, "lr": self.cfg.lr},
+            {"params": [p for n, p in trained if n.startswith("adapter.")], "lr": cfg.adapter_lr},
+            {"params": [p for n, p in trained if n.startswith("merge.")], "lr": cfg.merge_lr},
+            {
+                "params": [p for n, p in trained if not n.startswith(("adapter.", "merge."))],
+                "lr": cfg.lr,
+            },
         ]
         return [g for g in groups if g["params"]]
 

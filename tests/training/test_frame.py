@@ -335,9 +335,9 @@ def test_a_merge_run_from_a_mean_checkpoint_starts_at_the_mean_and_trains_its_tr
         torch.testing.assert_close(
             start.tokenizer.downscale(states, 4), states.view(2, 4, 4, -1).mean(2)
         )
-    adapter = start.tokenizer.adapter.proj.weight
-    (group,) = [g for g in start.optimizer.param_groups if any(p is adapter for p in g["params"])]
-    assert any(p is tree.levels[0].proj.weight for p in group["params"])  # at adapter_lr
+    weight = tree.levels[0].proj.weight
+    (group,) = [g for g in start.optimizer.param_groups if any(p is weight for p in g["params"])]
+    assert group["initial_lr"] == cfg.merge_lr and len(group["params"]) == len(tree.levels)
     start.train_step()
     assert tree.levels[0].proj.weight.abs().sum() > 0
     start.export(tmp_path / "merged")
