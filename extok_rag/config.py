@@ -167,8 +167,11 @@ Objective = Literal["ar", "reconstruction"]
 #   span                  a blanked span of a compressed paragraph, recalled in the ask frame
 #   reconstruction        "repeat the context" in the ask frame, 1 -> n paragraphs (curriculum)
 #   distill               KL(raw-context teacher || compressed student) on the answer tokens
-MIX_OBJECTIVES = ("ar", "chunk_reconstruction", "qa", "span", "reconstruction", "distill")
-FRAME_OBJECTIVES = ("qa", "span", "reconstruction", "distill")
+#   expand                QA pairs in the frame `ask --mode expand` serves: the sentences that
+#                         best match the question raw, the rest of each paragraph compressed
+MIX_OBJECTIVES = ("ar", "chunk_reconstruction", "qa", "span", "reconstruction", "distill", "expand")
+FRAME_OBJECTIVES = ("qa", "span", "reconstruction", "distill", "expand")
+QA_OBJECTIVES = ("qa", "distill", "expand")  # the frame objectives that read QA pairs
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ class TrainConfig:
     recon_curriculum_steps: int = 100  # steps over which that count grows
     recon_len: int = 128  # tokens kept of each paragraph to reconstruct
     recon_len_start: int = 0  # >0: recon_len grows from this over recon_curriculum_steps
+    expand_share: tuple[float, float] = (0.15, 0.35)  # expand: share of the context's tokens
+    # read raw, drawn per example from this range (the product's budgets 0.25-0.35 of raw)
     distill_temperature: float = 1.0
     train_mode: Literal["lora", "full", "adapter"] = "lora"
     lora_rank: int = 16
@@ -238,8 +243,12 @@ class TrainConfig:
     budget_clock: Literal["wall", "cpu"] = "wall"  # max_minutes in wall time, or in this
     # process's CPU time (all threads): equal compute for runs that share a machine
     grad_accum: int = 4  # micro-steps (sequences, or frame batches) per optimiser step
+    seq_batch: int = 1  # packed sequences per ar / chunk_reconstruction micro-step (one
+    # batched encode and one batched LLM call: a GPU needs many to be busy)
     clip: float = 1.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"
+    schedule_clock: Literal["steps", "budget"] = "steps"  # the schedule's progress: steps of
+    # max_steps, or the share of max_minutes spent (a run on a lent GPU stops by the clock)
     stats_sequences: int = 16  # sequences used to fix the adapter's standardisation
     adapter_init: Literal["identity", "regression"] = "identity"  # regression: least squares
     # from each state to the LLM's embedding of the token at its position (a readable start)
@@ -288,7 +297,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         tok = data.pop("tokenizer", None)
-        for key in ("k_choices", "answer_probe_ks", "recon_chunks"):
+        for key in ("k_choices", "answer_probe_ks", "recon_chunks", "expand_share"):
             if key in data:
                 data[key] = tuple(data[key])
         if "mix" in data:

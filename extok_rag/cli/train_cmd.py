@@ -74,13 +74,14 @@ def train(
 def load_frame_data(cfg, data_dir: Path):
     """QA pairs / paragraphs for the frame objectives the config uses, and the held-out items
     of the answer and reconstruction probes (when either runs)."""
+    from extok_rag.config import QA_OBJECTIVES
     from extok_rag.datasets.training_files import ANSWER_PROBE_FILE, read_qa_examples
     from extok_rag.training.frame import FrameData
 
     used = cfg.objectives()
     frame = FrameData.load(
         data_dir,
-        need_qa=bool(used & {"qa", "distill"}),
+        need_qa=bool(used & set(QA_OBJECTIVES)),
         need_paragraphs=bool(used & {"span", "reconstruction"}),
     )
     probing = cfg.answer_probe_every or cfg.recon_probe_every  # both read the held-out items

