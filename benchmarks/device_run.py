@@ -1,0 +1,134 @@
+"""The GPU training run's measurements, from the files it returned (scripts/device_train.py).
+
+    .venv/bin/python benchmarks/device_run.py NAME DIR [DIR ...] [--no-write]
+
+Each DIR is one call's returned files (summary.json, log.jsonl): the calls of one run, in
+order (a resumed call's log holds the whole run). Writes section `device-NAME` of
+docs/benchmarks.md: the machine, the time each call took, training steps/s and tokens/s by
+objective, the encoding throughput of index-style 256-token chunks, and the probe curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from report import write_section
+
+
+def load(run: Path) -> tuple[dict, list[dict]]:
+    summary = json.loads((run / "summary.json").read_text())
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+    return summary, log
+
+
+def objective_rows(log: list[dict]) -> list[str]:
+    """Median seconds per optimiser step whose micro-steps all drew one objective."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for rec in log:
+        if "loss" in rec and len(rec["objectives"]) == 1:
+            by[next(iter(rec["objectives"]))].append(rec)
+    rows = []
+    for name in sorted(by):
+        recs = by[name]
+        step = statistics.median(r["step_s"] for r in recs)
+        tokens = statistics.median(r["tokens"] / r["step_s"] for r in recs)
+        rows.append(f"| {name} | {len(recs)} | {step:.2f} | {tokens:,.0f} |")
+    return rows
+
+
+def probe_rows(log: list[dict]) -> list[str]:
+    rows = []
+    seen = set()
+    for rec in log:
+        if "answer_probe" not in rec or rec["step"] in seen:
+            continue
+        seen.add(rec["step"])
+        ans = rec["answer_probe"]
+        rec_probe = next(
+            (r["recon_probe"] for r in log if r["step"] == rec["step"] and "recon_probe" in r), {}
+        )
+        content = next((r["probe"] for r in log if r["step"] == rec["step"] and "probe" in r), {})
+        ks = sorted(int(k[5:]) for k in ans if k.startswith("gap_k"))
+        cells = [" / ".join(f"{ans[f'gap_k{k}']:.0%}" for k in ks)]
+        cells.append(" / ".join(f"{rec_probe.get(f'gap_k{k}', float('nan')):.0%}" for k in ks))
+        nan = float("nan")
+        cells.append(f"{content.get('self_k2', nan):.2f} / {content.get('other_k2', nan):.2f}")
+        rows.append(f"| {rec['step']} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def render(name: str, runs: list[Path]) -> str:
+    calls = [load(r) for r in runs]
+    summary, log = calls[-1]
+    hw, cfg = summary["hardware"], summary["config"]
+    train, enc = summary["train"], summary["encode"]
+    lines = [
+        f"## GPU training run `{name}` (`scripts/device_train.sh`, issue 25)",
+        "",
+        f"`benchmarks/device_run.py {name}` from the returned files of {len(calls)} device "
+        f"call(s) — {hw['device']}, host CPU {hw['cpu']} ({hw['cpu_count']} cores), torch "
+        f"{hw['torch']}, bf16 autocast; config `configs/v3/gpu.json` "
+        f"({cfg['tokenizer']['num_layers']} layers, train_mode {cfg['train_mode']}, "
+        f"{summary['trainable_parameters']:,} trained parameters, downscale "
+        f"{cfg['downscale']}, k from {cfg['k_choices']}; seq_batch {cfg['seq_batch']}, "
+        f"frame_rows {cfg['frame_rows']}, grad_accum {cfg['grad_accum']}).",
+        "",
+        "| call | LLM load (GGUF dequantised there) | training s | steps | whole call s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    previous = 0
+    for i, (s, _log) in enumerate(calls, start=1):
+        t = s["train"]
+        lines.append(
+            f"| {i} | {s['llm_load_s']:.1f} s | {t['train_s']:.0f} (run total) | "
+            f"{previous} → {t['last_step']} | {s['total_s']:.0f} |"
+        )
+        previous = t["last_step"]
+    lines += [
+        "",
+        f"Training: **{train['steps_per_s']:.2f} optimiser steps/s**, "
+        f"**{train['predicted_tokens_per_s']:,.0f} predicted tokens/s** (tokens scored by the "
+        "loss; the encoder and the LLM read several times more), over "
+        f"{train['steps']} steps and {train['train_s']:.0f} s.",
+        "",
+        "Per objective (optimiser steps that drew one objective in all their micro-steps):",
+        "",
+        "| objective | steps | median s/step | median predicted tokens/s |",
+        "|---|---:|---:|---:|",
+        *objective_rows(log),
+        "",
+        f"Index-style encoding (the trained tokenizer, {enc['batch']} chunks × "
+        f"{enc['chunk_len']} tokens per batch, bf16, no reading or storing): "
+        f"**{enc['chunks_per_s']:,.0f} chunks/s, {enc['tokens_per_s']:,.0f} tokens/s** "
+        f"({enc['batch_s'] * 1000:.1f} ms per batch).",
+        "",
+        "Probes during the run (96 held-out HotpotQA items; k = "
+        f"{', '.join(str(k) for k in cfg['answer_probe_ks'])}): answer gap closed, "
+        "reconstruction gap closed (128 tokens), and the content probe's perplexity of a chunk "
+        "after its own / another chunk's ×2 embeddings:",
+        "",
+        "| step | answer gap closed | reconstruction gap closed | self / other ×2 ppl |",
+        "|---:|---|---|---|",
+        *probe_rows(log),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name")
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    body = render(args.name, args.runs)
+    print(body)
+    if not args.no_write:
+        write_section(f"device-{args.name}", body)
+
+
+if __name__ == "__main__":
+    main()
