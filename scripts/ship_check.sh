@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The ship check of issue 11 (docs/training.md, "The ship check, and a learned window merge"):
-# the full `eval qa` (SQuAD + HotpotQA, 300 questions each, seed 0, top-4, float16 index) and
+# The ship check of issues 11 and 25 (docs/training.md, "The ship check, and a learned window
+# merge" and "v3"): the full `eval qa` (SQuAD + HotpotQA, 300 questions each, seed 0, top-4,
+# float16 index; the candidate also with expand and spans-only at 0.25 and 0.35 of raw's
+# positions, BUDGETS='' to skip them) and
 # `eval lm` ×4 at 2K/4K/8K (8 windows), for the shipped checkpoint (v1) and a candidate, on the
 # same questions and windows. About 110 minutes on this 2-core machine with two threads and no
 # other job (v1's qa rows 51 min, the candidate's 31, each lm 11-13); each step resumes a
@@ -21,7 +23,8 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${CHECK_THREADS:-2}
 
 qa() {  # NAME ROWS [CHECKPOINT]; no checkpoint: the shipped one
   .venv/bin/extok-rag eval qa --sets squad,hotpotqa --questions 300 --ks 2,4 --budget-ks '' \
-    --expand-budgets '' --latency-questions 0 --batch-size 16 --rows "$2" --states float16 \
+    --expand-budgets "${BUDGETS-0.25,0.35}" --latency-questions 0 --batch-size 16 --rows "$2" \
+    --states float16 \
     ${3:+--tokenizer "$3"} --work-dir "$out/work-$1" --out "$out/qa-$1.json"
 }
 
@@ -31,6 +34,6 @@ lm() {  # NAME [CHECKPOINT]
 }
 
 [ -f "$out/qa-v1.json" ] || qa v1 none,raw,compressed,hybrid
-qa "$name" compressed,hybrid "$ckpt"
+qa "$name" compressed,hybrid,expand,spans "$ckpt"  # spans: the tokenizer-free control
 [ -f "$out/lm-v1.json" ] || lm v1
 lm "$name" "$ckpt"
