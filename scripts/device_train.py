@@ -16,6 +16,11 @@ trains with the config for a wall-clock budget, writes a checkpoint to $OUT ever
 runs the probes, measures encoding throughput and writes summary.json.
 
 `run --local` is the identical path on this machine's CPU at a tiny batch (2 minutes).
+
+While the machine stays warm (30 s after a call), a further `run` call with nothing carried
+resumes the same run: both parts and the run's own checkpoint (optimizer included) are still in
+place, and `--minutes` is the run's total budget, so `--minutes 9.5` after a 6-minute call trains
+3.5 more minutes (the budget-clock schedule then rises again: a warm restart).
 """
 
 from __future__ import annotations
