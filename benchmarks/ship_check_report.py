@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_runs import sign_test
-from report import write_section
+from report import machine_line, write_section
 
 X4, NONE, RAW = "extok ×4 top-4", "none", "raw top-4"
 
@@ -197,7 +197,8 @@ def main() -> None:
         f"## Ship check: {args.name} against v1 (`scripts/ship_check.sh`, issue 25)",
         "",
         "`benchmarks/ship_check_report.py` — `eval qa` on the same questions (seed 0, top-4, "
-        "float16 index), v1's rows and the candidate's; `eval lm` ×4 on the same windows.",
+        "float16 index), v1's rows and the candidate's; `eval lm` ×4 on the same windows; "
+        f"both runs on this machine: {machine_line()} (the report's time).",
         "",
     ]
     facts = []
