@@ -29,11 +29,15 @@ from report import machine_line, write_section
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig, fastest_dtype, home_dir
 from extok_rag.datasets.training_files import read_answer_probe
-from extok_rag.evaluation.qa_data import answer_contained
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
-from extok_rag.models.generation import generate_batch
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.training.answer_probe import AnswerProbe, gap_closed, probe_examples, summarise
+from extok_rag.training.answer_probe import (
+    AnswerProbe,
+    gap_closed,
+    greedy_accuracy,
+    probe_examples,
+    summarise,
+)
 from extok_rag.training.frame import frame_users
 from extok_rag.training.objective import ChunkLosses
 from extok_rag.training.setup import init_path
@@ -55,18 +59,6 @@ def paired(a: ChunkLosses, b: ChunkLosses, draws: int = 2000) -> tuple[float, fl
     diffs = (na[idx] - nb[idx]).mean(dim=1)
     lo, hi = torch.quantile(diffs, torch.tensor([0.025, 0.975])).tolist()
     return wins, lo, hi
-
-
-def greedy_accuracy(llm, examples, users, batch: int = 8) -> float:
-    """Share of examples whose answer is contained in 32 greedy tokens after its user turn."""
-    rows = [llm.chat_row(user) for user in users]
-    hits = 0
-    for i in range(0, len(rows), batch):
-        outputs = generate_batch(llm, rows[i : i + batch], 32)
-        texts = [llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
-        part = examples[i : i + batch]
-        hits += sum(answer_contained(t, [ex.answer]) for t, ex in zip(texts, part, strict=True))
-    return hits / len(rows)
 
 
 def main() -> None:

@@ -258,6 +258,7 @@ class TrainConfig:
     answer_probe_every: int = 0  # optimiser steps between answer probes (0 = never)
     answer_probe_items: int = 48  # held-out QA items it scores
     answer_probe_ks: tuple[int, ...] = (2, 4, 8)
+    answer_probe_greedy: int = 0  # >0: the answer probe's greedy accuracy on that many items
     recon_probe_every: int = 0  # steps between reconstruction probes (answer-probe items'
     # first gold paragraph, cut to recon_len tokens, repeated back; 0 = never)
     checkpoint_every: int = 10

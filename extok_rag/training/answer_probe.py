@@ -28,14 +28,17 @@ from dataclasses import dataclass, field
 import torch
 
 from extok_rag.config import DownscaleMethod
+from extok_rag.datasets.qa_sets import answer_contained
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.generation import generate_batch
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row
 from extok_rag.training.frame import (
     FrameExample,
     bare_rows,
     compressed_rows,
+    frame_users,
     raw_rows,
     reconstruction_example,
     truncate_text,
@@ -64,11 +67,40 @@ class AnswerProbe:
         random.Random(seed).shuffle(chosen)
         return cls(chosen[:n], **kwargs)
 
+    greedy_items: int = 0  # >0: also greedy accuracy on the first n items (greedy_*)
+    _greedy_baselines: dict[str, float] = field(default_factory=dict)
+
     @torch.no_grad()
     def run(self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer) -> dict[str, float]:
-        """Mean answer NLL per token by row (nll_none, nll_raw, nll_k{k}) and the answer gap
-        closed at each k (gap_k{k})."""
-        return summarise(self.run_detailed(llm, tokenizer), self.ks)
+        """Mean answer NLL per token by row (nll_none, nll_raw, nll_k{k}), the answer gap
+        closed at each k (gap_k{k}), and with `greedy_items` the share of those items whose
+        answer is in 32 greedy tokens (greedy_none, greedy_raw, greedy_k{k}): teacher-forced
+        NLL can fall far while greedy answers stay wrong."""
+        out = summarise(self.run_detailed(llm, tokenizer), self.ks)
+        if self.greedy_items:
+            out.update(self.greedy(llm, tokenizer))
+        return out
+
+    @torch.no_grad()
+    def greedy(self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer) -> dict[str, float]:
+        examples = self.examples(llm)[: self.greedy_items]
+        if not self._greedy_baselines:
+            self._greedy_baselines = {
+                "greedy_none": greedy_accuracy(llm, examples, frame_users(llm, examples, 0)),
+                "greedy_raw": greedy_accuracy(
+                    llm, examples, frame_users(llm, examples, self.context_len)
+                ),
+            }
+        was_training = tokenizer.training
+        tokenizer.eval()
+        out = dict(self._greedy_baselines)
+        for k in self.ks:
+            users = frame_users(
+                llm, examples, self.context_len, tokenizer, [k] * len(examples), self.method
+            )
+            out[f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
+        tokenizer.train(was_training)
+        return out
 
     @torch.no_grad()
     def run_detailed(
@@ -123,6 +155,21 @@ class ReconstructionProbe(AnswerProbe):
             reconstruction_example([truncate_text(llm, item.gold[0], self.recon_len)])
             for item in self.items
         ]
+
+
+def greedy_accuracy(
+    llm: FrozenLLM, examples: Sequence[FrameExample], users: Sequence, batch: int = 8
+) -> float:
+    """Share of examples whose answer is contained in 32 greedy tokens after its user turn
+    (SQuAD normalisation, as `eval qa` scores)."""
+    rows = [llm.chat_row(user) for user in users]
+    hits = 0
+    for i in range(0, len(rows), batch):
+        outputs = generate_batch(llm, rows[i : i + batch], 32)
+        texts = [llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
+        part = examples[i : i + batch]
+        hits += sum(answer_contained(t, [ex.answer]) for t, ex in zip(texts, part, strict=True))
+    return hits / max(1, len(rows))
 
 
 def gap_closed(none: float, raw: float, compressed: float) -> float:

@@ -125,7 +125,11 @@ class Trainer:
             else None
         )
         self.answer_probe = self.frame_probe(
-            AnswerProbe, probe_items, cfg.answer_probe_every, context_len=cfg.context_len
+            AnswerProbe,
+            probe_items,
+            cfg.answer_probe_every,
+            context_len=cfg.context_len,
+            greedy_items=cfg.answer_probe_greedy,
         )
         self.recon_probe = self.frame_probe(
             ReconstructionProbe, probe_items, cfg.recon_probe_every, recon_len=cfg.recon_len

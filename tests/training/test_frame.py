@@ -272,6 +272,29 @@ def test_answer_probe_rows_and_gap(tiny_llm, tok):
     assert gap_closed(4.0, 2.0, 3.0) == 0.5
 
 
+def test_answer_probe_greedy_accuracy(tiny_llm, tok, monkeypatch):
+    """With `greedy_items`, the probe also decodes greedily and counts answers contained in the
+    output; the none / raw baselines are decoded once per run."""
+    from extok_rag.training import answer_probe
+
+    items = [QA[0], QA[2], QA[3]]  # QA[1]'s answer, "The", normalises to nothing
+    probe = AnswerProbe(items, ks=(2,), context_len=40, batch_size=2, greedy_items=2)
+    got = probe.run(tiny_llm, tok)
+    assert {"greedy_none", "greedy_raw", "greedy_k2"} <= set(got)
+    assert all(0.0 <= got[k] <= 1.0 for k in ("greedy_none", "greedy_raw", "greedy_k2"))
+    calls = []
+
+    def answers(llm, rows, max_new_tokens):  # a model that always says the gold answer
+        calls.append(len(rows))
+        return [llm.tokenize(f"It is {q.answer}.").tolist() for q in items[: len(rows)]]
+
+    monkeypatch.setattr(answer_probe, "generate_batch", answers)
+    fresh = AnswerProbe(items, ks=(2,), context_len=40, batch_size=2, greedy_items=2)
+    assert fresh.greedy(tiny_llm, tok) == {"greedy_none": 1.0, "greedy_raw": 1.0, "greedy_k2": 1.0}
+    fresh.greedy(tiny_llm, tok)
+    assert calls == [2, 2, 2, 2]  # none and raw once, k2 each run
+
+
 def test_reconstruction_probe_scores_each_paragraph_repeated_back(tiny_llm, tok):
     probe = ReconstructionProbe(QA[:3], ks=(2,), batch_size=2, recon_len=12)
     detailed = probe.run_detailed(tiny_llm, tok)
