@@ -20,7 +20,7 @@ import torch
 from extok_rag.config import AUTO_K_CHOICES, AskConfig, DownscaleMethod, GenerationConfig
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
 from extok_rag.expansion import Span
-from extok_rag.indexing import IndexSnapshot
+from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import downscale
