@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from extok_rag.errors import ExtokError
+
 DownscaleMethod = Literal["strided", "mean", "merge"]
 AdapterKind = Literal["none", "rmsnorm_linear"]
 
@@ -316,6 +318,17 @@ class TrainConfig:
 AskMode = Literal["compressed", "raw", "hybrid", "expand", "spans", "truncated", "none"]
 SpanScorer = Literal["minilm", "lexical", "both", "llm"]
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
+
+
+def k_choices(stride: int, k: int | None = None, at_least: int = 1) -> list[int]:
+    """The k a prompt may use over an index of base stride `stride`: `k` alone when one is
+    given (it must be a multiple of the stride), else AUTO_K_CHOICES' multiples of the stride
+    from `at_least` up, smallest first."""
+    if k is not None:
+        if k < 1 or k % stride:
+            raise ExtokError(f"k={k} is not a multiple of the index's stride {stride}")
+        return [k]
+    return [c for c in AUTO_K_CHOICES if c % stride == 0 and c >= at_least]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extok_rag.config import AUTO_K_CHOICES, DownscaleMethod
+from extok_rag.config import DownscaleMethod, k_choices
 from extok_rag.models.extensible_tokenizer import downscale
 
 SPAN_MAX_TOKENS = 48  # a longer sentence is read in windows of about this many tokens
@@ -202,11 +202,13 @@ def plan_expansion(
     fixed: int,
     budget: int,
     stride: int,
+    k: int | None = None,
 ) -> Plan | None:
     """Greedy by score: expand a span while the prompt (its `fixed` positions, the expanded
-    spans' tokens, the rest compressed at the largest k) fits `budget`; then the smallest k
-    that fits. None when nothing fits even with no span expanded."""
-    ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
+    spans' tokens, the rest compressed at the largest k, or at `k` when one is given) fits
+    `budget`; then the smallest k that fits. None when nothing fits even with no span
+    expanded."""
+    ks = k_choices(stride, k)
 
     def positions(raw: set, k: int) -> int:
         cost = fixed
@@ -228,5 +230,4 @@ def plan_expansion(
         key = (span.chunk, span.start, span.end)
         if positions(raw | {key}, ks[-1]) <= budget:
             raw.add(key)
-    k = next(k for k in ks if positions(raw, k) <= budget)
-    return Plan(raw, k)
+    return Plan(raw, next(k for k in ks if positions(raw, k) <= budget))

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from extok_rag.config import AUTO_K_CHOICES, AskConfig, DownscaleMethod, GenerationConfig
+from extok_rag.config import AskConfig, DownscaleMethod, GenerationConfig, k_choices
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
 from extok_rag.expansion import Span
-from extok_rag.indexing import IndexSnapshot
+from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import downscale
@@ -118,7 +118,7 @@ def build_prompt(
 
         return budget_prompt(llm, embedder, question, chunks, cfg, stride, reserve)
     compressed = cfg.mode in ("compressed", "hybrid") and len(chunks) > (cfg.mode == "hybrid")
-    candidates = [cfg.k] if cfg.k else [k for k in AUTO_K_CHOICES if k % stride == 0]
+    candidates = k_choices(stride, cfg.k)
     if not compressed:
         candidates = [None]
     for k in candidates:

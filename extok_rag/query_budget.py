@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from extok_rag.config import AUTO_K_CHOICES, AskConfig
+from extok_rag.config import AskConfig, k_choices
 from extok_rag.errors import InputTooLongError
 from extok_rag.expansion import (
     Span,
@@ -57,9 +57,16 @@ def budget_prompt(
         kept = [s for s in spans if s.chunk < n]
         kept_headers = headers[:n] if headers else None
         fixed = frame_positions(llm, question, n, kept_headers)
-        prompt = expand_prompt(llm, question, chunks[:n], kept, kept_headers, budget, fixed, stride)
+        prompt = expand_prompt(
+            llm, question, chunks[:n], kept, kept_headers, budget, fixed, stride, cfg.k
+        )
         if prompt is not None:
             return prompt
+    if cfg.k is not None:
+        raise InputTooLongError(
+            f"not even one chunk compressed at k={cfg.k} fits a budget of {budget} positions: "
+            "raise --k or --budget, or leave k on auto"
+        )
     return question_only(llm, question, budget)
 
 
@@ -81,27 +88,31 @@ def frame_positions(llm: FrozenLLM, question: str, n_chunks: int, headers) -> in
     return row_length(llm.chat_row(ask_frame(question, [empty] * n_chunks, headers)))
 
 
-def expand_prompt(llm, question, chunks, spans, headers, budget, fixed, stride) -> Prompt | None:
-    """Plan by estimated costs, then build rows: from the planned k upwards, and dropping the
-    weakest expanded span when no k fits (token merges at joins can add a few positions).
-    None when the chunks compressed at the largest k overflow the budget."""
+def expand_prompt(
+    llm, question, chunks, spans, headers, budget, fixed, stride, k=None
+) -> Prompt | None:
+    """Plan by estimated costs, then build rows: from the planned k upwards (only at `k` when
+    one is given), and dropping the weakest expanded span when no k fits (token merges at
+    joins can add a few positions). None when the chunks compressed at the largest k (at `k`)
+    overflow the budget."""
     costs = {(s.chunk, s.start, s.end): len(llm.tokenize(s.text)) for s in spans}
-    plan = plan_expansion(spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, budget, stride)
+    cost = lambda s: costs[(s.chunk, s.start, s.end)]  # noqa: E731
+    plan = plan_expansion(spans, cost, fixed, budget, stride, k)
     if plan is None:
         return None
     raw = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
     states = [torch.from_numpy(c.states.astype(np.float32)) for c in chunks]  # once, every k
     poolings = [c.pooling for c in chunks]
-    ks = [k for k in AUTO_K_CHOICES if k % stride == 0 and k >= plan.k]
+    ks = k_choices(stride, k, at_least=plan.k)
     while True:
-        for k in ks:
-            row = expanded_row(llm, question, (states, poolings), spans, raw, headers, k, stride)
+        for kk in ks:
+            row = expanded_row(llm, question, (states, poolings), spans, raw, headers, kk, stride)
             if row_length(row) <= budget:
-                return Prompt(row, k, row_length(row), raw, len(chunks))
+                return Prompt(row, kk, row_length(row), raw, len(chunks))
         if not raw:
             return None
         raw.remove(min(raw, key=lambda s: s.score))
-        ks = [k for k in AUTO_K_CHOICES if k % stride == 0]
+        ks = k_choices(stride, k)
 
 
 def expanded_row(llm, question, stored, spans, raw, headers, k, stride):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from extok_rag.config import AskConfig, RuntimeConfig, TokenizerConfig
+from extok_rag.errors import ExtokError, InputTooLongError
 from extok_rag.expansion import (
     Span,
     chunk_parts,
@@ -174,3 +175,24 @@ def test_compressed_runs_are_pooled_the_way_the_chunk_was_stored(pooling):
     assert parts[1] == "s8"
     torch.testing.assert_close(parts[0], downscale(states[0:4], 2, pooling))
     torch.testing.assert_close(parts[2], downscale(states[8:12], 2, pooling))
+
+
+def test_expand_honours_a_given_k_or_refuses(tiny_llm, embedder, chunks):
+    """`--k` in expand mode compresses the rest at that k (it was silently replaced by the
+    smallest k that fits), and a k whose prompt cannot fit the budget is one clear error."""
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    budget = raw.positions
+    auto = build_prompt(
+        tiny_llm, QUESTION, chunks, AskConfig(mode="expand", budget=budget), 2, 8, embedder
+    )
+    assert auto.k == 2
+    for k in (8, 32):
+        cfg = AskConfig(mode="expand", budget=budget, k=k)
+        prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+        assert prompt.k == k and prompt.positions <= budget
+    with pytest.raises(ExtokError, match="multiple of the index's stride"):
+        build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="expand", k=3), 2, 8, embedder)
+    frame_only = build_prompt(tiny_llm, QUESTION, [], AskConfig(mode="none"), 2, 8).positions
+    with pytest.raises(InputTooLongError, match="k=2"):
+        cfg = AskConfig(mode="expand", budget=frame_only + 10, k=2)
+        build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)

@@ -83,7 +83,7 @@ def ask(
     from extok_rag.cli.console import load_llm
     from extok_rag.cli.index_cmd import print_notice, resolve_index_dir
     from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
-    from extok_rag.indexing import open_index
+    from extok_rag.indexes import open_index
     from extok_rag.models.embedder import Embedder
     from extok_rag.query import check_llm
 

@@ -125,6 +125,7 @@ def lm(
     from extok_rag.config import RuntimeConfig, write_json
     from extok_rag.evaluation import books as book_data
     from extok_rag.evaluation.lm import LMEvalConfig, evaluate_lm
+    from extok_rag.evaluation.lm_report import lm_markdown
     from extok_rag.models.defaults import resolve_tokenizer
     from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 
@@ -172,7 +173,7 @@ def lm(
         journal = lm_journal(cfg, texts, frozen, checkpoint, sorted(tokenizers), resume)
         result = evaluate_lm(frozen, texts, cfg, tokenizers, descriptions, notes, advance, journal)
 
-    markdown = result.markdown()
+    markdown = lm_markdown(result)
     out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -425,7 +426,7 @@ def run_qa_set(
 
     from extok_rag.evaluation.qa import evaluate_qa
     from extok_rag.evaluation.qa_data import load_qa_set, write_corpus
-    from extok_rag.indexing import open_index
+    from extok_rag.indexes import open_index
     from extok_rag.models.embedder import Embedder
 
     with err_console.status(f"loading {name}"):

@@ -177,7 +177,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Show an index's manifest and counts."""
-    from extok_rag.indexing import open_index
+    from extok_rag.indexes import open_index
 
     index_dir = resolve_index_dir(index_path)
     facts = index_facts(index_dir, open_index(index_dir, notice=print_notice))
@@ -191,7 +191,7 @@ def info(
 
 def index_facts(index_dir: Path, snapshot) -> dict:
     """What `info` shows, as plain JSON values (the committed snapshot's)."""
-    from extok_rag.indexing import disk_bytes
+    from extok_rag.indexes import disk_bytes
 
     m = snapshot.manifest
     on_disk = disk_bytes(index_dir)

@@ -287,11 +287,6 @@ class LMEvalResult:
             "timing": self.timing,
         }
 
-    def markdown(self) -> str:
-        from extok_rag.evaluation.lm_report import lm_markdown
-
-        return lm_markdown(self)
-
 
 # -- the evaluation -------------------------------------------------------------------------
 def evaluate_lm(

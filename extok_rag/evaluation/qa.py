@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.evaluation.journal import Journal
 from extok_rag.evaluation.qa_data import QASet, answer_contained, token_f1
-from extok_rag.indexing import IndexSnapshot
+from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.generation import generate_batch, generate_ids
 from extok_rag.models.llm import FrozenLLM

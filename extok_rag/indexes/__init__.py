@@ -8,6 +8,9 @@ Layout of an index folder::
     <index_dir>/lance/row_ids.json  the next row id to assign
     <index_dir>/vectors.faiss     the vector index (path chosen by the caller)
     <index_dir>/writer.lock       the one-writer lock (flock) and its holder's pid
+
+Readers open a committed snapshot with `open_index` (`snapshot.py`); the writer is
+`extok_rag.indexing`, which readers never import.
 """
 
 from extok_rag.indexes.lock import LockHolder, WriterLock, read_holder
@@ -20,6 +23,7 @@ from extok_rag.indexes.manifest import (
     read_manifest,
     write_manifest,
 )
+from extok_rag.indexes.snapshot import IndexSnapshot, disk_bytes, heal_vectors, open_index
 from extok_rag.indexes.table import (
     STATE_ENCODINGS,
     ChunkRecord,
@@ -37,6 +41,7 @@ __all__ = [
     "ChunkRecord",
     "ChunkTable",
     "IndexCounts",
+    "IndexSnapshot",
     "LockHolder",
     "Manifest",
     "ModelIdentity",
@@ -46,6 +51,9 @@ __all__ = [
     "bytes_per_state",
     "check_compatible",
     "chunk_schema",
+    "disk_bytes",
+    "heal_vectors",
+    "open_index",
     "read_holder",
     "read_manifest",
     "write_manifest",

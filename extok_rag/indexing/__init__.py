@@ -3,9 +3,12 @@
 
     build_index(corpus, index_dir, IndexModels(llm), IndexSettings())  # write / update
     build_index(..., engine=RayEngine(...))   # the same stages on Ray (integrations/ray_index)
-    open_index(index_dir)                                              # a committed snapshot
+
+Readers open a committed snapshot with `extok_rag.indexes.open_index` (re-exported here for
+writers and tests).
 """
 
+from extok_rag.indexes.snapshot import IndexSnapshot, disk_bytes, open_index
 from extok_rag.indexing.build import (
     DEFAULT_STRIDE,
     IndexEngine,
@@ -14,13 +17,10 @@ from extok_rag.indexing.build import (
     IndexProgress,
     IndexReport,
     IndexSettings,
-    IndexSnapshot,
     IndexTarget,
     LocalEngine,
     WriteJob,
     build_index,
-    disk_bytes,
-    open_index,
 )
 
 __all__ = [

@@ -23,10 +23,13 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
-from extok_rag.indexing import IndexSnapshot, open_index
-from extok_rag.models.defaults import load_default_tokenizer
+from extok_rag.indexes import IndexSnapshot, open_index
 from extok_rag.models.embedder import Embedder
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.extensible_tokenizer import (
+    ExtensibleTokenizer,
+    downscale,
+    load_default_tokenizer,
+)
 from extok_rag.models.generation import stream_text
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.query import Retrieved, build_prompt, check_llm, retrieve

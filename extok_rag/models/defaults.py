@@ -149,19 +149,9 @@ def resolve_tokenizer(spec: str | Path | None, llm: ModelIdentity) -> Path | Non
 
 
 def shipped_tokenizer_matches(llm: ModelIdentity) -> bool:
-    from extok_rag.models.extensible_tokenizer import read_checkpoint_config
+    from extok_rag.models.checkpoint import read_checkpoint_config
 
     if not DEFAULT_TOKENIZER_DIR.is_dir():
         return False
     meta = read_checkpoint_config(DEFAULT_TOKENIZER_DIR)
     return ModelIdentity.from_dict(meta["llm"]).matches(llm)
-
-
-def load_default_tokenizer(llm):
-    """The shipped extensible tokenizer for `llm` (a FrozenLLM), or the untrained one."""
-    from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
-
-    path = resolve_tokenizer(None, llm.identity)
-    if path is None:
-        return ExtensibleTokenizer.from_llm(llm)
-    return ExtensibleTokenizer.from_pretrained(path, llm)

@@ -15,7 +15,6 @@ one level per factor of 2, each the pair mean plus a learned correction started 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,13 +31,17 @@ from extok_rag.config import (
     write_json,
 )
 from extok_rag.errors import CheckpointError, IncompatibleModelError
+from extok_rag.models.checkpoint import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    read_checkpoint_config,
+)
+from extok_rag.models.defaults import resolve_tokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora, merge_lora
 
-FORMAT_VERSION = 1
 MERGE_LEVELS = 5  # a learned merge tree serves k = 2, 4, ..., 32
-WEIGHTS_FILE = "tokenizer.safetensors"
-CONFIG_FILE = "tokenizer_config.json"
 
 
 # -- down-scaling ---------------------------------------------------------------------------
@@ -289,21 +292,10 @@ def truncated_config(config, num_layers: int):
     return cfg
 
 
-def read_checkpoint_config(path: Path, llm_identity: ModelIdentity | None = None) -> dict:
-    """A checkpoint's JSON config; with `llm_identity`, refuse a checkpoint for another LLM."""
-    file = path / CONFIG_FILE
-    if not file.is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{path} is not an extensible-tokenizer checkpoint")
-    try:
-        meta = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file} is not valid JSON: {err}") from err
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{file}: unsupported format {meta.get('format_version')}")
-    trained_for = ModelIdentity.from_dict(meta["llm"])
-    if llm_identity is not None and not trained_for.matches(llm_identity):
-        raise IncompatibleModelError(
-            f"tokenizer {path} was trained for LLM {trained_for.name} "
-            f"({trained_for.fingerprint}), not {llm_identity.name} ({llm_identity.fingerprint})"
-        )
-    return meta
+def load_default_tokenizer(llm: FrozenLLM) -> ExtensibleTokenizer:
+    """The shipped extensible tokenizer for `llm`, or the untrained one when the shipped
+    checkpoint was trained for another LLM."""
+    path = resolve_tokenizer(None, llm.identity)
+    if path is None:
+        return ExtensibleTokenizer.from_llm(llm)
+    return ExtensibleTokenizer.from_pretrained(path, llm)

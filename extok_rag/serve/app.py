@@ -29,7 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.errors import ExtokError
-from extok_rag.indexing import IndexSnapshot
+from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.query import Prompt, Retrieved, ask, check_llm

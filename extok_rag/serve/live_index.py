@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from extok_rag.indexes import IndexSnapshot, open_index
 from extok_rag.indexes.manifest import manifest_path, read_manifest
-from extok_rag.indexing import IndexSnapshot, open_index
 
 _log = logging.getLogger("extok_rag.serve")
 

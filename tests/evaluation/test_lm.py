@@ -21,6 +21,7 @@ from extok_rag.evaluation.lm import (
     target_nll,
     truncate_context,
 )
+from extok_rag.evaluation.lm_report import lm_markdown
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.mixed_input import TokenSegment
 from extok_rag.training.objective import row_losses
@@ -147,7 +148,7 @@ def test_rows_that_do_not_fit_are_na(tiny_llm, zero_layer, books):
     assert long["raw@2048"].na  # a 2,048-position budget never fits a 512 window
     assert long["extok@2"].na == "no tokenizer given"
     assert not result.cells[256]["raw-full"].na
-    assert "n/a" in result.markdown()
+    assert "n/a" in lm_markdown(result)
 
 
 def test_plan_notes_missing_tokenizer():

@@ -1,0 +1,66 @@
+"""Layering contracts, read off the source (every import, at module level or inside a function):
+the read side opens an index through `extok_rag.indexes`, never through the indexer, and the
+storage layer stays free of torch and of everything above it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "extok_rag"
+
+# Modules that read an index and must not import the writer (`extok_rag.indexing`).
+READ_SIDE = (
+    "query.py",
+    "query_budget.py",
+    "serve",
+    "integrations/llama_index.py",
+    "evaluation/qa.py",
+    "cli/ask_cmd.py",
+    "cli/serve_cmd.py",
+)
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def files(*parts: str) -> list[Path]:
+    out: list[Path] = []
+    for part in parts:
+        path = PACKAGE / part
+        out += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return out
+
+
+def test_the_read_side_never_imports_the_indexer():
+    offenders = {
+        str(f.relative_to(PACKAGE)): sorted(
+            m for m in imports_of(f) if m.startswith("extok_rag.indexing")
+        )
+        for f in files(*READ_SIDE)
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_index_storage_imports_nothing_above_it():
+    allowed = ("extok_rag.indexes", "extok_rag.config", "extok_rag.errors")
+    for f in files("indexes"):
+        ours = {m for m in imports_of(f) if m.startswith("extok_rag")}
+        assert all(m.startswith(allowed) for m in ours), (f.name, ours)
+        assert "torch" not in {m.split(".")[0] for m in imports_of(f)}, f.name
+
+
+def test_checkpoint_configs_are_read_without_model_code():
+    ours = {
+        m for m in imports_of(PACKAGE / "models" / "checkpoint.py") if m.startswith("extok_rag")
+    }
+    assert ours <= {"extok_rag.config", "extok_rag.errors"}
+    defaults = imports_of(PACKAGE / "models" / "defaults.py")
+    assert "extok_rag.models.extensible_tokenizer" not in defaults
