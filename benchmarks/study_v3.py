@@ -1,0 +1,146 @@
+"""Summarise the v3 capacity study (scripts/study_v3.sh) into docs/training.md, section
+`study-v3`.
+
+    .venv/bin/python benchmarks/study_v3.py [--lm-v1 LM_V1.json] [RUN_DIR ...]
+        (default runs: <home>/runs/v3s-*; default --lm-v1: <home>/ship-check/lm-v1.json)
+
+For each variant at equal CPU-minutes: its settings over `configs/v3/study/base.json`, steps,
+CPU-minutes, seconds per step, the last reconstruction probe (gap closed ×2/×4/×8), the last
+answer probe (gap closed ×2/×4/×8), the content probe's self/other ×2 perplexity, each curve's
+slope at its end (×4 gap points per 100 steps between the last two probes: CPU-minutes favour
+small models, the GPU affords tens of times more steps), and (d) ×4 at 2K against v1's on the
+same windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import write_section
+
+from extok_rag.config import home_dir
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "training.md"
+STUDY = Path(__file__).resolve().parent.parent / "configs" / "v3" / "study"
+
+
+def records(run: Path) -> list[dict]:
+    log = run / "log.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+
+
+def probe_points(recs: list[dict], key: str) -> list[tuple[int, dict]]:
+    return [(r["step"], r[key]) for r in recs if key in r]
+
+
+def slope(points: list[tuple[int, dict]], field: str) -> float | None:
+    """Gap points per 100 steps between the last two probes."""
+    if len(points) < 2 or points[-1][0] == points[-2][0]:
+        return None
+    (s0, a), (s1, b) = points[-2], points[-1]
+    return 100 * 100 * (b[field] - a[field]) / (s1 - s0)
+
+
+def ppl_d(lm: dict) -> float | None:
+    cell = lm["results"].get("2048", {}).get("extok@4")
+    return cell["ppl"] if cell else None
+
+
+def summarise(run: Path, lm_v1: dict | None) -> dict | None:
+    recs = records(run)
+    steps = [r for r in recs if "loss" in r]
+    if not steps:
+        return None
+    variant = run.name.removeprefix("v3s-")
+    config = STUDY / f"{variant}.json"
+    recon, answer = probe_points(recs, "recon_probe"), probe_points(recs, "answer_probe")
+    content = probe_points(recs, "probe")
+    lm_file = run / "lm-2k.json"
+    d = ppl_d(json.loads(lm_file.read_text())) if lm_file.exists() else None
+    d_v1 = ppl_d(lm_v1) if lm_v1 else None
+    return {
+        "variant": variant,
+        "settings": json.loads(config.read_text()) if config.exists() else {},
+        "steps": steps[-1]["step"],
+        "cpu_min": steps[-1]["cpu_elapsed_s"] / 60,
+        "s_per_step": statistics.median(r["step_s"] for r in steps),
+        "recon": recon[-1][1] if recon else {},
+        "answer": answer[-1][1] if answer else {},
+        "content": content[-1][1] if content else {},
+        "recon_slope": slope(recon, "gap_k4"),
+        "answer_slope": slope(answer, "gap_k4"),
+        "d": d,
+        "d_change": 100 * (d / d_v1 - 1) if d and d_v1 else None,
+    }
+
+
+def pct(x: dict, k: int) -> str:
+    return f"{x[f'gap_k{k}']:.0%}" if x else "—"
+
+
+def num(x: float | None, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| variant | settings | steps | CPU-min | s/step | reconstruction ×2 / ×4 / ×8 | "
+        "slope ×4 | answer ×2 / ×4 / ×8 | slope ×4 | self / other ×2 | (d) ×4 2K (vs v1) |",
+        "|" + "---|" * 11,
+    ]
+    for r in rows:
+        settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["settings"].items()) or "base"
+        c = r["content"]
+        content = f"{c['self_k2']:.2f} / {c['other_k2']:.2f}" if c else "—"
+        d = (
+            f"{r['d']:.2f} ({r['d_change']:+.1f}%)"
+            if r["d"] is not None and r["d_change"] is not None
+            else num(r["d"], ".2f")
+        )
+        lines.append(
+            f"| {r['variant']} | `{settings}` | {r['steps']} | {r['cpu_min']:.1f} | "
+            f"{r['s_per_step']:.1f} | "
+            + " / ".join(pct(r["recon"], k) for k in (2, 4, 8))
+            + f" | {num(r['recon_slope'], '+.1f')} | "
+            + " / ".join(pct(r["answer"], k) for k in (2, 4, 8))
+            + f" | {num(r['answer_slope'], '+.1f')} | {content} | {d} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--lm-v1", type=Path, default=home_dir() / "ship-check" / "lm-v1.json")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    runs = args.runs or sorted((home_dir() / "runs").glob("v3s-*"))
+    lm_v1 = json.loads(args.lm_v1.read_text()) if args.lm_v1.exists() else None
+    rows = [s for s in (summarise(r, lm_v1) for r in runs) if s is not None]
+    base = json.loads((STUDY / "base.json").read_text())
+    body = "\n".join(
+        [
+            "## Study v3 table (generated by `benchmarks/study_v3.py`)",
+            "",
+            "Common settings (`configs/v3/study/base.json`): "
+            + ", ".join(f"{k}={json.dumps(v)}" for k, v in base.items())
+            + ". Probes: 48 held-out HotpotQA items (reconstruction: 128 tokens); slopes in "
+            "gap points per 100 steps between the last two probes.",
+            "",
+            table(rows),
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        write_section("study-v3", body, doc=DOC)
+
+
+if __name__ == "__main__":
+    main()
