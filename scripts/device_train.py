@@ -225,10 +225,10 @@ def export_shards(tokenizer, dest: Path, limit: int = RETURN_FILE_LIMIT) -> list
 
     from extok_rag.models.extensible_tokenizer import CONFIG_FILE
 
-    dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp, full=False)  # fp32, one file: for the config
+    tmp.mkdir(parents=True)
+    tokenizer.save_config(tmp, full=False)
     state = {
         k: (v.to(torch.bfloat16) if v.is_floating_point() and "adapter." not in k else v)
         .detach()

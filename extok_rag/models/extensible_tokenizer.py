@@ -247,8 +247,13 @@ class ExtensibleTokenizer(nn.Module):
         state = self.state_dict() if full else self.delta_state_dict()
         tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+        self.save_config(path, full)
+
+    def save_config(self, path: str | Path, full: bool) -> None:
+        """Write the checkpoint's config (JSON) alone: architecture, the LLM it was trained
+        for, and whether the weights beside it are `full` or only the delta."""
         write_json(
-            path / CONFIG_FILE,
+            Path(path) / CONFIG_FILE,
             {
                 "format_version": FORMAT_VERSION,
                 "extok_rag_version": __version__,
