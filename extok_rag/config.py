@@ -325,10 +325,15 @@ def k_choices(stride: int, k: int | None = None, at_least: int = 1) -> list[int]
     given (it must be a multiple of the stride), else AUTO_K_CHOICES' multiples of the stride
     from `at_least` up, smallest first."""
     if k is not None:
-        if k < 1 or k % stride:
-            raise ExtokError(f"k={k} is not a multiple of the index's stride {stride}")
-        return [k]
+        return [check_k(k, stride)]
     return [c for c in AUTO_K_CHOICES if c % stride == 0 and c >= at_least]
+
+
+def check_k(k: int, stride: int) -> int:
+    """`k`, or a one-line error when an index of base stride `stride` cannot serve it."""
+    if k < 1 or k % stride:
+        raise ExtokError(f"k={k} is not a multiple of the index's stride {stride}")
+    return k
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from extok_rag.config import AskConfig, DownscaleMethod, GenerationConfig, k_choices
+from extok_rag.config import AskConfig, DownscaleMethod, GenerationConfig, check_k, k_choices
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
 from extok_rag.expansion import Span
 from extok_rag.indexes import IndexSnapshot
@@ -78,10 +78,8 @@ def retrieve(snapshot: IndexSnapshot, embedder: Embedder, question: str, n: int)
 
 def chunk_embeddings(chunk: Retrieved, k: int, stride: int) -> torch.Tensor:
     """Stored states (stride s) down-scaled to k: (ceil(n_states / (k/s)), d) float32."""
-    if k % stride:
-        raise ExtokError(f"k={k} is not a multiple of the index's stride {stride}")
     states = torch.from_numpy(chunk.states.astype(np.float32))
-    return downscale(states, k // stride, chunk.pooling)
+    return downscale(states, check_k(k, stride) // stride, chunk.pooling)
 
 
 def user_parts(

@@ -96,8 +96,9 @@ def expand_prompt(
     joins can add a few positions). None when the chunks compressed at the largest k (at `k`)
     overflow the budget."""
     costs = {(s.chunk, s.start, s.end): len(llm.tokenize(s.text)) for s in spans}
-    cost = lambda s: costs[(s.chunk, s.start, s.end)]  # noqa: E731
-    plan = plan_expansion(spans, cost, fixed, budget, stride, k)
+    plan = plan_expansion(
+        spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, budget, stride, k
+    )
     if plan is None:
         return None
     raw = [s for s in spans if (s.chunk, s.start, s.end) in plan.raw]
