@@ -222,7 +222,12 @@ def expand_rows(
         raw = pick_spans(ex.question, [s for chunk in spans for s in chunk], share)
         contexts = [
             chunk_parts(
-                next(states), chunk, {(s.start, s.end) for s in chunk if s in raw}, k, 1, method
+                next(states),
+                chunk,
+                {(s.start, s.end) for s in chunk if (s.chunk, s.start, s.end) in raw},
+                k,
+                1,
+                method,
             )
             for chunk in spans
         ]
@@ -230,14 +235,15 @@ def expand_rows(
     return answer_rows(llm, examples, users)
 
 
-def pick_spans(question: str, spans: Sequence[Span], share: float) -> set[Span]:
-    """The best spans by lexical score while their tokens stay within `share` of all."""
+def pick_spans(question: str, spans: Sequence[Span], share: float) -> set[tuple[int, int, int]]:
+    """(chunk, start, end) of the best spans by lexical score while their tokens stay within
+    `share` of all."""
     budget = share * sum(s.end - s.start for s in spans)
-    chosen: set[Span] = set()
+    chosen: set[tuple[int, int, int]] = set()
     used = 0
     for span in sorted(score_spans("lexical", None, question, spans), key=lambda s: -s.score):
         if used + span.end - span.start <= budget:
-            chosen.add(Span(span.chunk, span.start, span.end, span.text))
+            chosen.add((span.chunk, span.start, span.end))
             used += span.end - span.start
     return chosen
 
