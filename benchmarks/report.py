@@ -5,6 +5,7 @@ Each benchmark script owns a section delimited by `<!-- begin NAME -->` / `<!-- 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -30,6 +31,11 @@ def machine_line() -> str:
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
         f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
+
+
+def settings_text(settings: dict) -> str:
+    """A config's keys and JSON values on one line, as the study tables show them."""
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items())
 
 
 def write_section(name: str, body: str, doc: Path = DOC) -> None:
