@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_line, write_section
 
+from extok_rag.ask.retrieval import retrieve
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import GenerationConfig, RuntimeConfig, home_dir
 from extok_rag.evaluation.qa import Condition, QAEvalConfig, build_one
@@ -32,7 +33,6 @@ from extok_rag.indexing import open_index
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.generation import generate_ids
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.query import retrieve
 
 GEN = GenerationConfig(max_new_tokens=1, temperature=0.0)
 

@@ -26,16 +26,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_line, write_section
 
-from extok_rag import expansion, query_budget
+from extok_rag import spans as expansion
+from extok_rag.ask import budget as query_budget
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.retrieval import retrieve
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import AskConfig, RuntimeConfig, home_dir
 from extok_rag.datasets.qa_splits import EVAL_DRAWS
 from extok_rag.evaluation.qa_data import answer_contained, load_qa_set
-from extok_rag.expansion import SCORERS
 from extok_rag.indexing import open_index
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.query import build_prompt, retrieve
+from extok_rag.spans import SCORERS
 
 PROBE_SEED = 97  # not an eval draw seed
 

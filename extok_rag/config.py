@@ -315,8 +315,7 @@ class TrainConfig:
         return cfg
 
 
-AskMode = Literal["compressed", "raw", "hybrid", "expand", "spans", "truncated", "none"]
-SpanScorer = Literal["minilm", "lexical", "both", "llm"]
+SCORERS = ("minilm", "lexical", "both", "llm")  # how spans are scored (`extok_rag.spans`)
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 
 
@@ -340,18 +339,18 @@ def check_k(k: int, stride: int) -> int:
 class AskConfig:
     """How retrieved chunks reach the frozen LLM.
 
-    compressed: every chunk as extensible embeddings at k; raw: every chunk's text; hybrid: the
-    best chunk raw, the rest compressed; expand: the spans (sentences) that score best against
-    the question raw, the rest of every chunk compressed, within `budget` positions (None: what
-    the LLM window leaves after the answer); spans: the best spans raw and nothing else, within
-    the budget; truncated: raw chunks cut at the budget; none: no retrieval. `k=None` is
-    "auto": the smallest k in AUTO_K_CHOICES (a multiple of the index stride) that fits.
+    `mode` is one of `extok_rag.ask.modes.MODES` (auto: raw top-n when it fits the budget,
+    else the question's best sentences raw); `scorer` one of SCORERS.
+    `budget` (expand / spans / truncated / auto): positions of the whole prompt; None: what
+    the LLM window leaves after the answer. `k=None` is "auto": the smallest k in
+    AUTO_K_CHOICES (a multiple of the index stride) that fits; a k the mode would ignore is
+    refused.
     """
 
     top_n: int = 4
     k: int | None = None
-    mode: AskMode = "compressed"
+    mode: str = "auto"
     source_lines: bool = False  # head each chunk with a short raw line naming its document
-    budget: int | None = None  # expand / spans / truncated: positions of the whole prompt
-    scorer: SpanScorer = "both"  # expand / spans: how spans are scored against the question
+    budget: int | None = None
+    scorer: str = "both"  # expand / spans: how spans are scored against the question
     # (both = MiniLM + lexical: the answer in the raw spans most often, benchmarks/expand_probe)

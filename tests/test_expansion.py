@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.retrieval import Retrieved
 from extok_rag.config import AskConfig, RuntimeConfig, TokenizerConfig
 from extok_rag.errors import ExtokError, InputTooLongError
-from extok_rag.expansion import (
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.mixed_input import EmbeddingSegment
+from extok_rag.spans import (
     Span,
     chunk_parts,
     chunk_spans,
@@ -20,10 +25,6 @@ from extok_rag.expansion import (
     plan_expansion,
     token_starts,
 )
-from extok_rag.models.embedder import Embedder
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
-from extok_rag.models.mixed_input import EmbeddingSegment
-from extok_rag.query import Retrieved, build_prompt
 
 TEXTS = (
     "Alpha is a red planet. It has seven moons and a thin atmosphere of argon. Its year lasts "
@@ -121,8 +122,8 @@ def test_a_budget_below_the_frame_is_a_clear_error(tiny_llm, chunks, embedder):
 def test_a_budget_too_small_for_every_chunk_leaves_out_the_lowest_ranked(
     tiny_llm, chunks, embedder
 ):
-    from extok_rag.expansion import compressed_count
-    from extok_rag.query_budget import frame_positions
+    from extok_rag.ask.prompt import frame_positions
+    from extok_rag.spans import compressed_count
 
     def smallest(n: int) -> int:  # n chunks, all compressed at the largest k
         frame = frame_positions(tiny_llm, QUESTION, n, None)
@@ -139,8 +140,8 @@ def test_a_budget_too_small_for_every_chunk_leaves_out_the_lowest_ranked(
 
 
 def test_a_budget_for_the_question_alone_reads_no_chunk(tiny_llm, chunks, embedder):
-    from extok_rag.expansion import compressed_count
-    from extok_rag.query_budget import frame_positions
+    from extok_rag.ask.prompt import frame_positions
+    from extok_rag.spans import compressed_count
 
     none = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="none"), 2, 8)
     one = frame_positions(tiny_llm, QUESTION, 1, None) + compressed_count(

@@ -12,19 +12,17 @@ from typing import Annotated
 
 import typer
 
+from extok_rag.ask.modes import DEFAULT_MODE, MODES, check_mode
 from extok_rag.cli.console import err_console, reports_errors
-from extok_rag.config import DTYPE_HELP
+from extok_rag.config import DTYPE_HELP, SCORERS
 from extok_rag.errors import ExtokError
 
-
-class Mode(StrEnum):
-    compressed = "compressed"
-    raw = "raw"
-    hybrid = "hybrid"
-    expand = "expand"
-    spans = "spans"
-    truncated = "truncated"
-    none = "none"
+Mode = StrEnum("Mode", {m: m for m in MODES})  # the one list of modes (ask.modes)
+Scorer = StrEnum("Scorer", {s: s for s in SCORERS})
+DEFAULT_MODE_OPTION, DEFAULT_SCORER = Mode(DEFAULT_MODE), Scorer("both")
+MODE_HELP = "How retrieved chunks reach the LLM: " + "; ".join(
+    f"{m}: {h}" for m, h in MODES.items()
+)
 
 
 # Options `ask` shares with `serve` (one definition, the same help text).
@@ -32,13 +30,6 @@ IndexOption = Annotated[Path | None, typer.Option(help="Index folder or name und
 LlmOption = Annotated[str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 DtypeOption = Annotated[str, typer.Option(help=DTYPE_HELP)]
-
-
-class Scorer(StrEnum):
-    minilm = "minilm"
-    lexical = "lexical"
-    both = "both"
-    llm = "llm"
 
 
 @reports_errors
@@ -51,23 +42,17 @@ def ask(
     k: Annotated[
         str, typer.Option(help="Down-scaling factor, or 'auto' (smallest that fits).")
     ] = "auto",
-    mode: Annotated[
-        Mode,
-        typer.Option(
-            help="How retrieved chunks reach the LLM. expand: the sentences that best match the "
-            "question raw, the rest compressed, within --budget; spans / truncated: its controls "
-            "(best sentences only / raw chunks cut at the budget)."
-        ),
-    ] = Mode.compressed,
+    mode: Annotated[Mode, typer.Option(help=MODE_HELP)] = DEFAULT_MODE_OPTION,
     budget: Annotated[
         str,
         typer.Option(
-            help="expand/spans/truncated: prompt positions, or 'auto' (the window less the answer)."
+            help="auto/expand/spans/truncated: prompt positions, or 'auto' (the window less "
+            "the answer)."
         ),
     ] = "auto",
     scorer: Annotated[
         Scorer, typer.Option(help="expand/spans: how sentences are scored against the question.")
-    ] = Scorer.both,
+    ] = DEFAULT_SCORER,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     show_sources: Annotated[bool, typer.Option(help="List the retrieved chunks.")] = False,
@@ -80,20 +65,20 @@ def ask(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Answer QUESTION from an index built by `extok-rag index`."""
+    from extok_rag.ask.retrieval import check_llm
     from extok_rag.cli.console import load_llm
     from extok_rag.cli.index_cmd import print_notice, resolve_index_dir
     from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
     from extok_rag.indexes import open_index
     from extok_rag.models.embedder import Embedder
-    from extok_rag.query import check_llm
 
     cfg = AskConfig(
         top_n=top_n,
-        k=parse_k(k),
-        mode=mode.value,  # type: ignore[arg-type]
+        k=check_k_option(mode.value, parse_k(k)),
+        mode=mode.value,
         source_lines=source_lines,
         budget=parse_budget(budget),
-        scorer=scorer.value,  # type: ignore[arg-type]
+        scorer=scorer.value,
     )
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
     snapshot = open_index(resolve_index_dir(index), notice=print_notice)
@@ -108,6 +93,12 @@ def ask(
     err_console.print("[dim]interactive: empty line or Ctrl-D to quit[/dim]")
     while (line := read_question()) is not None:
         answer_one(line, *session)
+
+
+def check_k_option(mode: str, k: int | None) -> int | None:
+    """`--k`, refused in one line (before any model loads) when `--mode` would ignore it."""
+    check_mode(mode, k)
+    return k
 
 
 def parse_k(value: str) -> int | None:
@@ -136,8 +127,8 @@ def read_question() -> str | None:
 
 
 def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_json) -> None:
-    from extok_rag.query import ask as ask_query
-    from extok_rag.query_budget import describe_spans
+    from extok_rag.ask.answer import ask as ask_query
+    from extok_rag.ask.answer import describe, sources
 
     chunks, prompt, pieces = ask_query(llm, embedder, snapshot, question, cfg, gen)
     if prompt.chunks_read is not None and prompt.chunks_read < len(chunks) and not as_json:
@@ -153,30 +144,9 @@ def answer_one(question, llm, embedder, snapshot, cfg, gen, show_sources, as_jso
                 highlight=False,
             )
     if as_json:
-        answer = "".join(pieces)
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "question": question,
-                    "answer": answer.strip(),
-                    "mode": cfg.mode,
-                    "k": prompt.k,
-                    "positions": prompt.positions,
-                    "expanded": describe_spans(chunks, prompt.expanded),
-                    "chunks_read": prompt.chunks_read,
-                    "sources": [
-                        {
-                            "doc_path": c.doc_path,
-                            "score": c.score,
-                            "row_id": c.row_id,
-                            "text": c.text,
-                        }
-                        for c in chunks
-                    ],
-                }
-            )
-            + "\n"
-        )
+        answer = "".join(pieces).strip()
+        record = {"question": question, "answer": answer, **describe(prompt, chunks)}
+        sys.stdout.write(json.dumps({**record, "sources": sources(chunks)}) + "\n")
         return
     for piece in pieces:
         sys.stdout.write(piece)

@@ -348,7 +348,7 @@ def qa(
     names = parse_choices(sets, "--sets", QA_SETS)
     if write_docs and not REPORT_SCRIPT.is_file():
         raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
-    from extok_rag.expansion import SCORERS
+    from extok_rag.spans import SCORERS
 
     if expand_scorer not in SCORERS:
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")

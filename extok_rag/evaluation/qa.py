@@ -9,7 +9,7 @@ For one QA set (`qa_data`), over an index of the set's paragraph corpus built by
     extok×k top-(k·n)   k·n chunks compressed by k: about raw top-n's position budget
 
 Every condition answers the same questions with greedy decoding and the same prompt frame
-(`query.user_parts`). Scores: the official SQuAD normalisation, "accuracy" = a normalised gold
+(`models.ask_frame`). Scores: the official SQuAD normalisation, "accuracy" = a normalised gold
 answer appears in the output, token F1; retrieval recall@n = the share of a question's gold
 paragraphs among the retrieved chunks' documents. The first `latency_questions` questions are
 answered one at a time, as `ask` answers them, and timed: prefill = the prompt's forward pass
@@ -26,6 +26,10 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.modes import MODES
+from extok_rag.ask.prompt import Prompt
+from extok_rag.ask.retrieval import Retrieved, retrieve
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.evaluation.journal import Journal
 from extok_rag.evaluation.qa_data import QASet, answer_contained, token_f1
@@ -33,7 +37,6 @@ from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.generation import generate_batch, generate_ids
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.query import Prompt, Retrieved, build_prompt, retrieve
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,10 @@ class Condition:
         )  # type: ignore[arg-type]
 
 
-# Families of rows `eval qa --rows` can pick; a subset only saves time (every row is answered
+# Families of rows `eval qa --rows` can pick: every mode but auto (whose prompts are raw's or
+# spans'), and "budget" (compressed top-(k·n)). A subset only saves time (every row is answered
 # the same way alone as beside the others), so it is not part of a journal's settings.
-ROW_FAMILIES = ("none", "raw", "compressed", "hybrid", "budget", "expand", "spans", "truncated")
+ROW_FAMILIES = (*(m for m in MODES if m != "auto"), "budget")
 
 
 def family(cond: Condition, cfg: QAEvalConfig) -> str:

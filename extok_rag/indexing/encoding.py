@@ -18,8 +18,8 @@ import torch
 from extok_rag.chunking import Chunk
 from extok_rag.config import DownscaleMethod
 from extok_rag.indexes import ChunkRecord
-from extok_rag.models.embedder import DEFAULT_BATCH_TOKENS, Embedder, length_batches
-from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
+from extok_rag.models.embedder import DEFAULT_BATCH_TOKENS, Embedder
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 
 
 class ChunkEncoder:
@@ -46,17 +46,9 @@ class ChunkEncoder:
     def method(self) -> DownscaleMethod:
         return self.tokenizer.config.downscale
 
-    @torch.inference_mode()
     def states(self, chunks: Sequence[Chunk]) -> list[np.ndarray]:
-        out: list[np.ndarray] = [np.zeros(0)] * len(chunks)
-        order = sorted(range(len(chunks)), key=lambda i: chunks[i].n_tokens)
-        for batch in length_batches([chunks[i].n_tokens for i in order], self.batch_tokens):
-            rows = [order[j] for j in batch]
-            ids = [torch.from_numpy(chunks[i].token_ids) for i in rows]
-            for i, states in zip(rows, self.tokenizer.encode(ids), strict=True):
-                kept = downscale(states, self.stride, self.method)  # (ceil(L/s), d)
-                out[i] = kept.to("cpu", torch.float16).numpy()
-        return out
+        ids = [torch.from_numpy(c.token_ids) for c in chunks]
+        return self.tokenizer.stored_states(ids, self.stride, self.batch_tokens)
 
 
 def encode_chunks(

@@ -15,38 +15,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import Response, StreamingResponse
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from extok_rag.ask.answer import describe
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.modes import BUDGETED
+from extok_rag.ask.retrieval import Retrieved, check_llm, retrieve
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index
 from extok_rag.models.embedder import Embedder
-from extok_rag.models.extensible_tokenizer import (
-    ExtensibleTokenizer,
-    downscale,
-    load_default_tokenizer,
-)
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, load_default_tokenizer
 from extok_rag.models.generation import stream_text
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.query import Retrieved, build_prompt, check_llm, retrieve
-from extok_rag.query_budget import describe_spans
 
 ROW_ID = "extok_row_id"  # node metadata key marking a row of the extok index
 
 
 class ExtokRetriever(BaseRetriever):
-    """Top-n chunks of an extok index as `NodeWithScore` (text + document metadata)."""
+    """Top-n chunks of an extok index as `NodeWithScore` (text + document metadata).
 
-    def __init__(self, snapshot: IndexSnapshot, embedder: Embedder, top_n: int = 4, **kwargs):
+    retriever = ExtokRetriever.from_index("indexes/corpus", similarity_top_k=4)
+    """
+
+    def __init__(
+        self, snapshot: IndexSnapshot, embedder: Embedder, similarity_top_k: int = 4, **kwargs
+    ):
         super().__init__(**kwargs)
-        self.snapshot, self.embedder, self.top_n = snapshot, embedder, top_n
+        self.snapshot, self.embedder = snapshot, embedder
+        self.similarity_top_k = similarity_top_k
+
+    @classmethod
+    def from_index(
+        cls, index_dir: str | Path, similarity_top_k: int = 4, embedder: Embedder | None = None
+    ) -> ExtokRetriever:
+        """A retriever over an index built by `extok-rag index` (the default embedder)."""
+        return cls(open_index(Path(index_dir)), embedder or Embedder.load(), similarity_top_k)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        chunks = retrieve(self.snapshot, self.embedder, query_bundle.query_str, self.top_n)
+        chunks = retrieve(
+            self.snapshot, self.embedder, query_bundle.query_str, self.similarity_top_k
+        )
         return [NodeWithScore(node=to_node(c), score=c.score) for c in chunks]
 
 
@@ -85,7 +97,7 @@ class ExtokQueryEngine(CustomQueryEngine):
         check_llm(snapshot, llm)
         ask = kwargs.get("ask_config", AskConfig())
         if retriever is None:
-            retriever = ExtokRetriever(snapshot, Embedder.load(), top_n=ask.top_n)
+            retriever = ExtokRetriever(snapshot, Embedder.load(), similarity_top_k=ask.top_n)
         return cls(llm=llm, retriever=retriever, snapshot=snapshot, tokenizer=tokenizer, **kwargs)
 
     @property
@@ -105,20 +117,14 @@ class ExtokQueryEngine(CustomQueryEngine):
             self.span_embedder(),
         )
         pieces = stream_text(self.llm, prompt.row, self.generation)
-        metadata = {
-            "k": prompt.k,
-            "positions": prompt.positions,
-            "mode": self.ask_config.mode,
-            "expanded": describe_spans(chunks, prompt.expanded),
-            "chunks_read": prompt.chunks_read,
-        }
+        metadata = describe(prompt, chunks)
         if self.streaming:
             return StreamingResponse(response_gen=pieces, source_nodes=nodes, metadata=metadata)
         return Response("".join(pieces).strip(), source_nodes=nodes, metadata=metadata)
 
     def span_embedder(self) -> Embedder | None:
         """The retrieval embedder scores spans for the budget modes (loaded once if needed)."""
-        if self.ask_config.mode not in ("expand", "spans"):
+        if self.ask_config.mode not in (*BUDGETED, "auto"):
             return None
         if self.embedder is None:
             self.embedder = getattr(self.retriever, "embedder", None) or Embedder.load()
@@ -141,20 +147,12 @@ class ExtokQueryEngine(CustomQueryEngine):
         return self.compress_node(node)
 
     def compress_node(self, node: NodeWithScore) -> Retrieved:
+        """A node from another retriever, encoded now as the indexer encodes chunks."""
         if self.tokenizer is None:
             self.tokenizer = load_default_tokenizer(self.llm)
-        pooling = self.tokenizer.config.downscale
         text = node.node.get_content()
         ids = self.llm.tokenize(text)
-        states = self.tokenizer.encode([ids])[0].detach().float()
-        states = downscale(states, self.stride, pooling)  # (ceil(L/s), d)
+        states = self.tokenizer.stored_states([ids], self.stride)[0]  # (ceil(L/s), d)
         path = str(node.node.metadata.get("file_path", node.node.node_id))
-        return Retrieved(
-            -1,
-            node.score or 0.0,
-            path,
-            text,
-            int(ids.numel()),
-            states.cpu().numpy().astype(np.float16),
-            pooling,
-        )
+        pooling = self.tokenizer.config.downscale
+        return Retrieved(-1, node.score or 0.0, path, text, int(ids.numel()), states, pooling)

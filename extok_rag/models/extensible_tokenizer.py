@@ -18,6 +18,7 @@ import copy
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -215,6 +216,26 @@ class ExtensibleTokenizer(nn.Module):
         if self.merge is None:
             raise ValueError("this tokenizer has no merge weights")
         return self.merge(states, k)
+
+    @torch.inference_mode()
+    def stored_states(
+        self, chunks: Sequence[torch.Tensor], stride: int, batch_tokens: int = 16_384
+    ) -> list[np.ndarray]:
+        """Text -> extensible embeddings as an index stores them: each chunk ((L_i,) ids)
+        encoded on its own, down-scaled by the base stride the way this tokenizer was trained,
+        as float16 (ceil(L_i / stride), d). Chunks run sorted by length, in batches of at most
+        `batch_tokens` padded tokens. The indexer, `generate` and the LlamaIndex adapter all
+        encode here."""
+        from extok_rag.models.embedder import length_batches
+
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(chunks)
+        order = sorted(range(len(chunks)), key=lambda i: int(chunks[i].numel()))
+        for batch in length_batches([int(chunks[i].numel()) for i in order], batch_tokens):
+            rows = [order[j] for j in batch]
+            for i, states in zip(rows, self.encode([chunks[i] for i in rows]), strict=True):
+                kept = downscale(states, stride, self.config.downscale)  # (ceil(L/s), d)
+                out[i] = kept.to("cpu", torch.float16).numpy()
+        return out
 
     @torch.no_grad()
     def compress(

@@ -98,17 +98,45 @@ def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> 
     return generated
 
 
-def stream_text(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[str]:
+class TextStream:
+    """Decoded text pieces of one answer as tokens arrive (whole characters only). Once
+    iterated: `tokens`, the tokens generated, and `finish_reason`, "length" when the answer
+    was cut at `max_new_tokens`, else "stop" (an end-of-turn token). `close()` stops decoding."""
+
+    def __init__(self, llm: FrozenLLM, row: Row, cfg: GenerationConfig):
+        self.llm, self.max_new_tokens = llm, cfg.max_new_tokens
+        self.tokens = 0
+        self._pieces = self._decode(generate_ids(llm, row, cfg))
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.tokens >= self.max_new_tokens else "stop"
+
+    def _decode(self, ids_in: Iterator[int]) -> Iterator[str]:
+        ids: list[int] = []
+        shown = ""
+        for token in ids_in:
+            ids.append(token)
+            self.tokens = len(ids)
+            text = self.llm.tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
+                continue
+            yield text[len(shown) :]
+            shown = text
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        self._pieces.close()
+
+
+def stream_text(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> TextStream:
     """Yield decoded text pieces as tokens arrive (whole characters only)."""
-    ids: list[int] = []
-    shown = ""
-    for token in generate_ids(llm, row, cfg):
-        ids.append(token)
-        text = llm.tokenizer.decode(ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
-            continue
-        yield text[len(shown) :]
-        shown = text
+    return TextStream(llm, row, cfg)
 
 
 def generate_text(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> str:

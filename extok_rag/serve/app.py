@@ -27,14 +27,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from extok_rag.ask.answer import ask
+from extok_rag.ask.budget import describe_spans
+from extok_rag.ask.prompt import Prompt
+from extok_rag.ask.retrieval import Retrieved, check_llm
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.errors import ExtokError
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.query import Prompt, Retrieved, ask, check_llm
-from extok_rag.query_budget import describe_spans
-from extok_rag.serve.errors import RequestLimitError, describe, error_body, install_handlers
+from extok_rag.serve.errors import (
+    RequestLimitError,
+    UnknownModelError,
+    describe,
+    error_body,
+    install_handlers,
+)
 from extok_rag.serve.live_index import LiveIndex
 from extok_rag.serve.schemas import (
     AskMetadata,
@@ -113,21 +121,19 @@ class ClientGone(Exception):
 def answer_work(
     state: ServeState, question: str, cfg: AskConfig, gen: GenerationConfig
 ) -> Callable[[], Iterator[Event]]:
-    """`query.ask` on the live index as worker events: PREPARED (metadata), TOKEN pieces, DONE
-    (tokens generated, counted by re-tokenising the answer)."""
+    """`ask` on the live index as worker events: PREPARED (metadata), TOKEN pieces, DONE
+    (the tokens generated)."""
 
     def work() -> Iterator[Event]:
         snapshot = state.index.current()
         chunks, prompt, pieces = ask(state.llm, state.embedder, snapshot, question, cfg, gen)
         yield PREPARED, metadata(chunks, prompt, cfg, state.limits.preview_chars)
-        answer = []
         try:
             for piece in pieces:
-                answer.append(piece)
                 yield TOKEN, piece
         finally:
             pieces.close()  # a cancelled job stops decoding here
-        yield DONE, int(state.llm.tokenize("".join(answer)).numel())
+        yield DONE, pieces.tokens
 
     return work
 
@@ -135,7 +141,7 @@ def answer_work(
 def metadata(chunks: list[Retrieved], prompt: Prompt, cfg: AskConfig, preview: int) -> AskMetadata:
     """What `ask --json` reports besides the answer, source texts cut to `preview` chars."""
     return AskMetadata(
-        mode=cfg.mode,
+        mode=prompt.mode,
         k=prompt.k,
         positions=prompt.positions,
         expanded=describe_spans(chunks, prompt.expanded),
@@ -368,6 +374,11 @@ def add_chat_routes(app: FastAPI, state: ServeState) -> None:
     async def chat(body: ChatRequest, request: Request) -> Response:
         """OpenAI chat completions: the last user message is the question, answered from the
         index. `extok_*` fields choose retrieval; `extok` in the response carries its details."""
+        if body.model is not None and body.model != state.model_name:
+            raise UnknownModelError(
+                f"the model {body.model!r} does not exist: this server serves "
+                f"{state.model_name!r} (GET /v1/models)"
+            )
         question = body.question()
         if question is None:
             raise RequestLimitError("messages hold no user message: nothing to answer")

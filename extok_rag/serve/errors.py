@@ -33,11 +33,16 @@ class RequestLimitError(ExtokError):
         self.status = status
 
 
+class UnknownModelError(ExtokError):
+    """A chat request for a model this server does not serve (OpenAI answers 404)."""
+
+
 # Most specific first; an ExtokError raised on a request is the request's fault unless listed.
 STATUSES: list[tuple[type[ExtokError], int, str]] = [
     (QueueFullError, 503, "server_busy"),
     (ShuttingDownError, 503, "shutting_down"),
     (InputTooLongError, 400, "input_too_long"),
+    (UnknownModelError, 404, "model_not_found"),
     (IncompatibleModelError, 503, "index_unavailable"),
     (IndexStoreError, 503, "index_unavailable"),
     (ModelNotFoundError, 500, "model_unavailable"),

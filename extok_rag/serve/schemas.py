@@ -8,20 +8,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from extok_rag.config import AskConfig, AskMode, SpanScorer
+from extok_rag.ask.modes import MODES
+from extok_rag.config import SCORERS, AskConfig
 
 _ASK = AskConfig()
 Auto = Literal["auto"]
+AskMode = Literal[tuple(MODES)]  # type: ignore[valid-type]  # the one list of modes
+SpanScorer = Literal[SCORERS]  # type: ignore[valid-type]
 
 
 class RetrievalOptions(BaseModel):
     """How retrieved chunks reach the LLM: `extok-rag ask`'s options, same defaults."""
 
-    mode: AskMode = Field(_ASK.mode, description="compressed, raw, hybrid, expand, spans, ...")
+    mode: AskMode = Field(_ASK.mode, description="; ".join(f"{m}: {h}" for m, h in MODES.items()))
     top_n: PositiveInt = Field(_ASK.top_n, description="Chunks to retrieve.")
     k: PositiveInt | Auto = Field("auto", description="Down-scaling factor, or 'auto'.")
     budget: PositiveInt | Auto = Field(
-        "auto", description="expand/spans/truncated: prompt positions, or 'auto'."
+        "auto", description="auto/expand/spans/truncated: prompt positions, or 'auto'."
     )
     scorer: SpanScorer = Field(_ASK.scorer, description="expand/spans: how spans are scored.")
     source_lines: bool = Field(False, description="Head each chunk with its file path (raw).")
@@ -65,7 +68,7 @@ class ExpandedSpan(BaseModel):
 class AskMetadata(BaseModel):
     """What `ask --json` reports besides the answer."""
 
-    mode: AskMode
+    mode: AskMode = Field(description="The mode that built the prompt (auto: the one it chose).")
     k: int | None = Field(description="k of the compressed chunks (None: none compressed).")
     positions: int = Field(description="Positions the prompt takes in the LLM window.")
     expanded: list[ExpandedSpan] = Field(description="expand/spans: the spans read raw.")

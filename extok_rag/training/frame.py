@@ -35,11 +35,11 @@ from extok_rag.datasets.training_files import (
     read_jsonl,
     read_qa_examples,
 )
-from extok_rag.expansion import Span, chunk_parts, chunk_spans, score_spans, token_starts
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row, TokenSegment
+from extok_rag.spans import Span, chunk_parts, chunk_spans, score_spans, token_starts
 
 RECONSTRUCT = "Repeat the context word for word."
 BLANK = "_____"

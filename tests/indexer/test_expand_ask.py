@@ -54,7 +54,7 @@ def test_query_engine_expand_mode(index_dir, tiny_llm, tiny_embedder_dir):
     embedder = Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
     engine = ExtokQueryEngine(
         llm=tiny_llm,
-        retriever=ExtokRetriever(snapshot, embedder, top_n=2),
+        retriever=ExtokRetriever(snapshot, embedder, similarity_top_k=2),
         snapshot=snapshot,
         ask_config=AskConfig(mode="expand", top_n=2, budget=220, scorer="lexical"),
         generation=GenerationConfig(max_new_tokens=2),

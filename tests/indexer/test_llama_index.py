@@ -26,7 +26,7 @@ def snapshot(corpus, tmp_path, models, settings):
 @pytest.fixture
 def retriever(snapshot, tiny_embedder_dir):
     embedder = Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
-    return ExtokRetriever(snapshot, embedder, top_n=3)
+    return ExtokRetriever(snapshot, embedder, similarity_top_k=3)
 
 
 def test_retriever_is_a_llama_index_retriever(retriever):
@@ -43,7 +43,7 @@ def test_query_engine_answers_with_sources(snapshot, retriever, tiny_llm):
         llm=tiny_llm,
         retriever=retriever,
         snapshot=snapshot,
-        ask_config=AskConfig(k=4, top_n=3),
+        ask_config=AskConfig(k=4, top_n=3, mode="compressed"),
         generation=GEN,
     )
     response = engine.query("What does section 2 say?")
@@ -75,7 +75,10 @@ class ListRetriever(BaseRetriever):
 
 def test_foreign_nodes_are_compressed_on_the_fly(tiny_llm):
     engine = ExtokQueryEngine(
-        llm=tiny_llm, retriever=ListRetriever(), generation=GEN, ask_config=AskConfig(k=2)
+        llm=tiny_llm,
+        retriever=ListRetriever(),
+        generation=GEN,
+        ask_config=AskConfig(k=2, mode="compressed"),
     )
     response = engine.query("Which animal?")
     assert len(response.source_nodes) == 2 and response.metadata["k"] == 2
@@ -87,9 +90,9 @@ def test_foreign_nodes_are_compressed_on_the_fly(tiny_llm):
 def test_foreign_nodes_are_pooled_the_way_the_tokenizer_was_trained(tiny_llm):
     import torch
 
+    from extok_rag.ask.retrieval import chunk_embeddings
     from extok_rag.config import TokenizerConfig
     from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
-    from extok_rag.query import chunk_embeddings
 
     config = TokenizerConfig(num_layers=1, downscale="mean")
     tokenizer = ExtensibleTokenizer.from_llm(tiny_llm, config)

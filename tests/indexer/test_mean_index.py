@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.retrieval import Retrieved, chunk_embeddings, retrieve
 from extok_rag.chunking import Chunker
 from extok_rag.config import AskConfig, RuntimeConfig, TokenizerConfig
 from extok_rag.errors import IndexStoreError
@@ -15,7 +17,6 @@ from extok_rag.indexing.reading import list_corpus, read_text
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
 from extok_rag.models.mixed_input import EmbeddingSegment
-from extok_rag.query import Retrieved, build_prompt, chunk_embeddings, retrieve
 
 
 @pytest.fixture
@@ -67,7 +68,9 @@ def test_ask_reads_mean_pooled_chunks(mean_index, tiny_embedder_dir, tiny_llm):
     snapshot, _ = mean_index
     embedder = Embedder.load(tiny_embedder_dir, RuntimeConfig(device="cpu", dtype="float32"))
     chunks = retrieve(snapshot, embedder, "Alpha", 2)
-    prompt = build_prompt(tiny_llm, "Alpha?", chunks, AskConfig(k=4, top_n=2), 2, 4)
+    prompt = build_prompt(
+        tiny_llm, "Alpha?", chunks, AskConfig(k=4, top_n=2, mode="compressed"), 2, 4
+    )
     embeds = [seg.embeds for seg in prompt.row if isinstance(seg, EmbeddingSegment)]
     for chunk, emb in zip(chunks, embeds, strict=True):
         stored = torch.from_numpy(chunk.states.astype("float32"))

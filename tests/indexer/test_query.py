@@ -8,6 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from extok_rag.ask.answer import ask
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.retrieval import check_llm, chunk_embeddings, retrieve
 from extok_rag.cli import app
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
@@ -16,7 +19,6 @@ from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import downscale
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import EmbeddingSegment
-from extok_rag.query import ask, build_prompt, check_llm, chunk_embeddings, retrieve
 
 GEN = GenerationConfig(max_new_tokens=4)
 
@@ -45,7 +47,9 @@ def test_compressed_prompt_holds_each_chunk_downscaled_to_k(built, embedder, tin
     snapshot, _ = built
     stride = snapshot.manifest.stride
     chunks = retrieve(snapshot, embedder, "Alpha", 2)
-    prompt = build_prompt(tiny_llm, "Alpha?", chunks, AskConfig(k=4, top_n=2), stride, 4)
+    prompt = build_prompt(
+        tiny_llm, "Alpha?", chunks, AskConfig(k=4, top_n=2, mode="compressed"), stride, 4
+    )
     embeds = [seg.embeds for seg in prompt.row if isinstance(seg, EmbeddingSegment)]
     assert len(embeds) == 2 and prompt.k == 4
     for chunk, emb in zip(chunks, embeds, strict=True):
@@ -58,7 +62,7 @@ def test_modes_change_what_the_llm_reads(built, embedder, tiny_llm):
     snapshot, _ = built
     positions = {}
     for mode in ("compressed", "hybrid", "raw", "none"):
-        cfg = AskConfig(mode=mode, k=4, top_n=3)
+        cfg = AskConfig(mode=mode, k=4 if mode in ("compressed", "hybrid") else None, top_n=3)
         chunks, prompt, answer = ask(tiny_llm, embedder, snapshot, "Section 2?", cfg, GEN)
         assert isinstance("".join(answer), str)
         kinds = [type(s).__name__ for s in prompt.row]
@@ -71,7 +75,7 @@ def test_modes_change_what_the_llm_reads(built, embedder, tiny_llm):
 def test_source_lines_head_each_chunk_with_its_file(built, embedder, tiny_llm):
     snapshot, _ = built
     chunks = retrieve(snapshot, embedder, "Alpha", 2)
-    cfg = AskConfig(k=4, top_n=2, source_lines=True)
+    cfg = AskConfig(k=4, top_n=2, mode="compressed", source_lines=True)
     prompt = build_prompt(tiny_llm, "Alpha?", chunks, cfg, snapshot.manifest.stride, 4)
     text = "".join(tiny_llm.tokenizer.decode(s.ids) for s in prompt.row if hasattr(s, "ids"))
     for chunk in chunks:
@@ -82,13 +86,15 @@ def test_auto_k_is_the_smallest_that_fits(built, embedder, tiny_llm):
     snapshot, _ = built
     chunks = retrieve(snapshot, embedder, "Section", 4)
     stride = snapshot.manifest.stride
-    roomy = build_prompt(tiny_llm, "q", chunks, AskConfig(top_n=4), stride, reserve=4)
+    roomy = build_prompt(
+        tiny_llm, "q", chunks, AskConfig(top_n=4, mode="compressed"), stride, reserve=4
+    )
     assert roomy.k == 2
     tight = build_prompt(
         tiny_llm,
         "q",
         chunks,
-        AskConfig(top_n=4),
+        AskConfig(top_n=4, mode="compressed"),
         stride,
         reserve=tiny_llm.max_positions - roomy.positions + 40,
     )
@@ -101,7 +107,9 @@ def test_errors_are_clear(built, embedder, tiny_llm, other_llm_dir):
     with pytest.raises(ExtokError, match="not a multiple of the index's stride"):
         chunk_embeddings(chunk, 3, snapshot.manifest.stride)
     with pytest.raises(InputTooLongError, match="LLM window"):
-        build_prompt(tiny_llm, "why? " * 200, [chunk], AskConfig(k=2), 2, reserve=4)
+        build_prompt(
+            tiny_llm, "why? " * 200, [chunk], AskConfig(k=2, mode="compressed"), 2, reserve=4
+        )
     other = FrozenLLM.load(other_llm_dir, RuntimeConfig(device="cpu", dtype="float32"))
     with pytest.raises(IncompatibleModelError, match="index was built for LLM"):
         check_llm(snapshot, other)
@@ -136,11 +144,16 @@ def test_cli_ask_end_to_end(built, tmp_path, tiny_llm_dir, tiny_embedder_dir, mo
         "--max-new-tokens",
         "3",
     ]
-    result = runner.invoke(app, [*base, "Section 1?", "--json", "--k", "4", "--source-lines"])
+    args = ["Section 1?", "--json", "--mode", "compressed", "--k", "4", "--source-lines"]
+    result = runner.invoke(app, [*base, *args])
     assert result.exit_code == 0, result.output
     assert '"sources"' in result.output and '"k": 4' in result.output
-    result = runner.invoke(app, [*base, "q", "--k", "3"])
+    result = runner.invoke(app, [*base, "q", "--mode", "compressed", "--k", "3"])
     assert result.exit_code == 1 and "not a multiple" in result.output
+    result = runner.invoke(app, [*base, "q", "--k", "4"])  # the default mode reads no k
+    assert result.exit_code == 1 and "mode auto reads no compressed chunk" in result.output
+    result = runner.invoke(app, [*base, "Section 1?", "--json"])
+    assert result.exit_code == 0 and '"mode": "raw"' in result.output
     result = runner.invoke(app, ["ask", "q", "--index", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "Traceback" not in result.output
 
@@ -174,6 +187,36 @@ def test_interactive_loop_answers_until_an_empty_line(
     )
     assert result.exit_code == 0, result.output
     assert result.output.count('"question"') == 2
+
+
+def test_a_k_the_mode_would_ignore_is_refused_in_one_line(built, embedder, tiny_llm):
+    snapshot, _ = built
+    for mode in ("raw", "spans", "truncated", "none", "auto"):
+        with pytest.raises(ExtokError, match=f"mode {mode} reads no compressed chunk"):
+            ask(tiny_llm, embedder, snapshot, "q", AskConfig(mode=mode, k=4), GEN)
+    with pytest.raises(ExtokError, match="unknown mode 'squash'"):
+        ask(tiny_llm, embedder, snapshot, "q", AskConfig(mode="squash"), GEN)
+
+
+def test_auto_reads_raw_when_it_fits_and_the_best_sentences_when_not(built, embedder, tiny_llm):
+    """The default mode: raw top-n's very prompt when it fits the budget, else spans'."""
+    snapshot, _ = built
+    chunks = retrieve(snapshot, embedder, "Section 2?", 3)
+    stride = snapshot.manifest.stride
+
+    def prompt(mode, budget=None):
+        cfg = AskConfig(mode=mode, top_n=3, budget=budget)
+        return build_prompt(tiny_llm, "Section 2?", chunks, cfg, stride, 4, embedder)
+
+    def ids(p):
+        return [s.ids.tolist() for s in p.row]  # no embeddings in either mode
+
+    raw, auto = prompt("raw"), prompt("auto")
+    assert (auto.mode, ids(auto), auto.positions) == ("raw", ids(raw), raw.positions)
+    small = raw.positions // 2
+    spans, auto = prompt("spans", small), prompt("auto", small)
+    assert (auto.mode, ids(auto), auto.positions) == ("spans", ids(spans), spans.positions)
+    assert auto.positions <= small and auto.expanded
 
 
 def test_replace_keeps_config_frozen():

@@ -26,13 +26,13 @@ import torch
 from conftest import tiny_llama, tiny_tokenizer
 from indexer.conftest import PROSE, SETTINGS
 
+from extok_rag.ask.answer import ask
+from extok_rag.ask.budget import describe_spans
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexes.manifest import manifest_path
 from extok_rag.indexing import IndexModels, build_index, open_index
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.query import ask
-from extok_rag.query_budget import describe_spans
 
 CPU = RuntimeConfig(device="cpu", dtype="float32")
 QUESTION = "What does the frozen model read in place of the raw tokens?"
@@ -246,7 +246,7 @@ def test_ask_stream_tokens_then_done(served):
     text = "".join(json.loads(data)["text"] for _, data in events[:-1])
     done = json.loads(events[-1][1])
     assert done["answer"] == text.strip() == served.local_ask(QUESTION, AskConfig(top_n=2), 10)[2]
-    assert len(done["sources"]) == 2 and done["k"] is not None
+    assert len(done["sources"]) == 2 and done["mode"] == "raw" and done["k"] is None  # auto
 
 
 def test_openai_chat_completion(served):
@@ -254,7 +254,8 @@ def test_openai_chat_completion(served):
         {"role": "system", "content": "You answer from the documents."},
         {"role": "user", "content": QUESTION},
     ]
-    body = {"model": "anything", "messages": messages, "max_tokens": 5, "extok_top_n": 3}
+    model = served.llm.identity.name
+    body = {"model": model, "messages": messages, "max_tokens": 5, "extok_top_n": 3}
     got = served.client.post("/v1/chat/completions", json=body).json()
     answer = served.local_ask(QUESTION, AskConfig(top_n=3), 5)[2]
     assert got["object"] == "chat.completion" and got["id"].startswith("chatcmpl-")
@@ -264,6 +265,8 @@ def test_openai_chat_completion(served):
     usage = got["usage"]
     assert usage["prompt_tokens"] == got["extok"]["positions"] and usage["completion_tokens"] > 0
     assert len(got["extok"]["sources"]) == 3
+    unknown = served.client.post("/v1/chat/completions", json={**body, "model": "gpt-4o"})
+    assert "does not exist" in assert_error(unknown, 404, "model_not_found")
 
 
 def test_openai_chat_stream(served):
@@ -281,7 +284,8 @@ def test_openai_chat_stream(served):
     assert text.strip() == served.local_ask(QUESTION, AskConfig(), 5)[2]
     last = chunks[-1]
     assert last["choices"][0]["finish_reason"] == "length" and last["usage"]["total_tokens"] > 0
-    assert last["extok"]["mode"] == "compressed"
+    assert last["extok"]["mode"] == "raw"  # auto: the top-n chunks fit the window
+    assert last["usage"]["completion_tokens"] == 5
 
 
 def test_limits_and_bad_requests_answer_json_errors(served):
@@ -295,7 +299,9 @@ def test_limits_and_bad_requests_answer_json_errors(served):
     assert "mode" in assert_error(
         post("/ask", json={"question": "q", "mode": "bogus"}), 422, "invalid_request"
     )
-    assert_error(post("/ask", json={"question": "q", "k": 3}), 400, "invalid_request")  # stride 2
+    assert_error(post("/ask", json={"question": "q", "k": 3}), 400, "invalid_request")  # auto
+    odd = {"question": "q", "mode": "compressed", "k": 3}
+    assert "stride" in assert_error(post("/ask", json=odd), 400, "invalid_request")
     assert_error(
         post("/ask", content=b"{not json", headers={"content-type": "application/json"}),
         422,

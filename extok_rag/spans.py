@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extok_rag.config import DownscaleMethod, k_choices
+from extok_rag.config import SCORERS, DownscaleMethod, k_choices
 from extok_rag.models.extensible_tokenizer import downscale
 
 SPAN_MAX_TOKENS = 48  # a longer sentence is read in windows of about this many tokens
@@ -120,9 +120,6 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / spread if spread > 0 else np.zeros_like(x)
 
 
-SCORERS = ("minilm", "lexical", "both", "llm")
-
-
 def score_spans(
     scorer: str,
     embedder,
@@ -131,7 +128,7 @@ def score_spans(
     llm_scores: Callable[[], np.ndarray] | None = None,
 ) -> list[Span]:
     """Spans with their scores; "both" is the mean of the two min-max normalised scores;
-    "llm" calls `llm_scores` (the frozen LLM's attention to each span, `query_budget`)."""
+    "llm" calls `llm_scores` (the frozen LLM's attention to each span, `ask.attention`)."""
     if not spans:
         return []
     if scorer == "llm":
