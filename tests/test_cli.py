@@ -103,3 +103,17 @@ def test_generate_errors_are_one_line(tiny_llm_dir, tmp_path):
         assert result.exit_code == 1
         assert message in result.output
         assert "Traceback" not in result.output
+
+
+def test_loading_the_models_draws_no_transformers_progress_bars(
+    tiny_llm_dir, tiny_embedder_dir, capfd
+):
+    from extok_rag.config import RuntimeConfig
+    from extok_rag.models.embedder import Embedder
+    from extok_rag.models.llm import FrozenLLM
+
+    cpu = RuntimeConfig(device="cpu", dtype="float32")
+    capfd.readouterr()
+    FrozenLLM.load(tiny_llm_dir, cpu)
+    Embedder.load(tiny_embedder_dir, cpu)
+    assert "Loading weights" not in capfd.readouterr().err

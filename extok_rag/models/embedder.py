@@ -22,6 +22,7 @@ import torch
 
 from extok_rag.config import RuntimeConfig
 from extok_rag.errors import ModelNotFoundError
+from extok_rag.models.quiet import quiet_loading
 
 DEFAULT_MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's sentence_bert_config.json
 DEFAULT_BATCH_TOKENS = 16_384  # padded word pieces per forward pass
@@ -65,10 +66,11 @@ class Embedder:
         if not (model_dir / "config.json").is_file():
             raise ModelNotFoundError(f"embedder {model_dir}: no config.json there")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-            model = AutoModel.from_pretrained(
-                model_dir, dtype=_DTYPES[runtime.resolve_dtype()], local_files_only=True
-            )
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+                model = AutoModel.from_pretrained(
+                    model_dir, dtype=_DTYPES[runtime.resolve_dtype()], local_files_only=True
+                )
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(f"cannot load embedder from {model_dir}: {err}") from err
         model.to(runtime.resolve_device()).eval().requires_grad_(False)

@@ -26,6 +26,7 @@ from extok_rag.models.mixed_input import (
     TokenSegment,
     build_batch,
 )
+from extok_rag.models.quiet import quiet_loading
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _PLACEHOLDER = "\x00EXTOK{}\x00"  # marks where an embedding segment sits in a chat prompt
@@ -47,10 +48,11 @@ class FrozenLLM:
         start = time.perf_counter()
         resolved = resolve_llm(spec)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                resolved.path, dtype=_DTYPES[runtime.resolve_dtype()], local_files_only=True
-            )
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(
+                    resolved.path, dtype=_DTYPES[runtime.resolve_dtype()], local_files_only=True
+                )
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(f"cannot load LLM from {resolved.path}: {err}") from err
         model.to(runtime.resolve_device())
