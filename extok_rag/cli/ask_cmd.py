@@ -67,9 +67,9 @@ def ask(
     """Answer QUESTION from an index built by `extok-rag index`."""
     from extok_rag.ask.retrieval import check_llm
     from extok_rag.cli.console import load_llm
-    from extok_rag.cli.index_cmd import print_notice, resolve_index_dir
+    from extok_rag.cli.index_cmd import print_notice
     from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
-    from extok_rag.indexes import open_index
+    from extok_rag.indexes import open_index, resolve_index_dir
     from extok_rag.models.embedder import Embedder
 
     cfg = AskConfig(

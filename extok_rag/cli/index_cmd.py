@@ -9,8 +9,7 @@ import typer
 
 from extok_rag.cli.console import err_console, human_bytes, out_console, reports_errors
 from extok_rag.errors import IndexStoreError
-
-INDEXES_DIR = Path("indexes")  # default parent of named indexes, relative to the working dir
+from extok_rag.indexes.snapshot import INDEXES_DIR, resolve_index_dir
 
 
 @reports_errors
@@ -262,22 +261,6 @@ def per_token_text(facts: dict) -> str:
 def print_notice(message: str) -> None:
     """One notice line on stderr (e.g. a vector file rebuilt from the table)."""
     err_console.print(message, highlight=False, soft_wrap=True, markup=False)
-
-
-def resolve_index_dir(index_path: Path | None) -> Path:
-    """A folder as given, a name under ./indexes/, or the only index under ./indexes/."""
-    if index_path is not None:
-        if (index_path / "manifest.json").is_file() or index_path.is_absolute():
-            return index_path
-        named = INDEXES_DIR / index_path
-        return named if named.is_dir() else index_path
-    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise IndexStoreError(f"no index under ./{INDEXES_DIR}/; build one with `extok-rag index`")
-    names = ", ".join(p.name for p in found)
-    raise IndexStoreError(f"several indexes under ./{INDEXES_DIR}/ ({names}); name one")
 
 
 class RichProgress:

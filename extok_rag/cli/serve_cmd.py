@@ -45,9 +45,9 @@ def serve(
     import uvicorn
 
     from extok_rag.cli.console import load_llm
-    from extok_rag.cli.index_cmd import index_facts, print_notice, resolve_index_dir
+    from extok_rag.cli.index_cmd import index_facts, print_notice
     from extok_rag.config import RuntimeConfig
-    from extok_rag.indexes import open_index
+    from extok_rag.indexes import open_index, resolve_index_dir
     from extok_rag.models.embedder import Embedder
     from extok_rag.serve import ServeLimits, ServeState, create_app
 

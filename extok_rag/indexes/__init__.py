@@ -23,7 +23,13 @@ from extok_rag.indexes.manifest import (
     read_manifest,
     write_manifest,
 )
-from extok_rag.indexes.snapshot import IndexSnapshot, disk_bytes, heal_vectors, open_index
+from extok_rag.indexes.snapshot import (
+    IndexSnapshot,
+    disk_bytes,
+    heal_vectors,
+    open_index,
+    resolve_index_dir,
+)
 from extok_rag.indexes.table import (
     STATE_ENCODINGS,
     ChunkRecord,
@@ -56,5 +62,6 @@ __all__ = [
     "open_index",
     "read_holder",
     "read_manifest",
+    "resolve_index_dir",
     "write_manifest",
 ]

@@ -94,3 +94,22 @@ def _save_unless_busy(index: VectorIndex, path: Path) -> bool:
 
 def disk_bytes(index_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(index_dir).rglob("*") if p.is_file())
+
+
+INDEXES_DIR = Path("indexes")  # default parent of named indexes, relative to the working dir
+
+
+def resolve_index_dir(index_path: Path | None) -> Path:
+    """A folder as given, a name under ./indexes/, or the only index under ./indexes/."""
+    if index_path is not None:
+        if (index_path / "manifest.json").is_file() or index_path.is_absolute():
+            return index_path
+        named = INDEXES_DIR / index_path
+        return named if named.is_dir() else index_path
+    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise IndexStoreError(f"no index under ./{INDEXES_DIR}/; build one with `extok-rag index`")
+    names = ", ".join(p.name for p in found)
+    raise IndexStoreError(f"several indexes under ./{INDEXES_DIR}/ ({names}); name one")

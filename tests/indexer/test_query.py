@@ -221,3 +221,22 @@ def test_auto_reads_raw_when_it_fits_and_the_best_sentences_when_not(built, embe
 
 def test_replace_keeps_config_frozen():
     assert replace(AskConfig(), k=8).k == 8
+
+
+def test_the_python_api_opens_an_index_and_asks_it(built, embedder, tiny_llm, tmp_path):
+    import extok_rag
+
+    index = extok_rag.open(tmp_path / "idx", llm=tiny_llm, embedder=embedder, max_new_tokens=4)
+    answer = index.ask("Section 2?")
+    snapshot, _ = built
+    cfg = AskConfig()
+    _, prompt, pieces = ask(tiny_llm, embedder, snapshot, "Section 2?", cfg, GEN)
+    assert answer.text == "".join(pieces).strip() and str(answer) == answer.text
+    assert (answer.mode, answer.positions, answer.k) == ("raw", prompt.positions, None)
+    assert len(answer.sources) == cfg.top_n and answer.finish_reason == "length"
+    streamed = "".join(index.stream("Section 2?"))
+    assert streamed.strip() == answer.text
+    spans = index.ask("Section 2?", mode="spans", budget=prompt.positions // 2)
+    assert spans.mode == "spans" and spans.positions <= prompt.positions // 2 and spans.expanded
+    with pytest.raises(TypeError, match="unknown option"):
+        index.ask("q", top_k=3)
