@@ -23,6 +23,14 @@ from extok_rag.indexes.manifest import (
     read_manifest,
     write_manifest,
 )
+from extok_rag.indexes.rows import TableLayout
+from extok_rag.indexes.schema import (
+    STATE_ENCODINGS,
+    ChunkRecord,
+    StoredChunk,
+    bytes_per_state,
+    chunk_schema,
+)
 from extok_rag.indexes.snapshot import (
     IndexSnapshot,
     disk_bytes,
@@ -30,14 +38,7 @@ from extok_rag.indexes.snapshot import (
     open_index,
     resolve_index_dir,
 )
-from extok_rag.indexes.table import (
-    STATE_ENCODINGS,
-    ChunkRecord,
-    ChunkTable,
-    StoredChunk,
-    bytes_per_state,
-    chunk_schema,
-)
+from extok_rag.indexes.table import ChunkTable
 from extok_rag.indexes.vectors import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Manifest",
     "ModelIdentity",
     "StoredChunk",
+    "TableLayout",
     "VectorIndex",
     "WriterLock",
     "bytes_per_state",

@@ -1,21 +1,8 @@
 """The chunk table: one LanceDB row per chunk, holding its text, retrieval vector and states.
 
-Stored in `<index_dir>/lance/` as the table "chunks". Each row carries the chunk's extensible
-embeddings ("states", (n_states, d)) as an Arrow `list<fixed_size_list<T, d>>`, so a chunk of
-any length is one row and reading it back is a reshape. Two state encodings (the table's
-schema says which):
-
-- `float16`: T = float16, 2·d bytes per state, read back bit for bit;
-- `int8`: T = int8 plus one scale per state ("state_scales", `list<float16>`), d + 2 bytes
-  per state: symmetric per-vector quantisation, x ≈ q · scale with scale = max|x| / 127
-  rounded up to float16, so |x - q · scale| ≤ scale / 2 ≤ max|x| / 254 · (1 + 2⁻¹⁰) per
-  element. Tables written before float16 scales hold `list<float32>` (d + 4 bytes); both read.
-
-Retrieval vectors ("vector") are float32 in a float16-state table and float16 in an int8 one
-(they are unit vectors; the FAISS file is built from them at the same precision, see
-indexes/vectors.py); older int8 tables hold float32 vectors, and both read. The text column
-asks Lance for zstd over mini-blocks (field metadata, honoured by new tables: 1.49 against
-2.25 bytes/token of English help text with Lance's default).
+Stored in `<index_dir>/lance/` as the table "chunks". Its columns and state encodings are in
+`schema.py`, the numpy <-> Arrow conversions in `codec.py`, records <-> rows in `rows.py`;
+this module holds `ChunkTable`, the operations on one table.
 
 Rows are keyed by `row_id`, an int64 assigned here, increasing, and never reused after a delete
 (the next id is kept in `<index_dir>/lance/row_ids.json`), so a FAISS index keyed by row id
@@ -33,7 +20,6 @@ import itertools
 import json
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,262 +29,60 @@ import pyarrow as pa
 from extok_rag.config import write_json
 from extok_rag.errors import IndexStoreError
 
+# Re-exported: these lived here before the split, and callers import them from here.
+from extok_rag.indexes.codec import (
+    dequantize_int8,
+    int8_states_from_arrow,
+    int8_states_to_arrow,
+    quantize_int8,
+    states_from_arrow,
+    states_to_arrow,
+    vectors_from_arrow,
+    vectors_to_arrow,
+)
+from extok_rag.indexes.rows import TableLayout, records_to_arrow, to_stored_chunks
+from extok_rag.indexes.schema import (
+    DEFAULT_STATE_DIM,
+    DEFAULT_VECTOR_DIM,
+    STATE_ENCODINGS,
+    ChunkRecord,
+    StoredChunk,
+    bytes_per_state,
+    check_encoding,
+    chunk_schema,
+    vector_type,
+)
+
+__all__ = [
+    "DEFAULT_STATE_DIM",
+    "DEFAULT_VECTOR_DIM",
+    "LANCE_DIR",
+    "STATE_ENCODINGS",
+    "TABLE_NAME",
+    "ChunkRecord",
+    "ChunkTable",
+    "StoredChunk",
+    "TableLayout",
+    "bytes_per_state",
+    "check_encoding",
+    "chunk_schema",
+    "dequantize_int8",
+    "int8_states_from_arrow",
+    "int8_states_to_arrow",
+    "quantize_int8",
+    "records_to_arrow",
+    "states_from_arrow",
+    "states_to_arrow",
+    "vector_type",
+    "vectors_from_arrow",
+    "vectors_to_arrow",
+]
+
 TABLE_NAME = "chunks"
 LANCE_DIR = "lance"
-DEFAULT_VECTOR_DIM = 384  # all-MiniLM-L6-v2
-DEFAULT_STATE_DIM = 576  # SmolLM2-135M hidden size
-STATE_ENCODINGS = ("float16", "int8")
 _ROW_IDS_FILE = "row_ids.json"
-# zstd level 9 over Lance's mini-blocks (Lance would pick per-value "full zip" for text this
-# long, which compresses each chunk's text alone)
-_TEXT_ENCODING = {
-    "lance-encoding:compression": "zstd",
-    "lance-encoding:compression-level": "9",
-    "lance-encoding:structural-encoding": "miniblock",
-}
 _NEVER = timedelta(days=36_500)  # a cleanup age that deletes nothing
 _MISSING_EXTRA = "LanceDB is not installed; install it with pip install 'extok-rag[cpu]'"
-
-
-def chunk_schema(
-    dim: int = DEFAULT_VECTOR_DIM, d: int = DEFAULT_STATE_DIM, encoding: str = "float16"
-) -> pa.Schema:
-    """The chunk table's Arrow schema; `dim`: retrieval vector size, `d`: state size,
-    `encoding`: "float16" or "int8" (see the module docstring)."""
-    check_encoding(encoding)
-    if encoding == "int8":
-        states = [
-            pa.field("states", pa.list_(pa.list_(pa.int8(), d))),
-            pa.field("state_scales", pa.list_(pa.float16())),
-        ]
-    else:
-        states = [pa.field("states", pa.list_(pa.list_(pa.float16(), d)))]
-    return pa.schema(
-        [
-            pa.field("row_id", pa.int64(), nullable=False),
-            pa.field("chunk_id", pa.string()),
-            pa.field("doc_path", pa.string()),
-            pa.field("doc_hash", pa.string()),
-            pa.field("content_hash", pa.string()),
-            pa.field("position", pa.int32()),  # chunk index within its document
-            pa.field("text", pa.string(), metadata=_TEXT_ENCODING),
-            pa.field("n_tokens", pa.int32()),
-            pa.field("vector", pa.list_(vector_type(encoding), dim)),
-            *states,
-        ]
-    )
-
-
-def vector_type(encoding: str) -> pa.DataType:
-    """The retrieval vectors' element type in a new table with these states."""
-    return pa.float16() if encoding == "int8" else pa.float32()
-
-
-def check_encoding(encoding: str) -> None:
-    if encoding not in STATE_ENCODINGS:
-        raise IndexStoreError(
-            f"unknown state encoding {encoding!r}; expected one of {', '.join(STATE_ENCODINGS)}"
-        )
-
-
-def bytes_per_state(d: int, encoding: str, scale_bytes: int = 2) -> int:
-    """Stored bytes of one state vector of size d (int8: plus its `scale_bytes`-byte scale)."""
-    return d + scale_bytes if encoding == "int8" else 2 * d
-
-
-@dataclass(frozen=True, eq=False)
-class ChunkRecord:
-    """One chunk to store. `vector`: (dim,) float32; `states`: (n_states, d) float16."""
-
-    chunk_id: str
-    doc_path: str
-    doc_hash: str
-    content_hash: str
-    position: int
-    text: str
-    n_tokens: int
-    vector: np.ndarray
-    states: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class StoredChunk(ChunkRecord):
-    """A chunk read back from the table, with the row id it was stored under."""
-
-    row_id: int
-
-
-# --- numpy <-> Arrow, vectorised: one concatenate per batch, never a loop per value ---
-
-
-def vectors_to_arrow(
-    vectors: np.ndarray, value_type: pa.DataType | None = None
-) -> pa.FixedSizeListArray:
-    """(n, dim) float -> fixed_size_list<value_type, dim>[n] (float32, the default, or float16)."""
-    value_type = value_type or pa.float32()
-    flat = np.ascontiguousarray(vectors, dtype=value_type.to_pandas_dtype()).reshape(-1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat, value_type), vectors.shape[1])
-
-
-def vectors_from_arrow(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """fixed_size_list<T, dim>[n] -> (n, dim) float32 (exact for T = float16 or float32)."""
-    array = _combine(column)
-    flat = array.flatten().to_numpy(zero_copy_only=False)
-    return flat.astype(np.float32, copy=False).reshape(len(array), dim)
-
-
-def states_to_arrow(states: Sequence[np.ndarray], d: int) -> pa.ListArray:
-    """n arrays of shape (n_i, d) float16 -> list<fixed_size_list<float16, d>>[n]."""
-    lengths = np.fromiter((s.shape[0] for s in states), dtype=np.int64, count=len(states))
-    offsets = np.zeros(len(states) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    if len(states):
-        flat = np.concatenate([np.asarray(s, dtype=np.float16).reshape(-1) for s in states])
-    else:
-        flat = np.zeros(0, dtype=np.float16)
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float16()), d)
-    return pa.ListArray.from_arrays(pa.array(offsets), inner)
-
-
-def states_from_arrow(column: pa.ChunkedArray | pa.Array, d: int) -> list[np.ndarray]:
-    """list<fixed_size_list<T, d>>[n] -> n read-only (n_i, d) views of dtype T."""
-    array = _combine(column)
-    if len(array) == 0:
-        return []
-    offsets = array.offsets.to_numpy()
-    offsets = offsets - offsets[0]  # a sliced array's offsets need not start at 0
-    flat = array.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
-    return np.split(flat, offsets[1:-1])
-
-
-def quantize_int8(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) float -> (q (n, d) int8, scales (n,) float16) with x ≈ q · scale per row:
-    scale = max|x_row| / 127 rounded up to float16 (so no |q| exceeds 127), hence
-    |x - q · scale| ≤ scale / 2. IndexStoreError if not finite or beyond float16's range."""
-    x = np.asarray(states, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise IndexStoreError("states hold inf or NaN: they cannot be stored as int8")
-    exact = np.abs(x).max(axis=1, initial=0.0) / np.float32(127)  # (n,) float32
-    scales = exact.astype(np.float16)
-    low = scales.astype(np.float32) < exact
-    scales[low] = np.nextafter(scales[low], np.float16(np.inf))
-    if not np.isfinite(scales).all():
-        raise IndexStoreError("states exceed float16's range: they cannot be stored as int8")
-    divisor = np.where(scales > 0, scales.astype(np.float32), np.float32(1))[:, None]
-    q = np.clip(np.rint(x / divisor), -127, 127).astype(np.int8)
-    return q, scales
-
-
-def dequantize_int8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """(n, d) int8, (n,) float16 or float32 -> (n, d) float32."""
-    return q.astype(np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
-
-
-def int8_states_to_arrow(states: Sequence[np.ndarray], d: int) -> tuple[pa.ListArray, pa.ListArray]:
-    """n arrays (n_i, d) -> (list<fixed_size_list<int8, d>>[n], list<float16>[n] scales)."""
-    quantized = [quantize_int8(np.asarray(s).reshape(-1, d)) for s in states]
-    offsets = np.zeros(len(states) + 1, dtype=np.int32)
-    np.cumsum([q.shape[0] for q, _ in quantized], out=offsets[1:])
-    flat = np.concatenate([q.reshape(-1) for q, _ in quantized]) if quantized else np.zeros(0)
-    flat_scales = np.concatenate([sc for _, sc in quantized]) if quantized else np.zeros(0)
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(np.int8), pa.int8()), d)
-    scales = pa.array(flat_scales.astype(np.float16), pa.float16())
-    offsets_array = pa.array(offsets)
-    return (
-        pa.ListArray.from_arrays(offsets_array, inner),
-        pa.ListArray.from_arrays(offsets_array, scales),
-    )
-
-
-def int8_states_from_arrow(
-    states: pa.ChunkedArray | pa.Array, scales: pa.ChunkedArray | pa.Array, d: int
-) -> list[np.ndarray]:
-    """The columns of `int8_states_to_arrow` -> n dequantised (n_i, d) float32 arrays."""
-    q = states_from_arrow(states, d)  # the same list layout, int8 values
-    scale_array = _combine(scales)
-    if len(scale_array) == 0:
-        return []
-    offsets = scale_array.offsets.to_numpy()
-    flat = scale_array.flatten().to_numpy(zero_copy_only=False)
-    per_chunk = np.split(flat, offsets[1:-1] - offsets[0])
-    return [dequantize_int8(qi, si) for qi, si in zip(q, per_chunk, strict=True)]
-
-
-def _combine(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def records_to_arrow(
-    records: Sequence[ChunkRecord],
-    row_ids: np.ndarray,
-    dim: int,
-    d: int,
-    encoding: str = "float16",
-    schema: pa.Schema | None = None,
-) -> pa.Table:
-    """Records + their row ids (n,) -> a pa.Table in `schema`, by default
-    `chunk_schema(dim, d, encoding)` (an older table's own schema may have wider types)."""
-    schema = schema or chunk_schema(dim, d, encoding)
-    _check_shapes(records, dim, d)
-
-    def strings(name: str) -> pa.Array:
-        return pa.array([getattr(r, name) for r in records], type=pa.string())
-
-    def ints(name: str) -> pa.Array:
-        return pa.array(np.array([getattr(r, name) for r in records], dtype=np.int32))
-
-    vectors = np.stack([r.vector for r in records]) if records else np.zeros((0, dim))
-    columns = [
-        pa.array(row_ids, type=pa.int64()),
-        strings("chunk_id"),
-        strings("doc_path"),
-        strings("doc_hash"),
-        strings("content_hash"),
-        ints("position"),
-        strings("text"),
-        ints("n_tokens"),
-        vectors_to_arrow(vectors.reshape(-1, dim), schema.field("vector").type.value_type),
-    ]
-    states = [r.states for r in records]
-    if encoding == "int8":
-        columns.extend(int8_states_to_arrow(states, d))
-    else:
-        columns.append(states_to_arrow(states, d))
-    columns = [c.cast(f.type) for c, f in zip(columns, schema, strict=True)]  # exact: widens
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _check_shapes(records: Sequence[ChunkRecord], dim: int, d: int) -> None:
-    for r in records:
-        if np.shape(r.vector) != (dim,):
-            raise IndexStoreError(
-                f"chunk {r.chunk_id}: vector has shape {np.shape(r.vector)}, table expects ({dim},)"
-            )
-        if np.ndim(r.states) != 2 or np.shape(r.states)[1] != d:
-            raise IndexStoreError(
-                f"chunk {r.chunk_id}: states have shape {np.shape(r.states)}, "
-                f"table expects (n_states, {d})"
-            )
-
-
-@dataclass(frozen=True)
-class TableLayout:
-    """What rows must look like to enter one chunk table: retrieval-vector size `dim`, state
-    size `d`, state encoding and the table's Arrow schema (an older table's may have wider
-    types). Picklable: a worker of a distributed engine turns records into the table's rows
-    with it, without opening the table."""
-
-    dim: int
-    d: int
-    encoding: str
-    schema: pa.Schema
-
-    def to_arrow(self, records: Sequence[ChunkRecord], row_ids: np.ndarray) -> pa.Table:
-        """Records + their row ids (n,) int64 -> rows in this table's schema."""
-        return records_to_arrow(records, row_ids, self.dim, self.d, self.encoding, self.schema)
-
-
-# --- the table ---
 
 
 def _connect(lance_dir: Path):
@@ -542,7 +326,7 @@ class ChunkTable:
             shown = ", ".join(str(i) for i in missing[:5])
             raise IndexStoreError(f"row ids not in chunk table version {self.version}: {shown}")
         take = order[np.searchsorted(stored, wanted, sorter=order)]
-        return _to_stored_chunks(table.take(pa.array(take)), self.dim, self.d, self.encoding)
+        return to_stored_chunks(table.take(pa.array(take)), self.dim, self.d, self.encoding)
 
     # -- internals --
 
@@ -604,19 +388,3 @@ class _RowIdCheck:
 
 def _table_path(index_dir: Path) -> Path:
     return Path(index_dir) / LANCE_DIR / f"{TABLE_NAME}.lance"
-
-
-def _to_stored_chunks(table: pa.Table, dim: int, d: int, encoding: str) -> list[StoredChunk]:
-    """A pa.Table in chunk_schema -> StoredChunk per row (arrays converted column-wise)."""
-    vectors = vectors_from_arrow(table.column("vector"), dim)
-    arrays = ["vector", "states"]
-    if encoding == "int8":
-        states = int8_states_from_arrow(table.column("states"), table.column("state_scales"), d)
-        arrays.append("state_scales")
-    else:
-        states = states_from_arrow(table.column("states"), d)
-    scalars = table.drop_columns(arrays).to_pylist()
-    return [
-        StoredChunk(vector=vector, states=state, **row)
-        for row, vector, state in zip(scalars, vectors, states, strict=True)
-    ]

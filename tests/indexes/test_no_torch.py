@@ -10,7 +10,8 @@ def test_indexes_do_not_import_torch():
     code = (
         "import sys\n"
         "import extok_rag.indexes, extok_rag.indexes.manifest, extok_rag.indexes.table\n"
-        "import extok_rag.indexes.vectors\n"
+        "import extok_rag.indexes.vectors, extok_rag.indexes.schema, extok_rag.indexes.codec\n"
+        "import extok_rag.indexes.rows\n"
         "from extok_rag.indexes import VectorIndex, ChunkTable\n"
         "import numpy as np, tempfile, pathlib\n"
         "VectorIndex.build(np.arange(3), np.eye(3, 4, dtype=np.float32)).search(np.eye(1, 4), 1)\n"

@@ -7,13 +7,9 @@ import pyarrow as pa
 import pytest
 
 from extok_rag.errors import IndexStoreError
-from extok_rag.indexes.table import (
-    ChunkRecord,
-    ChunkTable,
-    chunk_schema,
-    states_from_arrow,
-    states_to_arrow,
-)
+from extok_rag.indexes.codec import states_from_arrow, states_to_arrow
+from extok_rag.indexes.schema import ChunkRecord, chunk_schema
+from extok_rag.indexes.table import ChunkTable
 
 DIM, D = 16, 8  # small vector and state sizes keep these tests fast
 
@@ -252,7 +248,7 @@ def test_optimize_compacts_and_deletes_only_versions_before_keep(tmp_path, rng):
 
 
 def test_int8_quantisation_error_is_within_half_a_step(rng):
-    from extok_rag.indexes.table import dequantize_int8, quantize_int8
+    from extok_rag.indexes.codec import dequantize_int8, quantize_int8
 
     x = rng.standard_normal((200, D)).astype(np.float32) * rng.uniform(1e-3, 1e2, (200, 1))
     x[::7, 3] *= 50  # outlier channels, as residual streams have
@@ -299,8 +295,6 @@ def test_int8_table_with_float32_scales_still_reads_and_grows(tmp_path, rng):
     takes appends in its own types."""
     import lancedb
 
-    from extok_rag.indexes.table import chunk_schema
-
     schema = chunk_schema(DIM, D, "int8")
     old = schema.set(
         schema.get_field_index("state_scales"), pa.field("state_scales", pa.list_(pa.float32()))
@@ -327,7 +321,7 @@ def test_int8_table_with_float32_scales_still_reads_and_grows(tmp_path, rng):
 
 
 def test_int8_states_take_about_half_the_bytes(tmp_path, rng):
-    from extok_rag.indexes.table import bytes_per_state
+    from extok_rag.indexes.schema import bytes_per_state
 
     assert bytes_per_state(576, "float16") == 1152 and bytes_per_state(576, "int8") == 578
     d = 256
@@ -390,3 +384,15 @@ def test_append_stream_commits_nothing_on_bad_row_ids_or_a_failing_producer(tmp_
         table.append_stream(producer())
     assert table.version == version and table.count() == 2 and table.next_row_id() == 2
     assert table.append_stream([]) == 0 and table.version == version
+
+
+def test_moved_names_still_import_from_table():
+    """Names split out of table.py into schema/codec/rows are still importable from it."""
+    from extok_rag.indexes import codec, rows, schema, table
+
+    assert table.ChunkRecord is schema.ChunkRecord and table.chunk_schema is schema.chunk_schema
+    assert table.check_encoding is schema.check_encoding
+    assert table.bytes_per_state is schema.bytes_per_state
+    assert table.quantize_int8 is codec.quantize_int8
+    assert table.dequantize_int8 is codec.dequantize_int8
+    assert table.TableLayout is rows.TableLayout
