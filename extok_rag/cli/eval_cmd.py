@@ -3,17 +3,16 @@ the last 512 tokens of long held-out windows, context given raw, compressed or n
 
 from __future__ import annotations
 
-import importlib.util
-import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from extok_rag.cli.console import err_console, out_console, reports_errors
-from extok_rag.config import DTYPE_HELP
-from extok_rag.errors import ExtokError
+from extok_rag.config import DTYPE_HELP, SCORERS
+from extok_rag.evaluation.qa_conditions import ROW_FAMILIES
 
 eval_app = typer.Typer(
     name="eval",
@@ -25,10 +24,6 @@ eval_app = typer.Typer(
 @eval_app.callback()
 def evaluations() -> None:
     """Evaluate the frozen LLM with and without extensible embeddings."""
-
-
-REPORT_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
-DOCS_SECTION = "eval-lm"
 
 
 def parse_shares(text: str) -> tuple[float, ...]:
@@ -119,15 +114,12 @@ def lm(
 ) -> None:
     """Perplexity of the last 512 tokens of long held-out windows: no context, raw context
     (truncated or full) and extensible embeddings at each k (paper Table 1)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from extok_rag.cli.console import load_llm
-    from extok_rag.config import RuntimeConfig, write_json
+    from extok_rag.config import RuntimeConfig
     from extok_rag.evaluation import books as book_data
-    from extok_rag.evaluation.lm import LMEvalConfig, evaluate_lm
+    from extok_rag.evaluation import lm_run, report
+    from extok_rag.evaluation.lm import LMEvalConfig
     from extok_rag.evaluation.lm_report import lm_markdown
-    from extok_rag.models.defaults import resolve_tokenizer
-    from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 
     cfg = LMEvalConfig(
         lengths=parse_ints(lengths, "--lengths"),
@@ -140,128 +132,62 @@ def lm(
         batch_tokens=batch_tokens,
         states=states,
     )
-    if write_docs and not REPORT_SCRIPT.is_file():
-        raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
+    if write_docs:
+        report.check_checkout()
     with err_console.status("loading the evaluation books"):
         if books is not None:
             texts = book_data.load_book_dir(books, max_books)
         else:
             texts = book_data.load_default_books(data_dir, max_books)
     frozen = load_llm(llm, RuntimeConfig(device=device, dtype=dtype))  # type: ignore[arg-type]
+    rows = lm_run.LMRows.load(frozen, tokenizer, untrained)
+    with progress_bar("windows × lengths") as advance:
+        result = lm_run.run_lm(frozen, texts, cfg, rows, resume, advance, notice=print_dim)
+    markdown = lm_markdown(result)
+    out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+    write_out(out, result.to_dict())
+    if write_docs:
+        command = lm_run.command_line(cfg, tokenizer, books, max_books)
+        body = lm_run.docs_section(result, markdown, report.machine_line(), command)
+        write_docs_section(lm_run.DOCS_SECTION, body)
 
-    tokenizers, descriptions, notes = {}, {}, {}
-    checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
-    if checkpoint is not None:
-        tokenizers["extok"] = ExtensibleTokenizer.from_pretrained(checkpoint, frozen)
-        descriptions["extok"] = str(checkpoint)
-    else:
-        notes["extok"] = "no trained checkpoint for this LLM"
-    if untrained:
-        tokenizers["untrained"] = ExtensibleTokenizer.from_llm(frozen)
-        n_layers = tokenizers["untrained"].config.num_layers
-        descriptions["untrained"] = f"untrained, first {n_layers} LLM layers, no adapter"
-    else:
-        notes["untrained"] = "--no-untrained"
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[..., None]]:
+    """A transient rich bar on stderr; yields `advance(done, total)` or, with a row name
+    first, `advance(row, done, total)`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("windows × lengths", total=None)
+        task = bar.add_task(description, total=None)
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def advance(*args) -> None:
+            *row, done, total = args
+            label = f"{description}: {row[0]}" if row else description
+            bar.update(task, description=label, completed=done, total=total)
 
-        journal = lm_journal(cfg, texts, frozen, checkpoint, sorted(tokenizers), resume)
-        result = evaluate_lm(frozen, texts, cfg, tokenizers, descriptions, notes, advance, journal)
+        yield advance
 
-    markdown = lm_markdown(result)
-    out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+
+def print_dim(message: str) -> None:
+    err_console.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+def write_out(out: Path | None, data: dict) -> None:
+    from extok_rag.config import write_json
+
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, result.to_dict())
+        write_json(out, data)
         err_console.print(f"wrote {out}")
-    if write_docs:
-        report = _report_module()
-        command = command_line(cfg, tokenizer, books, max_books)
-        body = docs_section(result, markdown, report.machine_line(), command)
-        report.write_section(DOCS_SECTION, body)
-        err_console.print(f"wrote section {DOCS_SECTION!r} of {report.DOC}")
 
 
-def lm_journal(cfg, texts, frozen, checkpoint, kinds: list[str], resume: bool):
-    """The journal of an `eval lm` run: settings = everything that changes a number."""
-    from extok_rag import __version__
-    from extok_rag.evaluation.journal import file_digest
+def write_docs_section(name: str, body: str) -> None:
+    from extok_rag.evaluation import report
 
-    weights = checkpoint / "tokenizer.safetensors" if checkpoint is not None else None
-    settings = {
-        "config": cfg.to_dict(),
-        "books": [b.sha256 for b in texts],
-        "llm": frozen.identity.to_dict(),
-        "tokenizer": file_digest(weights) if weights is not None and weights.is_file() else None,
-        "rows": kinds,
-        "dtype": str(frozen.dtype),
-        "device": str(frozen.device),
-        "extok_rag": __version__,
-    }
-    return open_journal("lm", settings, resume, "windows")
-
-
-def open_journal(kind: str, settings: dict, resume: bool, pieces: str, root: Path | None = None):
-    """Open (or, without --resume, restart) a journal and say when a run resumes."""
-    from extok_rag.evaluation.journal import Journal
-
-    journal = Journal.open(kind, settings, root)
-    if not resume:
-        journal.path.unlink(missing_ok=True)
-        journal.done.clear()
-    elif journal.done:
-        err_console.print(f"resuming {len(journal.done)} finished {pieces} from {journal.path}")
-    return journal
-
-
-def command_line(cfg, tokenizer: str | None, books: Path | None, max_books: int | None) -> str:
-    """The `eval lm` command that reproduces a run (defaults left out)."""
-    from extok_rag.evaluation.lm import LMEvalConfig
-
-    default = LMEvalConfig()
-    args = ["extok-rag", "eval", "lm"]
-    if tokenizer is not None:
-        args += ["--tokenizer", str(tokenizer)]
-    if books is not None:
-        args += ["--books", str(books)]
-    if max_books is not None:
-        args += ["--max-books", str(max_books)]
-    for name in ("lengths", "ks"):
-        if getattr(cfg, name) != getattr(default, name):
-            args += [f"--{name}", ",".join(map(str, getattr(cfg, name)))]
-    for name in ("windows", "chunk_len", "target_len", "raw_positions", "seed", "states"):
-        if getattr(cfg, name) != getattr(default, name):
-            args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
-    return shlex.join(args)
-
-
-def docs_section(result, markdown: str, machine: str, command: str) -> str:
-    """The docs/benchmarks.md section: command, machine, tables, the books used."""
-    books = ", ".join(f"`{b['name']}` ({b['tokens']:,} tokens)" for b in result.books)
-    return "\n\n".join(
-        [
-            "## Language modelling on held-out books (paper Table 1 protocol)",
-            f"`{command}` — {machine}.",
-            markdown,
-            f"Books: {books}. Their sha256 are pinned in `extok_rag/evaluation/books.py` "
-            "(`DEFAULT_BOOKS`); they are never training data.",
-        ]
-    )
-
-
-def _report_module():
-    spec = importlib.util.spec_from_file_location("extok_benchmarks_report", REPORT_SCRIPT)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-QA_SECTION = "eval-qa"
+    report.write_section(name, body)
+    err_console.print(f"wrote section {name!r} of {report.DOC}")
 
 
 @eval_app.command("qa")
@@ -286,7 +212,7 @@ def qa(
         ),
     ] = "",
     expand_scorer: Annotated[
-        str, typer.Option(help="Span scorer of the expand rows: minilm, lexical, both, llm.")
+        str, typer.Option(help=f"Span scorer of the expand rows: {', '.join(SCORERS)}.")
     ] = "both",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
@@ -321,11 +247,10 @@ def qa(
     rows: Annotated[
         str,
         typer.Option(
-            help="Row families to run, comma-separated: none, raw, compressed, hybrid, budget, "
-            "expand, spans, truncated (default all; a subset reuses and extends the same "
-            "journal, so disjoint subsets can run as parallel processes)."
+            help="Row families to run, comma-separated (default all; a subset reuses and "
+            "extends the same journal, so disjoint subsets can run as parallel processes)."
         ),
-    ] = "none,raw,compressed,hybrid,budget,expand,spans,truncated",
+    ] = ",".join(ROW_FAMILIES),
     states: Annotated[
         str | None,
         typer.Option(
@@ -339,27 +264,25 @@ def qa(
     """RAG question answering with gold answers (SQuAD v2 answerable, HotpotQA distractor):
     no retrieval, raw top-n, compressed top-n at each k, hybrid, compressed at raw's budget."""
     from extok_rag.cli.console import load_llm
-    from extok_rag.config import RuntimeConfig, home_dir, write_json
-    from extok_rag.evaluation.qa import QAEvalConfig
+    from extok_rag.cli.index_cmd import RichProgress
+    from extok_rag.config import SCORERS, RuntimeConfig, home_dir
+    from extok_rag.evaluation import report
+    from extok_rag.evaluation.qa_conditions import QAEvalConfig
     from extok_rag.evaluation.qa_data import QA_SETS
     from extok_rag.evaluation.qa_report import qa_markdown
+    from extok_rag.evaluation.qa_run import DOCS_SECTION, QARun, qa_docs_section
+    from extok_rag.indexes import STATE_ENCODINGS
+    from extok_rag.indexing.build import DEFAULT_STATE_ENCODING
     from extok_rag.models.defaults import resolve_tokenizer
 
     names = parse_choices(sets, "--sets", QA_SETS)
-    if write_docs and not REPORT_SCRIPT.is_file():
-        raise ExtokError(f"--write-docs needs a source checkout ({REPORT_SCRIPT} is missing)")
-    from extok_rag.spans import SCORERS
-
+    if write_docs:
+        report.check_checkout()
     if expand_scorer not in SCORERS:
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
-    from extok_rag.evaluation.qa import ROW_FAMILIES
-    from extok_rag.indexes import STATE_ENCODINGS
-    from extok_rag.indexing.build import DEFAULT_STATE_ENCODING
-
     states = states or DEFAULT_STATE_ENCODING
     if states not in STATE_ENCODINGS:
         raise typer.BadParameter(f"--states must be {' or '.join(map(repr, STATE_ENCODINGS))}")
-    families = parse_choices(rows, "--rows", ROW_FAMILIES)
     cfg = QAEvalConfig(
         questions=questions,
         top_n=top_n,
@@ -377,149 +300,17 @@ def qa(
     frozen = load_llm(llm, runtime)
     checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
     root = work_dir or home_dir() / "eval-qa"
-    results = [
-        run_qa_set(
-            name,
-            cfg,
-            frozen,
-            checkpoint,
-            embedder,
-            root,
-            data_dir,
-            runtime,
-            resume,
-            states,
-            families,
-        )
-        for name in names
-    ]
+    families = parse_choices(rows, "--rows", ROW_FAMILIES)
+    run = QARun(
+        cfg, frozen, checkpoint, embedder, root, runtime, states, families, resume, data_dir
+    )
+    results = []
+    for name in names:
+        with progress_bar(name) as advance:
+            results.append(run.evaluate(name, RichProgress(), advance, notice=print_dim))
     markdown = qa_markdown(results)
     out_console.print(markdown, markup=False, highlight=False, soft_wrap=True)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, {"config": cfg.to_dict(), "sets": [r.to_dict() for r in results]})
-        err_console.print(f"wrote {out}")
+    write_out(out, {"config": cfg.to_dict(), "sets": [r.to_dict() for r in results]})
     if write_docs:
-        report = _report_module()
-        body = qa_docs_section(markdown, report.machine_line(), checkpoint, cfg, names)
-        report.write_section(QA_SECTION, body)
-        err_console.print(f"wrote section {QA_SECTION!r} of {report.DOC}")
-
-
-def run_qa_set(
-    name,
-    cfg,
-    frozen,
-    checkpoint,
-    embedder_dir,
-    root,
-    data_dir,
-    runtime,
-    resume,
-    states,
-    rows,
-):
-    """Corpus files → index (incremental; rebuilt when the models changed) → evaluation,
-    each finished condition journaled (resumed on a rerun with the same settings; the index's
-    manifest, state encoding included, is part of them)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from extok_rag.evaluation.qa import evaluate_qa
-    from extok_rag.evaluation.qa_data import load_qa_set, write_corpus
-    from extok_rag.indexes import open_index
-    from extok_rag.models.embedder import Embedder
-
-    with err_console.status(f"loading {name}"):
-        qa_set = load_qa_set(name, cfg.questions, cfg.seed, data_dir)
-        write_corpus(qa_set, root / name / "corpus")
-    index_dir = qa_index_dir(root / name, states)
-    index_qa_corpus(root / name, index_dir, frozen, checkpoint, embedder_dir, states)
-    snapshot = open_index(index_dir)
-    retrieval = Embedder.load(embedder_dir, runtime)
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task(name, total=None)
-
-        def advance(condition: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{name}: {condition}", completed=done, total=total)
-
-        journal = qa_journal(name, cfg, snapshot, frozen, root / name / "runs", resume)
-        return evaluate_qa(frozen, retrieval, snapshot, qa_set, cfg, advance, journal, rows)
-
-
-def qa_journal(name, cfg, snapshot, frozen, folder: Path, resume: bool):
-    """The journal of one set's run (in the set's work folder): settings = everything that
-    changes an answer."""
-    from extok_rag import __version__
-
-    manifest = snapshot.manifest.to_dict()
-    for volatile in ("created", "updated", "table_version", "vector_file"):
-        manifest.pop(volatile, None)
-    settings = {
-        "set": name,
-        "config": cfg.to_dict(),
-        "index": manifest,
-        "llm": frozen.identity.to_dict(),
-        "dtype": str(frozen.dtype),
-        "device": str(frozen.device),
-        "extok_rag": __version__,
-    }
-    return open_journal("qa", settings, resume, f"{name} conditions", folder)
-
-
-def qa_index_dir(folder: Path, states: str) -> Path:
-    """A set's index for a state encoding; float16 keeps the folder indexes always had."""
-    return folder / ("index" if states == "float16" else f"index-{states}")
-
-
-def index_qa_corpus(
-    folder: Path, index_dir: Path, frozen, checkpoint: Path | None, embedder_dir, states: str
-) -> None:
-    """`extok-rag index <folder>/corpus --index INDEX_DIR --states STATES`, in process."""
-    from extok_rag.cli.index_cmd import RichProgress
-    from extok_rag.errors import IncompatibleModelError
-    from extok_rag.indexing import IndexModels, IndexSettings, build_index
-
-    models = IndexModels(frozen, checkpoint, embedder_dir)
-    settings = IndexSettings(state_encoding=states)
-    with RichProgress() as progress:
-        try:
-            build_index(folder / "corpus", index_dir, models, settings, progress=progress)
-        except IncompatibleModelError:
-            err_console.print(f"[dim]{index_dir}: other models; re-indexing[/dim]")
-            build_index(
-                folder / "corpus", index_dir, models, settings, rebuild=True, progress=progress
-            )
-
-
-def qa_docs_section(markdown: str, machine: str, checkpoint, cfg, names: list[str]) -> str:
-    from extok_rag.evaluation.qa import QAEvalConfig
-
-    default = QAEvalConfig()
-    args = ["extok-rag", "eval", "qa", "--sets", ",".join(names)]
-    for key, value in cfg.to_dict().items():
-        if value != getattr(default, key):
-            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            args += [f"--{key.replace('_', '-')}", text]
-    tokenizer = f"`{checkpoint}`" if checkpoint else "the untrained tokenizer"
-    return "\n\n".join(
-        [
-            "## RAG question answering (`eval qa`)",
-            f"`{shlex.join(args)}` — {machine}. Extensible tokenizer: {tokenizer}.",
-            QA_NOTES,
-            markdown,
-        ]
-    )
-
-
-QA_NOTES = (
-    "Accuracy: a normalised gold answer (SQuAD normalisation) appears in the greedy answer "
-    "(at most the row's max new tokens); F1: SQuAD token F1. Recall@n: the share of a "
-    "question's gold paragraphs among the retrieved chunks' files. Prompt positions: the whole "
-    "chat prompt (template, question twice, context). Latency (median) is timed on the first "
-    "questions, answered one at a time as `ask` answers them (their answers are scored too; "
-    "the rest run batched): prefill = prompt forward pass to the first token, total = "
-    "retrieval + prompt + whole answer. SQuAD: the corpus is all 1,204 dev "
-    "paragraphs; HotpotQA: the union of the drawn questions' 10 distractor-setting paragraphs "
-    "(yes/no questions left out)."
-)
+        body = qa_docs_section(markdown, report.machine_line(), run, list(names))
+        write_docs_section(DOCS_SECTION, body)

@@ -71,3 +71,21 @@ class Journal:
             if "key" in entry:
                 done[entry["key"]] = entry["data"]
         return done
+
+
+def open_journal(
+    kind: str,
+    settings: dict,
+    resume: bool,
+    pieces: str,
+    root: Path | None = None,
+    notice=None,
+) -> Journal:
+    """Open (or, without `resume`, restart) a journal; `notice` hears when a run resumes."""
+    journal = Journal.open(kind, settings, root)
+    if not resume:
+        journal.path.unlink(missing_ok=True)
+        journal.done.clear()
+    elif journal.done and notice is not None:
+        notice(f"resuming {len(journal.done)} finished {pieces} from {journal.path}")
+    return journal

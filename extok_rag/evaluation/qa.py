@@ -24,82 +24,25 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from extok_rag.ask.build import build_prompt
-from extok_rag.ask.modes import MODES
 from extok_rag.ask.prompt import Prompt
 from extok_rag.ask.retrieval import Retrieved, retrieve
-from extok_rag.config import AskConfig, GenerationConfig
+from extok_rag.config import GenerationConfig
 from extok_rag.evaluation.journal import Journal
+from extok_rag.evaluation.qa_conditions import (
+    ROW_FAMILIES,
+    Condition,
+    QAEvalConfig,
+    conditions,
+    family,
+)
 from extok_rag.evaluation.qa_data import QASet, answer_contained, token_f1
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.generation import generate_batch, generate_ids
 from extok_rag.models.llm import FrozenLLM
-
-
-@dataclass(frozen=True)
-class QAEvalConfig:
-    questions: int = 300  # per set
-    top_n: int = 4  # chunks of the raw / compressed / hybrid conditions
-    ks: tuple[int, ...] = (2, 4, 8, 16)  # compressed top-n
-    hybrid_k: int = 4
-    budget_ks: tuple[int, ...] = (4,)  # compressed top-(k·n): raw top-n's position budget
-    expand_budgets: tuple[float, ...] = ()  # expand / spans / truncated at these shares of
-    # each question's raw top-n positions (issue: 0.25, 0.35, 0.5)
-    expand_scorer: str = "both"
-    max_new_tokens: int = 32
-    batch_size: int = 8
-    latency_questions: int = 20
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Condition:
-    name: str
-    mode: str  # AskConfig.mode
-    top_n: int
-    k: int | None = None
-    share: float | None = None  # budget modes: this share of the question's raw positions
-    scorer: str = "both"
-
-    def ask_config(self, budget: int | None = None) -> AskConfig:
-        return AskConfig(
-            top_n=self.top_n, k=self.k, mode=self.mode, budget=budget, scorer=self.scorer
-        )  # type: ignore[arg-type]
-
-
-# Families of rows `eval qa --rows` can pick: every mode but auto (whose prompts are raw's or
-# spans'), and "budget" (compressed top-(k·n)). A subset only saves time (every row is answered
-# the same way alone as beside the others), so it is not part of a journal's settings.
-ROW_FAMILIES = (*(m for m in MODES if m != "auto"), "budget")
-
-
-def family(cond: Condition, cfg: QAEvalConfig) -> str:
-    """The ROW_FAMILIES entry of a condition of `conditions(cfg)`."""
-    if cond.mode == "compressed":
-        return "compressed" if cond.top_n == cfg.top_n else "budget"
-    return cond.mode
-
-
-def conditions(cfg: QAEvalConfig) -> list[Condition]:
-    n = cfg.top_n
-    return [
-        Condition("none", "none", 0),
-        Condition(f"raw top-{n}", "raw", n),
-        *(Condition(f"extok ×{k} top-{n}", "compressed", n, k) for k in cfg.ks),
-        Condition(f"hybrid ×{cfg.hybrid_k} top-{n}", "hybrid", n, cfg.hybrid_k),
-        *(Condition(f"extok ×{k} top-{k * n}", "compressed", k * n, k) for k in cfg.budget_ks),
-        *(
-            Condition(f"{mode} {share:.2f}·raw top-{n}", mode, n, None, share, cfg.expand_scorer)
-            for share in cfg.expand_budgets
-            for mode in ("expand", "spans", "truncated")
-        ),
-    ]
 
 
 @dataclass

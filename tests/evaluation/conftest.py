@@ -51,20 +51,11 @@ def book_dir(tmp_path, books):
 @pytest.fixture
 def docs_sections(tmp_path, monkeypatch) -> dict[str, str]:
     """What `eval … --write-docs` writes, by section name; docs/benchmarks.md stays untouched."""
-    from extok_rag.cli import eval_cmd
+    from extok_rag.evaluation import report
 
     written: dict[str, str] = {}
-
-    class Report:  # stands in for benchmarks/report.py
-        DOC = tmp_path / "benchmarks.md"
-
-        @staticmethod
-        def machine_line():
-            return "test machine"
-
-        @staticmethod
-        def write_section(name, body):
-            written[name] = body
-
-    monkeypatch.setattr(eval_cmd, "_report_module", lambda: Report)
+    monkeypatch.setattr(report, "DOC", tmp_path / "benchmarks.md")
+    monkeypatch.setattr(report, "machine_line", lambda: "test machine")
+    monkeypatch.setattr(report, "check_checkout", lambda doc=None: report.DOC)
+    monkeypatch.setattr(report, "write_section", lambda name, body: written.__setitem__(name, body))
     return written
