@@ -1,11 +1,13 @@
 """`extok-rag serve`: an HTTP API over an index (FastAPI + uvicorn), OpenAI-compatible chat
-completions included. Glue over `extok_rag.query`: see `app.py` for the routes, `worker.py`
-for the one model thread and its bounded queue, `live_index.py` for reloads on commit.
+completions included. Glue over `extok_rag.ask`: `app.py` holds the app and the `/ask` and
+info routes, `chat.py` the OpenAI-compatible ones, `jobs.py` the state and the work a request
+runs, `worker.py` the one model thread and its bounded queue, `live_index.py` reloads on commit.
 
     state = ServeState.create(llm, embedder, index_dir, open_index(index_dir), facts)
     uvicorn.run(create_app(state))
 """
 
-from extok_rag.serve.app import ServeLimits, ServeState, create_app
+from extok_rag.serve.app import create_app
+from extok_rag.serve.jobs import ServeLimits, ServeState
 
 __all__ = ["ServeLimits", "ServeState", "create_app"]
