@@ -65,3 +65,43 @@ def test_checkpoint_configs_are_read_without_model_code():
     assert ours <= {"extok_rag.config", "extok_rag.errors"}
     defaults = imports_of(PACKAGE / "models" / "defaults.py")
     assert "extok_rag.models.extensible_tokenizer" not in defaults
+
+
+# The package's layers, low to high. A module imports only from lower layers; siblings in one
+# layer never import each other. The package root is the public façade: it imports the read
+# path lazily (`extok_rag.open`), and any module may read its `__version__`.
+LAYERS = (
+    ("errors",),
+    ("config",),
+    ("models", "chunking", "datasets"),
+    ("spans",),
+    ("indexes",),
+    ("indexing", "ask", "training"),
+    ("evaluation",),
+    ("integrations", "serve"),
+    ("cli",),
+)
+
+
+def top_level(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "extok_rag" else None
+
+
+def test_no_module_imports_upward_or_sideways():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    offenders = []
+    for f in PACKAGE.rglob("*.py"):
+        rel = f.relative_to(PACKAGE)
+        if rel == Path("__init__.py"):
+            continue  # the façade
+        here = rel.parts[0].removesuffix(".py")
+        assert here in rank, f"{rel}: add its top-level name to LAYERS"
+        for module in imports_of(f):
+            there = top_level(module)
+            if there is None or there == here:
+                continue
+            assert there in rank, f"{rel} imports {module}: add it to LAYERS"
+            if rank[there] >= rank[here]:
+                offenders.append(f"{rel} -> {module}")
+    assert offenders == []
