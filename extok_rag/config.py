@@ -158,6 +158,8 @@ class GenerationConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    repeat_stop: int = 8  # stop once a run of at least this many tokens repeats right after
+    # itself (a degenerate loop; docs/benchmarks.md "answer-endings"); 0: never
 
 
 Objective = Literal["ar", "reconstruction"]

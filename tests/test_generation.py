@@ -80,3 +80,26 @@ def test_sampling_is_reproducible_with_a_seed(tiny_llm):
     row = tiny_llm.chat_row(["Once upon a time"])
     cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
     assert generate_text(tiny_llm, row, cfg) == generate_text(tiny_llm, row, cfg)
+
+
+def test_a_loop_is_detected_once_a_run_repeats_right_after_itself():
+    from extok_rag.models.generation import loops
+
+    run = [5, 6, 7, 8, 9, 10, 11, 12]
+    assert loops([1, 2, *run, *run], 8) and loops([*run, *run], 4)
+    assert not loops([1, 2, *run, *run[:-1]], 8)  # the second copy is not complete
+    assert not loops([1, 2, 1, 2, 1, 2], 8)  # shorter runs than the guard's
+    assert not loops([*run, *run], 0)
+
+
+def test_decoding_stops_at_a_loop_in_both_paths(tiny_llm):
+    """The tiny LLM answers "\\n" forever: with the guard it stops after two runs of 8."""
+    rows = [tiny_llm.chat_row(["Tell me a story about a cat."])]
+    guarded = list(generate_ids(tiny_llm, rows[0], GenerationConfig(max_new_tokens=40)))
+    endless = GenerationConfig(max_new_tokens=40, repeat_stop=0)
+    assert len(guarded) == 16 and len(list(generate_ids(tiny_llm, rows[0], endless))) == 40
+    assert generate_batch(tiny_llm, rows, 40) == [guarded]
+    assert len(generate_batch(tiny_llm, rows, 40, repeat_stop=0)[0]) == 40
+    stream = stream_text(tiny_llm, rows[0], GenerationConfig(max_new_tokens=40))
+    "".join(stream)
+    assert stream.tokens == 16 and stream.finish_reason == "stop"

@@ -200,7 +200,7 @@ def answer_all(
     answers: list[list[int]] = [[] for _ in rows]
     for start in range(0, len(order), cfg.batch_size):
         batch = order[start : start + cfg.batch_size]
-        ids = generate_batch(llm, [rows[i] for i in batch], cfg.max_new_tokens)
+        ids = generate_batch(llm, [rows[i] for i in batch], cfg.max_new_tokens, cfg.repeat_stop)
         for i, tokens in zip(batch, ids, strict=True):
             answers[i] = tokens
         if progress is not None:
@@ -232,7 +232,7 @@ def time_questions(
     answer (total) and the prompt's forward pass to the first token (prefill); the answers'
     token ids."""
     cond = result.condition
-    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    gen = GenerationConfig(cfg.max_new_tokens, temperature=0.0, repeat_stop=cfg.repeat_stop)
     answers = []
     for item, budget in zip(items, budgets, strict=False):
         start = time.perf_counter()

@@ -28,6 +28,7 @@ class QAEvalConfig:
     # each question's raw top-n positions (issue: 0.25, 0.35, 0.5)
     expand_scorer: str = "both"
     max_new_tokens: int = 32
+    repeat_stop: int = 8  # GenerationConfig.repeat_stop: an answer stops at a loop
     batch_size: int = 8
     latency_questions: int = 20
     seed: int = 0

@@ -66,26 +66,41 @@ def decode_steps(
         )
 
 
+def loops(ids: Sequence[int], min_run: int) -> bool:
+    """Whether `ids` end with a run of at least `min_run` tokens repeated right after itself
+    (`… a b c a b c`): the model is looping. `min_run` 0: never."""
+    if min_run <= 0:
+        return False
+    return any(ids[-p:] == ids[-2 * p : -p] for p in range(min_run, len(ids) // 2 + 1))
+
+
 @torch.inference_mode()
 def generate_ids(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[int]:
-    """Yield generated token ids until an end-of-sequence token or `max_new_tokens`."""
+    """Yield generated token ids until an end-of-sequence token, a loop (`loops`, after the
+    repeated run), or `max_new_tokens`."""
     gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
 
     def pick(logits: torch.Tensor) -> torch.Tensor:  # (1, V) -> (1,)
         return torch.tensor([next_token(logits[0].cpu(), cfg, gen)], device=llm.device)
 
-    stop = llm.eos_token_ids
+    stop, ids = llm.eos_token_ids, []
     for tokens in decode_steps(llm, [row], cfg.max_new_tokens, pick):
         token = int(tokens[0])
         if token in stop:
             return
         yield token
+        ids.append(token)
+        if loops(ids, cfg.repeat_stop):
+            return
 
 
 @torch.inference_mode()
-def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> list[list[int]]:
+def generate_batch(
+    llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int, repeat_stop: int = 8
+) -> list[list[int]]:
     """Greedy decoding of several prompts at once (left-padded, one KV cache): per row the
-    same tokens as `generate_ids` up to low-precision noise. A row stops at end-of-sequence."""
+    same tokens as `generate_ids` up to low-precision noise. A row stops at end-of-sequence
+    or a loop (`loops`)."""
     stop = torch.tensor(sorted(llm.eos_token_ids), device=llm.device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=llm.device)
     generated: list[list[int]] = [[] for _ in rows]
@@ -93,6 +108,8 @@ def generate_batch(llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int) -> 
         done |= torch.isin(tokens, stop)
         for i in (~done).nonzero().flatten().tolist():
             generated[i].append(int(tokens[i]))
+            if loops(generated[i], repeat_stop):
+                done[i] = True
         if bool(done.all()):
             break
     return generated
