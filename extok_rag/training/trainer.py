@@ -6,55 +6,38 @@ log and exact resume.
 Everything that decides what a step sees is a function of (seed, micro-step index): the
 objective drawn, the data order (a seeded permutation per epoch for packed sequences, seeded
 draws for frame examples) and every k, so a resumed run continues exactly where a killed one
-stopped.
+stopped. Those draws are in `schedule.py`, the batches they make in `batches.py`, the log and
+checkpoints in `checkpoint.py`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 
-from extok_rag.config import (
-    FRAME_OBJECTIVES,
-    QA_OBJECTIVES,
-    TrainConfig,
-    cpu_description,
-    write_json,
-)
+from extok_rag.config import FRAME_OBJECTIVES, TrainConfig, cpu_description
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.training import batches, schedule
 from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe
-from extok_rag.training.frame import (
-    FrameData,
-    FrameExample,
-    compressed_rows,
-    expand_rows,
-    qa_example,
-    raw_rows,
-    reconstruction_example,
-    span_example,
-    truncate_text,
+from extok_rag.training.batches import Sequences
+from extok_rag.training.checkpoint import (
+    CHECKPOINT,
+    LOG,
+    append_log,
+    load_checkpoint,
+    save_checkpoint,
+    truncate_log,
 )
-from extok_rag.training.objective import (
-    ChunkLosses,
-    ar_rows,
-    distill_losses,
-    encode_sequences,
-    reconstruction_rows,
-    row_losses,
-)
+from extok_rag.training.frame import FrameData, FrameExample
+from extok_rag.training.objective import ChunkLosses
 from extok_rag.training.probe import ContentProbe
 from extok_rag.training.setup import (
     build_tokenizer,
@@ -64,14 +47,7 @@ from extok_rag.training.setup import (
     with_init_shape,
 )
 
-CHECKPOINT, LOG = "checkpoint", "log.jsonl"
-
-
-class Sequences(Protocol):
-    """Packed token sequences: `len()` and `[i]` -> (seq_len,) integer array."""
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, i: int) -> np.ndarray: ...
+__all__ = ["CHECKPOINT", "LOG", "Sequences", "StepStats", "Trainer", "hardware"]
 
 
 @dataclass
@@ -176,39 +152,22 @@ class Trainer:
         return [g for g in groups if g["params"]]
 
     def lr_factor(self, step: int) -> float:
-        cfg = self.cfg
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        if cfg.schedule_clock == "budget" and cfg.max_minutes > 0:
-            progress = max(progress, self.budget_spent() / (cfg.max_minutes * 60))
-        if cfg.schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        if cfg.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
+        return schedule.lr_factor(self.cfg, step, self.budget_spent())
 
     def chunks_of(self, data: Sequences, indices) -> torch.Tensor:  # (N, C, L)
-        C, L = self.cfg.chunks_per_sequence, self.cfg.chunk_len
-        rows = [torch.as_tensor(np.asarray(data[i][: C * L], dtype=np.int64)) for i in indices]
-        return torch.stack(rows).view(len(rows), C, L)
+        return batches.chunks_of(data, indices, self.cfg)
 
     # -- data order -------------------------------------------------------------------------
     def sequence_index(self, g: int) -> int:
         """The g-th sequence seen by the run: a seeded permutation per epoch."""
-        n = len(self.train_data)
-        perm = np.random.default_rng([self.cfg.seed, g // n]).permutation(n)
-        return int(perm[g % n])
+        return schedule.sequence_index(self.cfg.seed, g, len(self.train_data))
 
     def k_for(self, g: int) -> int:
-        return random.Random(self.cfg.seed * 1_000_003 + g).choice(self.cfg.k_choices)
+        return schedule.k_for(self.cfg, g)
 
     def objective_for(self, g: int) -> str:
         """The objective of micro-step g, drawn with the weights of its step's phase."""
-        phase = self.cfg.phase_at(g // self.cfg.grad_accum)
-        names = sorted(phase.weights)
-        rng = random.Random(f"objective:{self.cfg.seed}:{g}")
-        return rng.choices(names, [phase.weights[n] for n in names])[0]
+        return schedule.objective_for(self.cfg, g)
 
     def autocast(self):
         return torch.autocast(
@@ -223,83 +182,30 @@ class Trainer:
             return self.sequence_losses(g, objective)
 
     def sequence_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
-        """ar / chunk_reconstruction on `seq_batch` packed sequences (the g-th micro-step's),
-        each at its own k: one batched encode, one batched LLM call."""
-        n = self.cfg.seq_batch
-        draws = range(g * n, (g + 1) * n)  # seq_batch 1: sequence g at k_for(g), as before
-        chunks = self.chunks_of(self.train_data, [self.sequence_index(i) for i in draws])
-        ks = [self.k_for(i) for i in draws]
-        embeds = encode_sequences(self.tokenizer, chunks, ks, self.cfg.downscale)
-        build = reconstruction_rows if objective == "chunk_reconstruction" else ar_rows
-        rows = [
-            row
-            for seq, seq_embeds in zip(chunks, embeds, strict=True)
-            for row in build(seq, seq_embeds, self.cfg.loss_first_tokens)
-        ]
-        return row_losses(self.llm, rows), ks
+        """ar / chunk_reconstruction on the g-th micro-step's packed sequences."""
+        return batches.sequence_losses(
+            self.llm, self.tokenizer, self.cfg, self.train_data, g, objective
+        )
 
     def frame_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
         """A batch of `frame_rows` examples of a frame objective, each at its own k."""
-        cfg = self.cfg
-        rng = random.Random(f"frame:{cfg.seed}:{g}")
-        examples = self.frame_examples(objective, rng, cfg.frame_rows)
-        ks = [rng.choice(cfg.k_choices) for _ in examples]
-        max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
-        if objective == "expand":
-            shares = [rng.uniform(*cfg.expand_share) for _ in examples]
-            rows = expand_rows(
-                self.llm, self.tokenizer, examples, ks, shares, max_tokens, cfg.downscale
-            )
-            return row_losses(self.llm, rows), ks
-        student = compressed_rows(self.llm, self.tokenizer, examples, ks, max_tokens, cfg.downscale)
-        if objective == "distill":
-            teacher = raw_rows(self.llm, examples, max_tokens)
-            return distill_losses(self.llm, student, teacher, cfg.distill_temperature), ks
-        return row_losses(self.llm, student), ks
+        rng = random.Random(f"frame:{self.cfg.seed}:{g}")
+        examples = self.frame_examples(objective, rng, self.cfg.frame_rows)
+        return batches.frame_losses(self.llm, self.tokenizer, self.cfg, examples, rng, objective)
 
     def frame_examples(self, objective: str, rng: random.Random, n: int) -> list[FrameExample]:
-        cfg, frame = self.cfg, self.frame
-        if objective in QA_OBJECTIVES:
-            if not frame.qa:
-                raise ValueError(f"objective {objective!r} needs QA pairs (qa_train.jsonl)")
-            return [qa_example(p, rng, cfg.qa_distractors) for p in rng.choices(frame.qa, k=n)]
-        if not frame.paragraphs:
-            raise ValueError(f"objective {objective!r} needs paragraphs_train.jsonl")
-        if objective == "reconstruction":
-            m, length = self.recon_chunks(), self.recon_length()
-            return [
-                reconstruction_example(
-                    [truncate_text(self.llm, p, length) for p in rng.sample(frame.paragraphs, m)]
-                )
-                for _ in range(n)
-            ]
-        examples: list[FrameExample] = []
-        for _ in range(20 * n):  # span: paragraphs without a usable sentence are skipped
-            text = truncate_text(self.llm, rng.choice(frame.paragraphs), cfg.context_len)
-            example = span_example(text, rng)
-            if example is not None:
-                examples.append(example)
-            if len(examples) == n:
-                break
-        return examples
+        return batches.frame_examples(self.llm, self.frame, self.cfg, objective, rng, n, self.step)
 
     def recon_chunks(self) -> int:
         """Paragraphs per reconstruction row now: first -> last over the curriculum steps."""
-        first, last = self.cfg.recon_chunks
-        return round(first + (last - first) * self.curriculum_progress())
+        return schedule.recon_chunks(self.cfg, self.step)
 
     def recon_length(self) -> int:
-        """Tokens kept of each paragraph to reconstruct now: recon_len_start -> recon_len over
-        the curriculum steps (REFRAG's lesson: reconstruction learns short before long)."""
-        cfg = self.cfg
-        if not cfg.recon_len_start:
-            return cfg.recon_len
-        return round(
-            cfg.recon_len_start + (cfg.recon_len - cfg.recon_len_start) * self.curriculum_progress()
-        )
+        """Tokens kept of each paragraph to reconstruct now (see `schedule.recon_length`)."""
+        return schedule.recon_length(self.cfg, self.step)
 
     def curriculum_progress(self) -> float:
-        return min(1.0, self.step / max(1, self.cfg.recon_curriculum_steps))
+        return schedule.curriculum_progress(self.cfg, self.step)
 
     def train_step(self) -> StepStats:
         cfg = self.cfg
@@ -408,64 +314,33 @@ class Trainer:
 
     # -- log and checkpoints ----------------------------------------------------------------
     def log(self, record: dict) -> dict:
-        with (self.out_dir / LOG).open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        return record
+        return append_log(self.out_dir, record)
 
     def save_checkpoint(self) -> None:
-        """Write checkpoint.tmp fully, then swap it in: a kill at any moment leaves one whole
-        checkpoint (the old one, or the new one)."""
-        final, tmp, old = (
-            self.out_dir / n for n in (CHECKPOINT, CHECKPOINT + ".tmp", CHECKPOINT + ".old")
-        )
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.tokenizer.save_pretrained(tmp, full=False)
-        torch.save(
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-            tmp / "optimizer.pt",
-        )
-        write_json(
-            tmp / "trainer_state.json",
-            {
-                "step": self.step,
-                "elapsed_s": self.elapsed,
-                "cpu_elapsed_s": self.cpu_elapsed,
-                "config": self.cfg.to_dict(),
-            },
-        )
-        if final.exists():
-            final.replace(old)
-        tmp.replace(final)
-        shutil.rmtree(old, ignore_errors=True)
+        """Write the checkpoint whole, then swap it in (see `checkpoint.save_checkpoint`)."""
+        state = {
+            "step": self.step,
+            "elapsed_s": self.elapsed,
+            "cpu_elapsed_s": self.cpu_elapsed,
+            "config": self.cfg.to_dict(),
+        }
+        save_checkpoint(self.out_dir, self.tokenizer, self.optimizer, self.scheduler, state)
 
     def resume(self) -> bool:
         """Continue from the run's checkpoint if there is one (then the log is cut to it)."""
-        path = self.out_dir / CHECKPOINT
-        if not path.exists() and (self.out_dir / (CHECKPOINT + ".old")).exists():
-            (self.out_dir / (CHECKPOINT + ".old")).replace(path)  # killed mid-swap
-        if not path.exists():
+        state = load_checkpoint(
+            self.out_dir, self.tokenizer, self.llm, self.optimizer, self.scheduler
+        )
+        if state is None:
             return False
-        self.tokenizer.load_weights(path, self.llm)
-        state = torch.load(path / "optimizer.pt", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        meta = json.loads((path / "trainer_state.json").read_text())
-        self.step, self.elapsed = int(meta["step"]), float(meta["elapsed_s"])
-        self.cpu_elapsed = float(meta.get("cpu_elapsed_s", 0.0))
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
+        self.cpu_elapsed = float(state.get("cpu_elapsed_s", 0.0))
         self.truncate_log()
         return True
 
     def truncate_log(self) -> None:
         """Drop log records written after the checkpoint, so the curve continues cleanly."""
-        log = self.out_dir / LOG
-        if not log.exists():
-            return
-        keep = [
-            line
-            for line in log.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= self.step
-        ]
-        log.write_text("".join(line + "\n" for line in keep))
+        truncate_log(self.out_dir, self.step)
 
     def export(self, path: Path) -> None:
         """The trained tokenizer alone (only what training changed), for `index` and `ask`."""

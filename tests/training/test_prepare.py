@@ -83,7 +83,7 @@ def test_passages_join_short_and_cut_long():
 
 
 def test_sword_documents_leave_out_the_psalms(tmp_path, sword_module):
-    from extok_rag.training.data import _sword_documents
+    from extok_rag.training.documents import _sword_documents
     from extok_rag.training.sources import source_by_name
 
     slots = ["", "", '<div osisID="Gen" sID="g" type="book"/>']

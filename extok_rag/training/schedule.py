@@ -1,0 +1,69 @@
+"""Everything that changes with the step, as pure functions of the config and the (micro-)step
+index: the lr factor, what micro-step g draws (its packed sequences' order, its k, its
+objective) and the reconstruction curriculum. A resumed run recomputes them exactly."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+
+from extok_rag.config import TrainConfig
+
+
+def lr_factor(cfg: TrainConfig, step: int, budget_spent: float) -> float:
+    """Multiplier of each group's lr at `step`: linear warmup, then the schedule over the
+    steps (or over the time budget, `budget_spent` seconds of it gone, when that is further
+    along and `schedule_clock` is "budget")."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.schedule_clock == "budget" and cfg.max_minutes > 0:
+        progress = max(progress, budget_spent / (cfg.max_minutes * 60))
+    if cfg.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+# -- draws of micro-step g ----------------------------------------------------------------------
+def sequence_index(seed: int, g: int, n: int) -> int:
+    """The g-th of `n` packed sequences seen by the run: a seeded permutation per epoch."""
+    perm = np.random.default_rng([seed, g // n]).permutation(n)
+    return int(perm[g % n])
+
+
+def k_for(cfg: TrainConfig, g: int) -> int:
+    """The down-scaling factor of the g-th packed sequence."""
+    return random.Random(cfg.seed * 1_000_003 + g).choice(cfg.k_choices)
+
+
+def objective_for(cfg: TrainConfig, g: int) -> str:
+    """The objective of micro-step g, drawn with the weights of its step's phase."""
+    phase = cfg.phase_at(g // cfg.grad_accum)
+    names = sorted(phase.weights)
+    rng = random.Random(f"objective:{cfg.seed}:{g}")
+    return rng.choices(names, [phase.weights[n] for n in names])[0]
+
+
+# -- reconstruction curriculum ------------------------------------------------------------------
+def curriculum_progress(cfg: TrainConfig, step: int) -> float:
+    return min(1.0, step / max(1, cfg.recon_curriculum_steps))
+
+
+def recon_chunks(cfg: TrainConfig, step: int) -> int:
+    """Paragraphs per reconstruction row at `step`: first -> last over the curriculum steps."""
+    first, last = cfg.recon_chunks
+    return round(first + (last - first) * curriculum_progress(cfg, step))
+
+
+def recon_length(cfg: TrainConfig, step: int) -> int:
+    """Tokens kept of each paragraph to reconstruct at `step`: recon_len_start -> recon_len
+    over the curriculum steps (REFRAG's lesson: reconstruction learns short before long)."""
+    if not cfg.recon_len_start:
+        return cfg.recon_len
+    return round(
+        cfg.recon_len_start + (cfg.recon_len - cfg.recon_len_start) * curriculum_progress(cfg, step)
+    )
