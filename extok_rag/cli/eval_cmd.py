@@ -272,7 +272,7 @@ def qa(
     from extok_rag.evaluation.qa_report import qa_markdown
     from extok_rag.evaluation.qa_run import DOCS_SECTION, QARun, qa_docs_section
     from extok_rag.indexes import STATE_ENCODINGS
-    from extok_rag.indexing.build import DEFAULT_STATE_ENCODING
+    from extok_rag.indexing import DEFAULT_STATE_ENCODING
     from extok_rag.models.defaults import resolve_tokenizer
 
     names = parse_choices(sets, "--sets", QA_SETS)

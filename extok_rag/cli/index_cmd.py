@@ -7,9 +7,14 @@ from typing import Annotated
 
 import typer
 
-from extok_rag.cli.console import err_console, human_bytes, out_console, reports_errors
-from extok_rag.errors import IndexStoreError
-from extok_rag.indexes.snapshot import INDEXES_DIR, resolve_index_dir
+from extok_rag.cli.console import (
+    err_console,
+    human_bytes,
+    load_llm,
+    out_console,
+    reports_errors,
+)
+from extok_rag.indexes import resolve_index_dir
 
 
 @reports_errors
@@ -80,91 +85,36 @@ def index(
     ] = None,
 ) -> None:
     """Index CORPUS: chunks, retrieval vectors and extensible embeddings, incrementally."""
-    from extok_rag.chunking import ChunkingConfig
-    from extok_rag.cli.console import load_llm
-    from extok_rag.config import RuntimeConfig
-    from extok_rag.indexes.lock import check_not_busy
-    from extok_rag.indexing import IndexModels, IndexSettings, build_index
-    from extok_rag.models.defaults import resolve_tokenizer
+    from extok_rag.indexing import IndexRequest, prepare_run
 
-    if not corpus.is_dir():
-        raise IndexStoreError(f"corpus folder {corpus} does not exist")
-    if states not in (None, "float16", "int8"):
-        raise typer.BadParameter("--states must be 'float16' or 'int8'")
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter("--engine must be 'local' or 'ray'")
-    if engine == "local" and (address is not None or workers is not None):
-        raise typer.BadParameter("--address and --workers are options of --engine ray")
-    if engine == "ray" and not dry_run:
-        check_ray(address)  # before the models load: one line at once
-    index_dir = index_path or INDEXES_DIR / (name or corpus.resolve().name)
-    chunking = None
-    if chunk_tokens is not None or splitter is not None:
-        if splitter not in (None, "tokens", "sentence"):
-            raise typer.BadParameter("--splitter must be 'tokens' or 'sentence'")
-        chunking = ChunkingConfig(chunk_tokens or ChunkingConfig.chunk_tokens, splitter or "tokens")
-    if not dry_run:
-        check_not_busy(index_dir)  # before the models load: a busy index fails at once
-    # The Ray engine's driver only chunks and plans: its LLM (tokenizer, identity) stays on CPU.
-    frozen = load_llm(llm, RuntimeConfig(device="cpu" if engine == "ray" else device))
-    tokenizer_path = resolve_tokenizer(tokenizer, frozen.identity)
-    if tokenizer_path is None:
-        err_console.print(
-            "[yellow]note:[/yellow] no trained checkpoint for this LLM: states come from an "
-            "untrained extensible tokenizer (the LLM's first layers), which carries little content"
-        )
-    settings = IndexSettings(
-        chunking=chunking,
-        stride=stride,
-        state_encoding=states,
-        include=tuple(include or ()),
-        exclude=tuple(exclude or ()),
-        batch_tokens=batch_tokens,
-    )
-    models = IndexModels(frozen, tokenizer_path, embedder)
-    chosen = None
-    if engine == "ray" and not dry_run:  # a dry run only reads and chunks, here
-        chosen = ray_engine(llm, tokenizer_path, embedder, address, workers, device)
-    with RichProgress() as progress:
-        report = build_index(
+    try:
+        request = IndexRequest(
             corpus,
-            index_dir,
-            models,
-            settings,
+            index_path=index_path,
+            name=name,
+            include=tuple(include or ()),
+            exclude=tuple(exclude or ()),
+            llm=llm,
+            tokenizer=tokenizer,
+            embedder=embedder,
+            chunk_tokens=chunk_tokens,
+            stride=stride,
+            states=states,
+            splitter=splitter,
+            batch_tokens=batch_tokens,
+            device=device,
             rebuild=rebuild,
             dry_run=dry_run,
-            progress=progress,
-            engine=chosen,
+            engine=engine,
+            address=address,
+            workers=workers,
         )
+    except ValueError as exc:  # options that cannot be, named in the message
+        raise typer.BadParameter(str(exc)) from None
+    run = prepare_run(request, load_llm=load_llm, note=print_note)
+    with RichProgress() as progress:
+        report = run(progress)
     print_report(report)
-
-
-def check_ray(address: str | None) -> None:
-    """IndexEngineError now if Ray is missing or `address` does not answer."""
-    from extok_rag.integrations.ray_index import check_address, require_ray
-
-    require_ray()
-    if address:
-        check_address(address)
-
-
-def ray_engine(
-    llm: str | None,
-    tokenizer_path: Path | None,
-    embedder: Path | None,
-    address: str | None,
-    workers: int | None,
-    device: str,
-):
-    """The Ray engine for these models; paths made absolute, as every worker loads them."""
-    from extok_rag.integrations.ray_index import RayEngine, WorkerModels
-
-    def absolute(path) -> str | None:
-        return None if path is None else str(Path(path).expanduser().resolve())
-
-    llm_spec = llm if llm in (None, "default") else absolute(llm)
-    models = WorkerModels(llm_spec, absolute(tokenizer_path), absolute(embedder))
-    return RayEngine(models, address=address, workers=workers, device=device)
 
 
 @reports_errors
@@ -256,6 +206,11 @@ def print_facts(index_dir: Path, facts: dict) -> None:
 def per_token_text(facts: dict) -> str:
     states = facts["state_bytes_per_token"]
     return f"{facts['bytes_per_token']:,.1f} (table + vectors; states alone {states:,.1f})"
+
+
+def print_note(message: str) -> None:
+    """One "note:" line on stderr (e.g. states from an untrained extensible tokenizer)."""
+    err_console.print(f"[yellow]note:[/yellow] {message}")
 
 
 def print_notice(message: str) -> None:

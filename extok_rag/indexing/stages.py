@@ -1,9 +1,9 @@
 """Engine-neutral stages of an index run: read -> chunk -> group, as plain functions.
 
-The local engine (`build.py`) calls them in one process; the Ray engine
-(`integrations/ray_index.py`) calls `chunk_file` in Ray tasks and `commit_groups` on its
-driver. Encoding is `encoding.encode_chunks` (it needs torch, so it lives there); writing and
-the commit stay in `build.py` and `indexes/`.
+The local engine (`engine.py`) calls them in one process; the Ray engine (`ray_engine.py`)
+calls `chunk_file` in Ray tasks and `commit_groups` on its driver. Encoding is
+`encoding.encode_chunks` (it needs torch, so it lives there); writing and the commit stay in
+`build.py`, `commit.py` and `indexes/`.
 
 Why groups are a stage of their own: the models see a group's chunks sorted by length in
 padded batches, and a state's last bits depend on the padded length of its batch. Both engines

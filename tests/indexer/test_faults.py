@@ -38,13 +38,13 @@ LONG_KILLS = int(os.environ.get("EXTOK_FAULT_KILLS", "20"))
 # of its time loading models and reading, and its process exit takes longer than its writes).
 FAULT_CLI = """
 import functools, sys
-import extok_rag.indexing as indexing
+import extok_rag.indexing.request as request
 from extok_rag.cli import main
 from extok_rag.indexes import ChunkTable
-indexing.IndexSettings = functools.partial(
-    indexing.IndexSettings, commit_tokens=512, compact_fragments=3
+request.IndexSettings = functools.partial(
+    request.IndexSettings, commit_tokens=512, compact_fragments=3
 )
-build_index = indexing.build_index
+build_index = request.build_index
 
 def announced(*args, **kwargs):
     print("ready", flush=True)
@@ -60,7 +60,7 @@ def first_write(write):
         return write(*args, **kwargs)
     return announce
 
-indexing.build_index = announced
+request.build_index = announced
 ChunkTable.writing = False
 ChunkTable.add = first_write(ChunkTable.add)
 ChunkTable.delete_docs = first_write(ChunkTable.delete_docs)

@@ -183,7 +183,7 @@ def test_crash_at_any_step_keeps_old_snapshot_and_next_run_completes(
     corpus, tmp_path, models, monkeypatch, where, settings
 ):
     from extok_rag.indexes import VectorIndex
-    from extok_rag.indexing import build
+    from extok_rag.indexing import commit
 
     idx = tmp_path / "idx"
     settings = replace(settings, exclude=("big.md",))  # small corpus: three builds per case
@@ -198,7 +198,7 @@ def test_crash_at_any_step_keeps_old_snapshot_and_next_run_completes(
         "add": (ChunkTable, "add", 2),  # the second commit of new chunks
         "delete": (ChunkTable, "delete_docs", 1),
         "save": (VectorIndex, "save", 1),
-        "manifest": (build, "write_manifest", 1),
+        "manifest": (commit, "write_manifest", 1),
     }
     owner, name, nth = targets[where]
     original = getattr(owner, name)

@@ -18,7 +18,8 @@ from extok_rag.indexes import ChunkTable, read_manifest
 from extok_rag.indexing import build_index, open_index
 
 ray = pytest.importorskip("ray")
-from extok_rag.integrations.ray_index import RayEngine, WorkerModels  # noqa: E402
+from extok_rag.indexing.ray_engine import RayEngine  # noqa: E402
+from extok_rag.indexing.ray_tasks import WorkerModels  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +94,16 @@ def crashing(*args, **kwargs):
 
 def crash_mid_append(monkeypatch) -> None:
     """The driver dies once the first encoded rows have gone into the append."""
-    from extok_rag.integrations import ray_index
+    from extok_rag.indexing import ray_engine
 
-    counted = ray_index._counted
+    counted = ray_engine._counted
 
     def dying(rows, sizes, job):
         for table in counted(rows, sizes, job):
             yield table
             raise Crash
 
-    monkeypatch.setattr(ray_index, "_counted", dying)
+    monkeypatch.setattr(ray_engine, "_counted", dying)
 
 
 @pytest.mark.slow
@@ -194,6 +195,17 @@ def test_bad_address_and_missing_ray_are_one_line_errors(corpus, tmp_path, monke
         engine("llm", "emb").write(None)  # type: ignore[arg-type]
 
 
+def test_ray_stays_optional_importing_the_indexer_imports_no_ray():
+    import subprocess
+
+    code = (
+        "import sys, extok_rag.indexing, extok_rag.indexing.ray_engine, extok_rag.cli.app; "
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_actor_pool_one_actor_per_gpu_else_cpu_actors_sharing_the_cpus():
     def pool(resources, workers=None, groups=100, device="auto"):
         models = WorkerModels()
@@ -217,7 +229,7 @@ def test_worker_errors_come_back_as_one_line_errors_of_their_own_kind():
     from ray.exceptions import RayError
 
     from extok_rag.errors import ModelNotFoundError
-    from extok_rag.integrations.ray_index import worker_error
+    from extok_rag.indexing.ray_session import worker_error
 
     traceback = (
         "\x1b[36mray::MapWorker(MapBatches(GroupEncoder)).__init__()\x1b[39m (pid=1, ip=10.0.0.3)\n"
@@ -245,15 +257,15 @@ def test_both_passes_in_process_give_the_local_engine_s_int8_rows(
     from extok_rag.chunking import Chunker
     from extok_rag.indexes.table import TableLayout, chunk_schema
     from extok_rag.indexing.encoding import ChunkEncoder, encode_chunks
-    from extok_rag.indexing.reading import list_corpus
-    from extok_rag.indexing.stages import chunk_files, commit_groups, group_chunks
-    from extok_rag.integrations.ray_index import (
+    from extok_rag.indexing.ray_tasks import (
         GroupEncoder,
         chunk_rows,
         chunked_from_arrow,
         file_row,
         group_to_arrow,
     )
+    from extok_rag.indexing.reading import list_corpus
+    from extok_rag.indexing.stages import chunk_files, commit_groups, group_chunks
 
     files = list_corpus(corpus)[0]
     models = make_models()
