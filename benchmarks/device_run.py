@@ -1,4 +1,5 @@
-"""The GPU training run's measurements, from the files it returned (scripts/device_train.py).
+"""The GPU training run's measurements, from the files it returned
+(research/scripts/device_train.py).
 
     .venv/bin/python benchmarks/device_run.py NAME DIR [DIR ...] [--no-write]
 
@@ -67,11 +68,11 @@ def render(name: str, runs: list[Path]) -> str:
     hw, cfg = summary["hardware"], summary["config"]
     train, enc = summary["train"], summary["encode"]
     lines = [
-        f"## GPU training run `{name}` (`scripts/device_train.sh`, issue 25)",
+        f"## GPU training run `{name}` (`research/scripts/device_train.sh`, issue 25)",
         "",
         f"`benchmarks/device_run.py {name}` from the returned files of {len(calls)} device "
         f"call(s) — {hw['device']}, host CPU {hw['cpu']} ({hw['cpu_count']} cores), torch "
-        f"{hw['torch']}, bf16 autocast; config `configs/v3/gpu.json` "
+        f"{hw['torch']}, bf16 autocast; config `research/configs/v3/gpu.json` "
         f"({cfg['tokenizer']['num_layers']} layers, train_mode {cfg['train_mode']}, "
         f"{summary['trainable_parameters']:,} trained parameters, downscale "
         f"{cfg['downscale']}, k from {cfg['k_choices']}; seq_batch {cfg['seq_batch']}, "

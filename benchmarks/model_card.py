@@ -245,15 +245,15 @@ which is what the Table-1 books are."""
 
 REPRODUCE = """## Reproduce
 
-From a clean checkout: `bash scripts/train_default_checkpoint.sh` (installs if needed, prepares
-the data, trains, exports here). The run was trained in three parts on one 2-core CPU machine,
-and the script repeats them: steps 0–420 at a constant learning rate (5e-4 LoRA, 1e-3 adapter,
-5 warm-up steps); steps 420–615 on a linear decay planned for 1,400 steps; steps 615–1,000 on a
-linear decay to zero at step 1,000 (the plan was shortened to fit the session). The trainer
+From a clean checkout: `bash research/scripts/train_default_checkpoint.sh` (installs if needed,
+prepares the data, trains, exports here). The run was trained in three parts on one 2-core CPU
+machine, and the script repeats them: steps 0–420 at a constant learning rate (5e-4 LoRA, 1e-3
+adapter, 5 warm-up steps); steps 420–615 on a linear decay planned for 1,400 steps; steps 615–1,000
+on a linear decay to zero at step 1,000 (the plan was shortened to fit the session). The trainer
 resumes exactly (data order and k draws are functions of the step), so the parts give the same
 tensors as one uninterrupted run with that schedule. Then `benchmarks/model_card.py --run
-<home>/runs/<name> --lm LM.json --qa QA.json` rewrites this card from the run's log and the
-`eval lm` / `eval qa` outputs."""
+<home>/runs/<name> --lm LM.json --qa QA.json` rewrites this card from the run's log and the `eval
+lm` / `eval qa` outputs."""
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The ship check of a candidate checkpoint against v1 (scripts/ship_check.sh), with the ship
-rule and the targets of issue 25 computed from the runs themselves.
+"""The ship check of a candidate checkpoint against v1 (research/scripts/ship_check.sh), with the
+ship rule and the targets of issue 25 computed from the runs themselves.
 
     .venv/bin/python benchmarks/ship_check_report.py NAME --qa-v1 QA_V1.json --qa QA.json \
         [--lm-v1 LM_V1.json --lm LM.json] [--no-write]
@@ -194,7 +194,7 @@ def main() -> None:
     load = lambda p: json.loads(p.read_text())  # noqa: E731
     v1, cand = load(args.qa_v1), load(args.qa)
     body = [
-        f"## Ship check: {args.name} against v1 (`scripts/ship_check.sh`, issue 25)",
+        f"## Ship check: {args.name} against v1 (`research/scripts/ship_check.sh`, issue 25)",
         "",
         "`benchmarks/ship_check_report.py` — `eval qa` on the same questions (seed 0, top-4, "
         "float16 index), v1's rows and the candidate's; `eval lm` ×4 on the same windows; "

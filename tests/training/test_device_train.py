@@ -1,7 +1,7 @@
-"""The prepared GPU run (scripts/device_train.py): packing into two calls, the join there, one
-training step through the identical `run` path on the CPU, and the returned shards back into a
-checkpoint `index` reads. Also the pieces it added to the trainer: batched packed sequences, the
-expand frame objective and the schedule on the clock."""
+"""The prepared GPU run (research/scripts/device_train.py): packing into two calls, the join
+there, one training step through the identical `run` path on the CPU, and the returned shards
+back into a checkpoint `index` reads. Also the pieces it added to the trainer: batched packed
+sequences, the expand frame objective and the schedule on the clock."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from extok_rag.training.objective import encode_sequence, encode_sequences
 from extok_rag.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "device_train.py"
+SCRIPT = ROOT / "research" / "scripts" / "device_train.py"
 
 
 def device_train(*args: str) -> subprocess.CompletedProcess:
@@ -53,7 +53,7 @@ def test_pack_splits_into_calls_and_join_rebuilds_the_gguf(tmp_path):
             [
                 sys.executable,
                 "-c",
-                "import sys; sys.path.insert(0, 'scripts'); "
+                "import sys; sys.path.insert(0, 'research/scripts'); "
                 "import device_train as d; print(d.working_tree_bytes())",
             ],
             capture_output=True,
@@ -81,7 +81,7 @@ def test_pack_splits_into_calls_and_join_rebuilds_the_gguf(tmp_path):
     assert 0 < manifest["call_bytes"]["b"] <= 200_000
     assert manifest["train_sequences"] == 40
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "research" / "scripts"))
     import device_train as dt
 
     work = tmp_path / "work"
@@ -161,7 +161,7 @@ def test_local_run_trains_a_step_and_returns_a_checkpoint_index_can_load(
 
 
 def test_shards_stay_under_the_limit_and_round_trip(tmp_path, tiny_llm):
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "research" / "scripts"))
     import device_train as dt
 
     cfg = TokenizerConfig(num_layers=2, adapter=AdapterConfig("rmsnorm_linear"))

@@ -7,13 +7,13 @@
 # same questions and windows. About 110 minutes on this 2-core machine with two threads and no
 # other job (v1's qa rows 51 min, the candidate's 31, each lm 11-13); each step resumes a
 # killed run.
-#   bash scripts/ship_check.sh NAME CHECKPOINT
+#   bash research/scripts/ship_check.sh NAME CHECKPOINT
 # Output: <home>/ship-check/{qa,lm}-{v1,NAME}.json, paired with
 #   .venv/bin/python benchmarks/paired_runs.py --labels v1 NAME --rows extok,hybrid \
 #     --qa <home>/ship-check/qa-v1.json <home>/ship-check/qa-NAME.json \
 #     --lm <home>/ship-check/lm-v1.json <home>/ship-check/lm-NAME.json --no-write
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 name=${1:?usage: ship_check.sh NAME CHECKPOINT}
 ckpt=${2:?usage: ship_check.sh NAME CHECKPOINT}
 home=${EXTOK_RAG_HOME:-$HOME/.cache/extok-rag}

@@ -3,10 +3,10 @@
 The device tool sends at most 64 MiB per call and keeps a machine warm only 30 s between calls,
 so the run takes two calls (docs/training.md, "The prepared GPU run"):
 
-    python scripts/device_train.py pack                # here: .device/a and .device/b
-    # call 1 (carry .device/a): bash scripts/device_train.sh stage
-    # call 2 (carry .device/b): bash scripts/device_train.sh run
-    python scripts/device_train.py unpack DIR --to CKPT  # here: the returned files -> checkpoint
+    python research/scripts/device_train.py pack                # here: .device/a and .device/b
+    # call 1 (carry .device/a): bash research/scripts/device_train.sh stage
+    # call 2 (carry .device/b): bash research/scripts/device_train.sh run
+    python research/scripts/device_train.py unpack DIR --to CKPT  # here: returned files -> ckpt
 
 Part a holds the first piece of the LLM's GGUF and the wheels of packages the device image
 lacks; part b the rest of the GGUF and the training data (a seeded subset of the token shards
@@ -37,7 +37,7 @@ import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 MIB = 1 << 20

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The prepared GPU training run (issue 25), in the device tool's two calls; see
-# scripts/device_train.py and docs/training.md, "The prepared GPU run".
-#   here:    .venv/bin/python scripts/device_train.py pack
-#   call 1:  carry [".device/a"]   bash scripts/device_train.sh stage
-#   call 2:  carry [".device/b"]   bash scripts/device_train.sh run [--minutes 6] [--set k=v]...
-#   here:    bash scripts/device_train.sh local      # the identical path on the CPU, 2 minutes
-#   here:    .venv/bin/python scripts/device_train.py unpack <files_at> --to <checkpoint dir>
+# research/scripts/device_train.py and docs/training.md, "The prepared GPU run".
+#   here:    .venv/bin/python research/scripts/device_train.py pack
+#   call 1:  carry [".device/a"]   bash research/scripts/device_train.sh stage
+#   call 2:  carry [".device/b"]   bash research/scripts/device_train.sh run [--minutes 6] [--set k=v]...
+#   here:    bash research/scripts/device_train.sh local      # the identical path on the CPU, 2 minutes
+#   here:    .venv/bin/python research/scripts/device_train.py unpack <files_at> --to <checkpoint dir>
 # On the device the image's own python3 and packages apply (torch 2.11, transformers 5.17);
 # only the wheels in .device/a/wheels are added, into /tmp/extok-site.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cmd=${1:-run}
 shift || true
-config=${EXTOK_DEVICE_CONFIG:-configs/v3/gpu.json}
+config=${EXTOK_DEVICE_CONFIG:-research/configs/v3/gpu.json}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 case "$cmd" in
   stage)  # call 1: part a stays on the warm machine as an ignored path until call 2
@@ -25,11 +25,11 @@ case "$cmd" in
       --target /tmp/extok-site .device/a/wheels/*.whl
     export PYTHONPATH="/tmp/extok-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
     nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader || true
-    python3 scripts/device_train.py run --config "$config" "$@"
+    python3 research/scripts/device_train.py run --config "$config" "$@"
     ;;
   local)  # here: the same path on the CPU at a tiny batch
     py=${EXTOK_PYTHON:-.venv/bin/python}
-    "$py" scripts/device_train.py run --local --work /tmp/extok-device-local \
+    "$py" research/scripts/device_train.py run --local --work /tmp/extok-device-local \
       --out "${OUT:-/tmp/extok-device-local/out}" --config "$config" --minutes 2 "$@"
     ;;
   *) echo "usage: $0 stage|run|local [run options]" >&2; exit 2 ;;

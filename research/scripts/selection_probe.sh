@@ -5,14 +5,14 @@
 # this 2-core machine beside a 1-thread training run; resumes a killed run).
 # SQuAD paragraphs are never training data, so any SQuAD draw is clean. It picks recipes; the
 # ship decision stays with the full `eval qa` on seed 0.
-#   bash scripts/selection_probe.sh NAME CHECKPOINT [ROWS]
+#   bash research/scripts/selection_probe.sh NAME CHECKPOINT [ROWS]
 # ROWS defaults to none,raw,compressed (run it so once for the reference checkpoint, v1; raw top-4
 # is the slow row, 26.3% on this draw); `compressed` alone for a candidate.
 # Output: <home>/probe-squad97/NAME.json, paired with
 #   .venv/bin/python benchmarks/paired_runs.py --labels v1 NAME \
 #     --qa <home>/probe-squad97/v1.json <home>/probe-squad97/NAME.json --no-write
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 name=${1:?usage: selection_probe.sh NAME CHECKPOINT [ROWS]}
 ckpt=${2:?usage: selection_probe.sh NAME CHECKPOINT [ROWS]}
 rows=${3:-none,raw,compressed}
