@@ -26,6 +26,12 @@ MODE_HELP = "How retrieved chunks reach the LLM: " + "; ".join(
 
 
 # Options `ask` shares with `serve` (one definition, the same help text).
+RepeatStopOption = Annotated[
+    int,
+    typer.Option(
+        min=0, help="Stop an answer once a run of N+ tokens repeats right after itself; 0: never."
+    ),
+]
 IndexOption = Annotated[Path | None, typer.Option(help="Index folder or name under ./indexes/.")]
 LlmOption = Annotated[str | None, typer.Option(help="HF causal-LM directory (default SmolLM2).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
@@ -55,6 +61,7 @@ def ask(
     ] = DEFAULT_SCORER,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    repeat_stop: RepeatStopOption = 8,
     show_sources: Annotated[bool, typer.Option(help="List the retrieved chunks.")] = False,
     source_lines: Annotated[
         bool, typer.Option(help="Head each chunk in the prompt with its file path (raw).")
@@ -80,7 +87,7 @@ def ask(
         budget=parse_budget(budget),
         scorer=scorer.value,
     )
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    gen = GenerationConfig(max_new_tokens, temperature, repeat_stop=repeat_stop)
     snapshot = open_index(resolve_index_dir(index), notice=print_notice)
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
     frozen = load_llm(llm, runtime)

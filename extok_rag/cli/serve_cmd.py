@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from extok_rag.cli.ask_cmd import DeviceOption, DtypeOption, IndexOption, LlmOption
+from extok_rag.cli.ask_cmd import (
+    DeviceOption,
+    DtypeOption,
+    IndexOption,
+    LlmOption,
+    RepeatStopOption,
+)
 from extok_rag.cli.console import err_console, reports_errors
 
 
@@ -31,6 +37,7 @@ def serve(
         int, typer.Option(min=1, help="Longest question in characters (413 above).")
     ] = 4000,
     max_top_n: Annotated[int, typer.Option(min=1, help="Largest top_n (422 above).")] = 16,
+    repeat_stop: RepeatStopOption = 8,
     llm: LlmOption = None,
     embedder: Annotated[
         Path | None, typer.Option(help="Retrieval embedder directory (default all-MiniLM-L6-v2).")
@@ -63,6 +70,7 @@ def serve(
         max_top_n=max_top_n,
         max_new_tokens=max_new_tokens_limit,
         default_new_tokens=max_new_tokens,
+        repeat_stop=repeat_stop,
     )
     state = ServeState.create(
         frozen, retrieval, index_dir, snapshot, index_facts, limits, max_queue=max_queue

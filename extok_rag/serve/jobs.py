@@ -50,6 +50,7 @@ class ServeLimits:
     default_new_tokens: int = 128  # when a request gives none (ask's default)
     max_body_bytes: int = 1_000_000  # 413 above (declared Content-Length)
     preview_chars: int = 300  # source text shown per chunk
+    repeat_stop: int = 8  # GenerationConfig.repeat_stop: an answer stops at a loop (0: never)
 
 
 @dataclass
@@ -236,4 +237,6 @@ def error_event(exc: BaseException, **kwargs: Any) -> ServerSentEvent:
 
 
 def generation(state: ServeState, max_new_tokens: int | None, **kwargs: Any) -> GenerationConfig:
-    return GenerationConfig(max_new_tokens or state.limits.default_new_tokens, **kwargs)
+    limits = state.limits
+    new_tokens = max_new_tokens or limits.default_new_tokens
+    return GenerationConfig(new_tokens, repeat_stop=limits.repeat_stop, **kwargs)

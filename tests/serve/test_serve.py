@@ -133,6 +133,7 @@ class Served:
         self.url = f"http://127.0.0.1:{port}"
         args = ["serve", "--index", str(self.index), "--llm", str(self.llm_dir)]
         args += ["--embedder", str(self.embedder_dir), "--device", "cpu", "--dtype", "float32"]
+        args += ["--repeat-stop", "0"]  # the endless model loops: the tests need it endless
         args += ["--port", str(port), "--log-level", "warning", *LIMITS]
         self.proc.stdin.write(json.dumps(args) + "\n")
         self.proc.stdin.close()
@@ -161,9 +162,14 @@ class Served:
         return self.log.read()
 
     def local_ask(self, question: str, cfg: AskConfig, new_tokens: int):
-        """`query.ask` in this process: what the server must answer."""
+        """`ask` in this process: what the server must answer."""
         chunks, prompt, pieces = ask(
-            self.llm, self.embedder, self.snapshot, question, cfg, GenerationConfig(new_tokens)
+            self.llm,
+            self.embedder,
+            self.snapshot,
+            question,
+            cfg,
+            GenerationConfig(new_tokens, repeat_stop=0),
         )
         return chunks, prompt, "".join(pieces).strip()
 
