@@ -43,7 +43,7 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_llama(seed: int = 0, vocab_size: int = 259):
+def tiny_llama(seed: int = 0, vocab_size: int = 259, initializer_range: float = 0.02):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -59,6 +59,7 @@ def tiny_llama(seed: int = 0, vocab_size: int = 259):
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,
+        initializer_range=initializer_range,
     )
     return LlamaForCausalLM(config).eval()
 

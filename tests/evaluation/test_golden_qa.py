@@ -13,7 +13,7 @@ import os
 import random
 from pathlib import Path
 
-from conftest import tiny_tokenizer
+from conftest import tiny_llama, tiny_tokenizer
 
 from extok_rag.config import RuntimeConfig
 from extok_rag.evaluation.qa import QAEvalConfig, evaluate_qa
@@ -57,27 +57,9 @@ def golden_set() -> QASet:
 
 
 def golden_llm(path: Path) -> FrozenLLM:
-    """The tiny Llama's shapes with larger random weights (std 0.3): its greedy answers vary
-    with the prompt (the default tiny LLM answers "\\n" to everything), so they pin it."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(26)
-    config = LlamaConfig(
-        vocab_size=259,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        initializer_range=0.3,
-    )
-    LlamaForCausalLM(config).eval().save_pretrained(path)
+    """The tiny Llama with larger random weights (std 0.3): its greedy answers vary with the
+    prompt (the default tiny LLM answers "\\n" to everything), so they pin it."""
+    tiny_llama(seed=26, initializer_range=0.3).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return FrozenLLM.load(path, RuntimeConfig(device="cpu", dtype="float32"))
 
