@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+from extok_rag.ask.modes import AUTO_BUDGET_MODE
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_runs import sign_test
 from report import machine_line, write_section
@@ -156,6 +158,18 @@ def verdicts(facts: list[dict], lm_changes: dict) -> list[str]:
             f"{fmt_pair(p)})"
             for f in facts
             for share, (delta, p) in f["expand_vs_spans"].items()
+        )
+    )
+    everywhere = all(
+        delta > 0 for f in facts for delta, _p in f["expand_vs_spans"].values()
+    ) and any(f["expand_vs_spans"] for f in facts)
+    out.append(
+        "- the default mode's choice under a budget (`extok_rag/ask/modes.py`, "
+        f"`AUTO_BUDGET_MODE`, now {AUTO_BUDGET_MODE!r}): "
+        + (
+            "**expand** — it beats spans-only at every measured share on every set"
+            if everywhere
+            else "**spans** — expand does not beat spans-only at every measured share"
         )
     )
     out += ["", "Targets of issue 25 (v1 in brackets):", ""]
