@@ -75,3 +75,21 @@ def test_zero_layer_tokenizer_at_k1_reads_as_the_raw_tokens(smollm2):
     mixed = smollm2.logits(smollm2.batch([[EmbeddingSegment(states), TokenSegment(ids)]]))
     raw = smollm2.logits(smollm2.batch([[TokenSegment(ids), TokenSegment(ids)]]))
     assert torch.equal(mixed, raw)
+
+
+def test_the_readmes_question_gets_the_right_answer_in_the_default_mode(smollm2, tmp_path):
+    """The README's main job through the Python API: the sample corpus indexed with the
+    shipped tokenizer and MiniLM, its question asked with no mode given."""
+    from pathlib import Path
+
+    import extok_rag
+    from extok_rag.indexing import IndexModels, build_index
+    from extok_rag.models.defaults import resolve_tokenizer
+
+    corpus = Path(__file__).resolve().parents[2] / "examples" / "corpus"
+    models = IndexModels(smollm2, resolve_tokenizer(None, smollm2.identity))
+    build_index(corpus, tmp_path / "index", models)
+    index = extok_rag.open(tmp_path / "index", llm=smollm2)
+    answer = index.ask("What does a chunk of 512 tokens become with k = 8?")
+    assert "64 extensible embeddings" in answer.text, answer.text
+    assert answer.mode == "raw" and answer.finish_reason == "stop"
