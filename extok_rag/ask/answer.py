@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from extok_rag.ask.budget import describe_spans
 from extok_rag.ask.build import build_prompt
 from extok_rag.ask.prompt import Prompt
-from extok_rag.ask.retrieval import Retrieved, check_llm, retrieve
+from extok_rag.ask.retrieval import Retrieved, check_models, retrieve
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
@@ -25,7 +25,7 @@ def ask(
     gen: GenerationConfig,
 ) -> tuple[list[Retrieved], Prompt, Iterator[str]]:
     """Retrieve, build the prompt, and return the streamed answer (lazy)."""
-    check_llm(snapshot, llm)
+    check_models(snapshot, llm, embedder)
     chunks = [] if cfg.mode == "none" else retrieve(snapshot, embedder, question, cfg.top_n)
     stride = snapshot.manifest.stride
     prompt = build_prompt(llm, question, chunks, cfg, stride, gen.max_new_tokens, embedder)

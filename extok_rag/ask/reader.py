@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from extok_rag.ask.answer import ask, describe
-from extok_rag.ask.retrieval import Retrieved, check_llm
+from extok_rag.ask.retrieval import Retrieved, check_models
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index, resolve_index_dir
 from extok_rag.models.embedder import Embedder
@@ -59,7 +59,7 @@ class Reader:
         ask_config: AskConfig | None = None,
         generation: GenerationConfig | None = None,
     ):
-        check_llm(snapshot, llm)
+        check_models(snapshot, llm, embedder)
         self.snapshot, self.llm, self.embedder = snapshot, llm, embedder
         self.ask_config = ask_config or AskConfig()
         self.generation = generation or GenerationConfig(max_new_tokens=128)

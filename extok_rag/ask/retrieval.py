@@ -46,6 +46,24 @@ def check_llm(snapshot: IndexSnapshot, llm: FrozenLLM) -> None:
         )
 
 
+def check_embedder(snapshot: IndexSnapshot, embedder: Embedder) -> None:
+    """Refuse to search an index whose vectors another retrieval embedder made: its questions
+    would land in the wrong vector space and retrieve noise."""
+    made_with = snapshot.manifest.embedder
+    if made_with != embedder.identity:
+        raise IncompatibleModelError(
+            f"index was built with retrieval embedder {made_with}, not {embedder.identity}: "
+            "use that --embedder or re-index"
+        )
+
+
+def check_models(snapshot: IndexSnapshot, llm: FrozenLLM, embedder: Embedder | None) -> None:
+    """`check_llm`, and `check_embedder` when the embedder is given."""
+    check_llm(snapshot, llm)
+    if embedder is not None:
+        check_embedder(snapshot, embedder)
+
+
 def retrieve(snapshot: IndexSnapshot, embedder: Embedder, question: str, n: int) -> list[Retrieved]:
     """Top-n chunks by inner product of normalised MiniLM vectors, best first."""
     if snapshot.manifest.counts.chunks == 0:

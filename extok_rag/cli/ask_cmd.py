@@ -72,7 +72,7 @@ def ask(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Answer QUESTION from an index built by `extok-rag index`."""
-    from extok_rag.ask.retrieval import check_llm
+    from extok_rag.ask.retrieval import check_models
     from extok_rag.cli.console import load_llm
     from extok_rag.cli.index_cmd import print_notice
     from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
@@ -91,8 +91,8 @@ def ask(
     snapshot = open_index(resolve_index_dir(index), notice=print_notice)
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
     frozen = load_llm(llm, runtime)
-    check_llm(snapshot, frozen)
     embedder = Embedder.load(None, runtime)
+    check_models(snapshot, frozen, embedder)
     session = (frozen, embedder, snapshot, cfg, gen, show_sources, as_json)
     if question is not None:
         answer_one(question, *session)

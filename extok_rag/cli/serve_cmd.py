@@ -44,6 +44,13 @@ def serve(
     ] = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EXTOK_RAG_API_KEY",
+            help="Require this key (Authorization: Bearer KEY) on every route but /health.",
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")
     ] = "info",
@@ -77,10 +84,26 @@ def serve(
     )
     err_console.print(
         f"serving index {index_dir} (table version {snapshot.manifest.table_version}) with "
-        f"{frozen.identity.name} on http://{host}:{port} (max queue {max_queue})",
+        f"{frozen.identity.name} on http://{host}:{port} (max queue {max_queue}); "
+        + access_line(host, api_key),
         highlight=False,
         soft_wrap=True,
     )
-    uvicorn.run(
-        create_app(state), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
-    )
+    app = create_app(state, api_key)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def access_line(host: str, api_key: str | None) -> str:
+    """Who can reach the server, said at start."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    reach = "this machine only" if loopback else f"any machine that reaches {host}"
+    key = "an API key required" if api_key else "no API key"
+    line = f"{reach}, {key}"
+    if not loopback and not api_key:
+        line += " — anyone on the network can use it: set --api-key"
+    return line

@@ -24,7 +24,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from extok_rag.ask.answer import describe
 from extok_rag.ask.build import build_prompt
 from extok_rag.ask.modes import BUDGETED
-from extok_rag.ask.retrieval import Retrieved, check_llm, retrieve
+from extok_rag.ask.retrieval import Retrieved, check_embedder, check_llm, retrieve
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index
 from extok_rag.models.embedder import Embedder
@@ -53,7 +53,9 @@ class ExtokRetriever(BaseRetriever):
         cls, index_dir: str | Path, similarity_top_k: int = 4, embedder: Embedder | None = None
     ) -> ExtokRetriever:
         """A retriever over an index built by `extok-rag index` (the default embedder)."""
-        return cls(open_index(Path(index_dir)), embedder or Embedder.load(), similarity_top_k)
+        snapshot, embedder = open_index(Path(index_dir)), embedder or Embedder.load()
+        check_embedder(snapshot, embedder)
+        return cls(snapshot, embedder, similarity_top_k)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         chunks = retrieve(
@@ -97,7 +99,9 @@ class ExtokQueryEngine(CustomQueryEngine):
         check_llm(snapshot, llm)
         ask = kwargs.get("ask_config", AskConfig())
         if retriever is None:
-            retriever = ExtokRetriever(snapshot, Embedder.load(), similarity_top_k=ask.top_n)
+            embedder = Embedder.load()
+            check_embedder(snapshot, embedder)
+            retriever = ExtokRetriever(snapshot, embedder, similarity_top_k=ask.top_n)
         return cls(llm=llm, retriever=retriever, snapshot=snapshot, tokenizer=tokenizer, **kwargs)
 
     @property

@@ -13,11 +13,12 @@ status, errors while streaming with an error event.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -51,8 +52,9 @@ from extok_rag.serve.worker import ERROR
 
 
 # -- the app ---------------------------------------------------------------------------------
-def create_app(state: ServeState) -> FastAPI:
-    """The API over `state`; the worker stops when the app shuts down."""
+def create_app(state: ServeState, api_key: str | None = None) -> FastAPI:
+    """The API over `state`, behind `api_key` when one is given; the worker stops when the
+    app shuts down."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -65,12 +67,15 @@ def create_app(state: ServeState) -> FastAPI:
         lifespan=lifespan,
         responses={
             400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
             413: {"model": ErrorBody},
             422: {"model": ErrorBody},
             503: {"model": ErrorBody},
         },
     )
     app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes)
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)  # outermost: nothing runs for a stranger
     install_handlers(app)
     add_info_routes(app, state)
     add_ask_route(app, state)
@@ -148,18 +153,62 @@ async def ask_events(
 
 
 class BodyLimit:
-    """ASGI middleware: a declared body over `max_bytes` is refused (413) before it is read.
+    """ASGI middleware: a body over `max_bytes` is refused (413): at once when its declared
+    length says so, else as soon as the bytes received pass the limit (chunked bodies too).
     Pure ASGI (not BaseHTTPMiddleware), so streaming responses and disconnects pass through."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers", ())).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                message = f"request body of {int(length)} bytes; at most {self.max_bytes}"
-                response = JSONResponse(error_body(message, "limit_exceeded", 413), 413)
-                await response(scope, receive, send)
-                return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", ())).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            message = f"request body of {int(length)} bytes; at most {self.max_bytes}"
+            response = JSONResponse(error_body(message, "limit_exceeded", 413), 413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # FastAPI passes an HTTPException through
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class ApiKey:
+    """ASGI middleware: every route but /health needs the key, as OpenAI clients send it
+    (`Authorization: Bearer KEY`) or as `X-API-Key`; without it, 401 in the OpenAI error
+    shape. Compared in constant time."""
+
+    OPEN = frozenset({"/health"})
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    def allowed(self, headers: dict[bytes, bytes]) -> bool:
+        bearer = headers.get(b"authorization", b"")
+        given = bearer[7:].strip() if bearer[:7].lower() == b"bearer " else b""
+        given = given or headers.get(b"x-api-key", b"")
+        return hmac.compare_digest(given, self.key)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        if not self.allowed(dict(scope.get("headers", ()))):
+            body = error_body(
+                "a valid API key is required (Authorization: Bearer KEY)", "invalid_api_key", 401
+            )
+            headers = {"WWW-Authenticate": "Bearer"}
+            await JSONResponse(body, 401, headers=headers)(scope, receive, send)
+            return
         await self.app(scope, receive, send)

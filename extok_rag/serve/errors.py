@@ -91,7 +91,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "not_found" if exc.status_code == 404 else "http_error"
+        kind = {404: "not_found", 413: "limit_exceeded"}.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(str(exc.detail), kind, exc.status_code),
             status_code=exc.status_code,

@@ -18,7 +18,7 @@ from sse_starlette import ServerSentEvent
 from extok_rag.ask.answer import ask
 from extok_rag.ask.budget import describe_spans
 from extok_rag.ask.prompt import Prompt
-from extok_rag.ask.retrieval import Retrieved, check_llm
+from extok_rag.ask.retrieval import Retrieved, check_models
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
@@ -76,8 +76,8 @@ class ServeState:
         max_queue: int = 32,
     ) -> ServeState:
         """Check the index against the LLM (as `ask` does) and start the worker."""
-        check_llm(snapshot, llm)
-        index = LiveIndex(index_dir, snapshot, accept=lambda s: check_llm(s, llm))
+        check_models(snapshot, llm, embedder)  # at start, and on every reload
+        index = LiveIndex(index_dir, snapshot, accept=lambda s: check_models(s, llm, embedder))
         return cls(llm, embedder, index, Worker(max_queue), limits, facts)
 
     @property

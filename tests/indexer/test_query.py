@@ -240,3 +240,12 @@ def test_the_python_api_opens_an_index_and_asks_it(built, embedder, tiny_llm, tm
     assert spans.mode == "spans" and spans.positions <= prompt.positions // 2 and spans.expanded
     with pytest.raises(TypeError, match="unknown option"):
         index.ask("q", top_k=3)
+
+
+def test_an_index_made_with_another_embedder_is_refused_in_one_line(built, tiny_llm):
+    from extok_rag.errors import IncompatibleModelError
+
+    snapshot, _ = built
+    other = Embedder.load(None, RuntimeConfig(device="cpu", dtype="float32"))  # MiniLM
+    with pytest.raises(IncompatibleModelError, match="built with retrieval embedder"):
+        ask(tiny_llm, other, snapshot, "q", AskConfig(), GEN)

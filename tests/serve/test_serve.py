@@ -35,6 +35,8 @@ from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
 
 CPU = RuntimeConfig(device="cpu", dtype="float32")
+API_KEY = "test-key-0123"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 QUESTION = "What does the frozen model read in place of the raw tokens?"
 LIMITS = ["--max-new-tokens", "6", "--max-new-tokens-limit", "3000"]
 LIMITS += ["--max-question-chars", "200", "--max-top-n", "4", "--max-queue", "1"]
@@ -113,6 +115,7 @@ class Served:
     def __init__(self, tmp: Path, request: pytest.FixtureRequest):
         self.log = (tmp / "server.log").open("w+")
         env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        env["EXTOK_RAG_API_KEY"] = API_KEY  # every test request carries it (AUTH)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", PREIMPORTED_CLI],
             stdin=subprocess.PIPE,
@@ -137,7 +140,7 @@ class Served:
         args += ["--port", str(port), "--log-level", "warning", *LIMITS]
         self.proc.stdin.write(json.dumps(args) + "\n")
         self.proc.stdin.close()
-        self.client = httpx.Client(base_url=self.url, timeout=60)
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers=AUTH)
         self.wait_ready()
 
     def build(self) -> None:
@@ -321,6 +324,24 @@ def test_limits_and_bad_requests_answer_json_errors(served):
     assert_error(served.client.get("/nothing"), 404, "not_found")
     too_big = {"question": "q", "pad": "x" * 1_100_000}
     assert_error(post("/ask", json=too_big), 413, "limit_exceeded")
+    chunked = iter([b'{"question": "q", "pad": "', b"x" * 600_000, b"x" * 600_000, b'"}'])
+    json_type = {"content-type": "application/json"}
+    assert "over 1000000 bytes" in assert_error(
+        post("/ask", content=chunked, headers=json_type), 413, "limit_exceeded"
+    )
+
+
+def test_every_route_but_health_needs_the_api_key(served):
+    """EXTOK_RAG_API_KEY (as --api-key): 401 in the OpenAI error shape without it."""
+    bare = httpx.Client(base_url=served.url, timeout=60)
+    assert bare.get("/health").status_code == 200
+    for wrong in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": "nope"}):
+        got = bare.post("/ask", json={"question": "q"}, headers=wrong)
+        assert "API key" in assert_error(got, 401, "invalid_api_key")
+        assert got.headers["www-authenticate"] == "Bearer"
+    assert_error(bare.get("/v1/models"), 401, "invalid_api_key")
+    assert bare.get("/v1/models", headers={"X-API-Key": API_KEY}).status_code == 200
+    assert "an API key required" in served.output() and "this machine only" in served.output()
 
 
 def test_full_queue_503_and_disconnect_stops_generation(served):
@@ -333,7 +354,9 @@ def test_full_queue_503_and_disconnect_stops_generation(served):
 
     def queued() -> None:
         started = time.monotonic()
-        waiting["response"] = httpx.post(f"{served.url}/ask", json={"question": "q"}, timeout=60)
+        waiting["response"] = httpx.post(
+            f"{served.url}/ask", json={"question": "q"}, timeout=60, headers=AUTH
+        )
         waiting["seconds"] = time.monotonic() - started
 
     with served.client.stream("POST", "/ask", json=long_answer) as response:
@@ -364,7 +387,8 @@ def test_disconnect_stops_a_non_streamed_answer(served):
     before = wait_idle(served)
     body = {"question": QUESTION, "max_new_tokens": 3000}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{served.url}/ask", json=body, timeout=httpx.Timeout(60, read=1.0))
+        timeout = httpx.Timeout(60, read=1.0)
+        httpx.post(f"{served.url}/ask", json=body, timeout=timeout, headers=AUTH)
     gave_up = time.monotonic()
     after = wait_idle(served)
     assert time.monotonic() - gave_up < 5
