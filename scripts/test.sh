@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
 export HF_HUB_OFFLINE=1
 venv=${EXTOK_VENV:-.venv}
-"$venv/bin/ruff" check extok_rag tests benchmarks
+"$venv/bin/ruff" check extok_rag tests benchmarks research
 set +e
 "$venv/bin/python" -m pytest -q "$@"
 rc=$?
