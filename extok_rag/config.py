@@ -11,7 +11,7 @@ from typing import Literal
 from extok_rag.errors import ExtokError
 
 DownscaleMethod = Literal["strided", "mean", "merge"]
-AdapterKind = Literal["none", "rmsnorm_linear"]
+AdapterKind = Literal["none", "rmsnorm_linear", "rmsnorm_linear2"]
 
 DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
@@ -56,6 +56,8 @@ class AdapterConfig:
 
     `rmsnorm_linear`: optional fixed per-dimension standardisation (statistics set by training),
     then RMSNorm with weight `norm_scale`, then Linear(d, d) initialised to identity.
+    `rmsnorm_linear2`: the same with a second Linear(d, d) after the first, no activation
+    between them (ARC-Encoder's two-layer linear projector; ANCHORS.md), both identity at first.
     """
 
     kind: AdapterKind = "none"

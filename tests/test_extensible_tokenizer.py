@@ -156,3 +156,20 @@ def test_a_merge_tokenizer_saves_its_merge_tree_and_pools_with_it(tiny_llm, tmp_
     assert not torch.allclose(loaded.compress(x, 4, 16)[0], tok.compress(x, 4, 16, "mean")[0])
     with pytest.raises(ValueError, match="no merge weights"):
         ExtensibleTokenizer.from_llm(tiny_llm).downscale(torch.zeros(4, 8), 2, "merge")
+
+
+def test_the_two_layer_projector_starts_as_the_one_layer_adapter_and_round_trips(
+    tiny_llm, tmp_path
+):
+    one = ExtensibleTokenizer.from_llm(
+        tiny_llm, TokenizerConfig(num_layers=1, adapter=AdapterConfig("rmsnorm_linear"))
+    )
+    two_cfg = TokenizerConfig(num_layers=1, adapter=AdapterConfig("rmsnorm_linear2"))
+    two = ExtensibleTokenizer.from_llm(tiny_llm, two_cfg)
+    x = ids(9)[None]
+    torch.testing.assert_close(two(x), one(x))  # proj2 = identity at first
+    with torch.no_grad():
+        two.adapter.proj2.weight.mul_(1.5)
+    two.save_pretrained(tmp_path)
+    again = ExtensibleTokenizer.from_pretrained(tmp_path, tiny_llm)
+    assert torch.equal(again(x), two(x)) and again.adapter.proj2 is not None

@@ -124,7 +124,8 @@ class OutputAdapter(nn.Module):
     """Maps tokenizer states (..., d) into the LLM's input-embedding space.
 
     Fixed per-dimension standardisation (buffers, set from data by training; it tames the few
-    massive dimensions of mid-layer residual streams), RMSNorm, then Linear init'd to identity.
+    massive dimensions of mid-layer residual streams), RMSNorm, then Linear init'd to identity;
+    `rmsnorm_linear2` adds a second Linear (identity at first) with no activation between.
     """
 
     def __init__(self, d: int, cfg: AdapterConfig, eps: float = 1e-6):
@@ -134,14 +135,18 @@ class OutputAdapter(nn.Module):
         self.register_buffer("std", torch.ones(d))
         self.norm = nn.RMSNorm(d, eps=eps)
         self.proj = nn.Linear(d, d, bias=False)
+        self.proj2 = nn.Linear(d, d, bias=False) if cfg.kind == "rmsnorm_linear2" else None
         with torch.no_grad():
             self.norm.weight.fill_(cfg.norm_scale)
             self.proj.weight.copy_(torch.eye(d))
+            if self.proj2 is not None:
+                self.proj2.weight.copy_(torch.eye(d))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., d)
         if self.cfg.standardize:
             h = (h - self.mean) / self.std
-        return self.proj(self.norm(h))
+        h = self.proj(self.norm(h))
+        return self.proj2(h) if self.proj2 is not None else h
 
 
 # -- the tokenizer --------------------------------------------------------------------------
