@@ -320,6 +320,7 @@ class TrainConfig:
 
 
 SCORERS = ("minilm", "lexical", "both", "llm")  # how spans are scored (`extok_rag.spans`)
+RETRIEVERS = ("vector", "text", "hybrid")  # how chunks are retrieved (`ask.retrieval`)
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 
 
@@ -358,3 +359,4 @@ class AskConfig:
     budget: int | None = None
     scorer: str = "both"  # expand / spans: how spans are scored against the question
     # (both = MiniLM + lexical: the answer in the raw spans most often, benchmarks/expand_probe)
+    retrieval: str = "vector"  # one of RETRIEVERS: MiniLM vectors, BM25 text, or both fused

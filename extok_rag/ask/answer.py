@@ -26,7 +26,11 @@ def ask(
 ) -> tuple[list[Retrieved], Prompt, Iterator[str]]:
     """Retrieve, build the prompt, and return the streamed answer (lazy)."""
     check_models(snapshot, llm, embedder)
-    chunks = [] if cfg.mode == "none" else retrieve(snapshot, embedder, question, cfg.top_n)
+    chunks = (
+        []
+        if cfg.mode == "none"
+        else retrieve(snapshot, embedder, question, cfg.top_n, cfg.retrieval)
+    )
     stride = snapshot.manifest.stride
     prompt = build_prompt(llm, question, chunks, cfg, stride, gen.max_new_tokens, embedder)
     return chunks, prompt, stream_text(llm, prompt.row, gen)

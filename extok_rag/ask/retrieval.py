@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extok_rag.config import DownscaleMethod, check_k
+from extok_rag.config import RETRIEVERS, DownscaleMethod, check_k
 from extok_rag.errors import ExtokError, IncompatibleModelError
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
@@ -64,18 +64,56 @@ def check_models(snapshot: IndexSnapshot, llm: FrozenLLM, embedder: Embedder | N
         check_embedder(snapshot, embedder)
 
 
-def retrieve(snapshot: IndexSnapshot, embedder: Embedder, question: str, n: int) -> list[Retrieved]:
-    """Top-n chunks by inner product of normalised MiniLM vectors, best first."""
+FUSION_DEPTH = 20  # hybrid: candidates each retriever gives the fusion (at least n)
+RRF_K = 60  # reciprocal rank fusion: a row scores sum(1 / (RRF_K + rank)) over the lists
+
+
+def retrieve(
+    snapshot: IndexSnapshot,
+    embedder: Embedder,
+    question: str,
+    n: int,
+    method: str = "vector",
+) -> list[Retrieved]:
+    """Top-n chunks, best first, by `method` (one of RETRIEVERS): inner product of normalised
+    MiniLM vectors (`vector`), LanceDB's full-text BM25 (`text`), or both fused by reciprocal
+    rank (`hybrid`: the second hop's paragraph often shares words, not meaning, with the
+    question; docs/benchmarks.md "hybrid-retrieval")."""
     if snapshot.manifest.counts.chunks == 0:
         raise ExtokError("the index is empty: run `extok-rag index` on a corpus with text")
-    ids, scores = snapshot.vectors.search(embedder.embed([question]), n)
-    hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+    hits = ranked_hits(snapshot, embedder, question, n, method)
     rows = snapshot.table.fetch([i for i, _ in hits])
     pooling = snapshot.manifest.downscale
     return [
         Retrieved(r.row_id, s, r.doc_path, r.text, r.n_tokens, r.states, pooling)
         for r, (_, s) in zip(rows, hits, strict=True)
     ]
+
+
+def ranked_hits(snapshot, embedder, question: str, n: int, method: str) -> list[tuple[int, float]]:
+    """(row id, score) of the top-n rows by `method`."""
+    if method not in RETRIEVERS:
+        raise ExtokError(f"unknown retrieval {method!r}: one of {', '.join(RETRIEVERS)}")
+    depth = n if method != "hybrid" else max(n, FUSION_DEPTH)
+    lists = []
+    if method in ("vector", "hybrid"):
+        ids, scores = snapshot.vectors.search(embedder.embed([question]), depth)
+        lists.append([(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0])
+    if method in ("text", "hybrid"):
+        if not snapshot.table.has_text_index():
+            raise ExtokError(
+                "this index has no full-text index (it predates text retrieval): run "
+                "`extok-rag index` on its corpus again to add one"
+            )
+        ids, scores = snapshot.table.search_text(question, depth)
+        lists.append([(int(i), float(s)) for i, s in zip(ids, scores, strict=True)])
+    if len(lists) == 1:
+        return lists[0][:n]
+    fused: dict[int, float] = {}
+    for ranked in lists:
+        for rank, (row_id, _) in enumerate(ranked, start=1):
+            fused[row_id] = fused.get(row_id, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused.items(), key=lambda hit: -hit[1])[:n]
 
 
 def chunk_embeddings(chunk: Retrieved, k: int, stride: int) -> torch.Tensor:

@@ -14,12 +14,14 @@ import typer
 
 from extok_rag.ask.modes import DEFAULT_MODE, MODES, check_mode
 from extok_rag.cli.console import err_console, reports_errors
-from extok_rag.config import DTYPE_HELP, SCORERS
+from extok_rag.config import DTYPE_HELP, RETRIEVERS, SCORERS, AskConfig
 from extok_rag.errors import ExtokError
 
 Mode = StrEnum("Mode", {m: m for m in MODES})  # the one list of modes (ask.modes)
 Scorer = StrEnum("Scorer", {s: s for s in SCORERS})
+Retrieval = StrEnum("Retrieval", {r: r for r in RETRIEVERS})
 DEFAULT_MODE_OPTION, DEFAULT_SCORER = Mode(DEFAULT_MODE), Scorer("both")
+DEFAULT_RETRIEVAL = Retrieval(AskConfig.retrieval)
 MODE_HELP = "How retrieved chunks reach the LLM: " + "; ".join(
     f"{m}: {h}" for m, h in MODES.items()
 )
@@ -59,6 +61,10 @@ def ask(
     scorer: Annotated[
         Scorer, typer.Option(help="expand/spans: how sentences are scored against the question.")
     ] = DEFAULT_SCORER,
+    retrieval: Annotated[
+        Retrieval,
+        typer.Option(help="vector (MiniLM), text (BM25) or hybrid (both, rank-fused)."),
+    ] = DEFAULT_RETRIEVAL,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     repeat_stop: RepeatStopOption = 8,
@@ -75,7 +81,7 @@ def ask(
     from extok_rag.ask.retrieval import check_models
     from extok_rag.cli.console import load_llm
     from extok_rag.cli.index_cmd import print_notice
-    from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
+    from extok_rag.config import GenerationConfig, RuntimeConfig
     from extok_rag.indexes import open_index, resolve_index_dir
     from extok_rag.models.embedder import Embedder
 
@@ -86,6 +92,7 @@ def ask(
         source_lines=source_lines,
         budget=parse_budget(budget),
         scorer=scorer.value,
+        retrieval=retrieval.value,
     )
     gen = GenerationConfig(max_new_tokens, temperature, repeat_stop=repeat_stop)
     snapshot = open_index(resolve_index_dir(index), notice=print_notice)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, out_console, reports_errors
-from extok_rag.config import DTYPE_HELP, SCORERS
+from extok_rag.config import DTYPE_HELP, RETRIEVERS, SCORERS
 from extok_rag.evaluation.qa_conditions import ROW_FAMILIES
 
 eval_app = typer.Typer(
@@ -214,6 +214,9 @@ def qa(
     expand_scorer: Annotated[
         str, typer.Option(help=f"Span scorer of the expand rows: {', '.join(SCORERS)}.")
     ] = "both",
+    retrieval: Annotated[
+        str, typer.Option(help=f"How chunks are retrieved: {', '.join(RETRIEVERS)}.")
+    ] = "vector",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
     latency_questions: Annotated[
@@ -280,6 +283,8 @@ def qa(
         report.check_checkout()
     if expand_scorer not in SCORERS:
         raise typer.BadParameter(f"--expand-scorer takes one of {', '.join(SCORERS)}")
+    if retrieval not in RETRIEVERS:
+        raise typer.BadParameter(f"--retrieval takes one of {', '.join(RETRIEVERS)}")
     states = states or DEFAULT_STATE_ENCODING
     if states not in STATE_ENCODINGS:
         raise typer.BadParameter(f"--states must be {' or '.join(map(repr, STATE_ENCODINGS))}")
@@ -291,6 +296,7 @@ def qa(
         budget_ks=parse_ints(budget_ks, "--budget-ks") if budget_ks.strip() else (),
         expand_budgets=parse_shares(expand_budgets),
         expand_scorer=expand_scorer,
+        retrieval=retrieval,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         latency_questions=latency_questions,

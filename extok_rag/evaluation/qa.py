@@ -126,7 +126,7 @@ def evaluate_qa(
     items = qa.items[: cfg.questions]
     conds = [c for c in conditions(cfg) if family(c, cfg) in rows]
     depth = max(c.top_n for c in conds)
-    hits = [retrieve(snapshot, embedder, item.question, depth) for item in items]
+    hits = [retrieve(snapshot, embedder, item.question, depth, cfg.retrieval) for item in items]
     raw = Condition("raw", "raw", cfg.top_n)
     raw_positions = (
         [
@@ -236,7 +236,11 @@ def time_questions(
     answers = []
     for item, budget in zip(items, budgets, strict=False):
         start = time.perf_counter()
-        chunks = retrieve(snapshot, embedder, item.question, cond.top_n) if cond.top_n else []
+        chunks = (
+            retrieve(snapshot, embedder, item.question, cond.top_n, cfg.retrieval)
+            if cond.top_n
+            else []
+        )
         prompt = build_one(llm, embedder, item.question, chunks, cond, cfg, snapshot, budget)
         generating = time.perf_counter()
         tokens = generate_ids(llm, prompt.row, gen)

@@ -225,6 +225,32 @@ class ChunkTable:
         self._table.create_index("row_id", config=BTree())
         return True
 
+    def ensure_text_index(self) -> bool:
+        """Give `text` LanceDB's full-text (BM25) index, once the table has rows; True if this
+        made one (a new table version). Rows added later are searched too (LanceDB scans what
+        its index has not seen yet) and `optimize` folds them in."""
+        from lancedb.index import FTS
+
+        self._check_writable()
+        if self.count() == 0 or self.has_text_index():
+            return False
+        self._table.create_index("text", config=FTS())
+        return True
+
+    def has_text_index(self) -> bool:
+        return any(i.index_type == "FTS" for i in self._table.list_indices())
+
+    def search_text(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n rows by BM25 over `text`: (row_ids (m,) int64, scores (m,) float32), best
+        first; m = 0 for a query of stop words only."""
+        search = self._table.search(query, query_type="fts").select(["row_id", "_score"])
+        hits = search.limit(n).to_arrow()
+        if hits.num_rows == 0:
+            empty = np.zeros(0)
+            return empty.astype(np.int64), empty.astype(np.float32)
+        row_ids = hits.column("row_id").to_numpy().astype(np.int64)
+        return row_ids, hits.column("_score").to_numpy().astype(np.float32)
+
     def data_bytes(self) -> int:
         """Bytes of the data files this version reads (not older versions' files)."""
         return int(self._table.stats()["total_bytes"])

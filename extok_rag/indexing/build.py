@@ -227,7 +227,9 @@ def _write_and_commit(run: _RunState, engine: IndexEngine) -> None:
         before_first_write=run.record_pending,
     )
     engine.write(job)
-    if table.version == (manifest.table_version if manifest else None) and vectors_ok:
+    text_index_missing = table.count() > 0 and not table.has_text_index()  # an older index
+    unchanged = table.version == (manifest.table_version if manifest else None)
+    if unchanged and vectors_ok and not text_index_missing:
         report.up_to_date = not plan.has_changes or not (stale or report.chunks_written)
         report.table_version = table.version
         report.bytes_on_disk = disk_bytes(run.index_dir)

@@ -111,12 +111,14 @@ def _remove_old_vector_files(index_dir: Path, keep: set[str]) -> None:
 
 
 def tidy_table(table: ChunkTable, previous: Manifest | None, compact_fragments: int) -> None:
-    """Row-id index; once the table has `compact_fragments` fragments, compaction and deletion
-    of the versions older than the previous manifest's. A reader pinned to the previous commit
-    keeps working (one generation, like the FAISS files), and `resume.open_table` can always
-    restore the manifest's version. LanceDB's `optimize` merges every fragment under 1M rows,
-    i.e. rewrites the table, hence the threshold: one rewrite per several runs, not per run."""
+    """Row-id and full-text indexes; once the table has `compact_fragments` fragments, compaction
+    and deletion of the versions older than the previous manifest's. A reader pinned to the
+    previous commit keeps working (one generation, like the FAISS files), and
+    `resume.open_table` can always restore the manifest's version. LanceDB's `optimize` merges
+    every fragment under 1M rows, i.e. rewrites the table, hence the threshold: one rewrite per
+    several runs, not per run."""
     table.ensure_row_id_index()
+    table.ensure_text_index()
     if table.fragments() < compact_fragments:
         return
     keep = table.version

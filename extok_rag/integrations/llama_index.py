@@ -39,28 +39,38 @@ class ExtokRetriever(BaseRetriever):
     """Top-n chunks of an extok index as `NodeWithScore` (text + document metadata).
 
     retriever = ExtokRetriever.from_index("indexes/corpus", similarity_top_k=4)
+
+    `retrieval`: vector (MiniLM), text (BM25) or hybrid (both, rank-fused), as `ask --retrieval`.
     """
 
     def __init__(
-        self, snapshot: IndexSnapshot, embedder: Embedder, similarity_top_k: int = 4, **kwargs
+        self,
+        snapshot: IndexSnapshot,
+        embedder: Embedder,
+        similarity_top_k: int = 4,
+        retrieval: str = AskConfig.retrieval,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.snapshot, self.embedder = snapshot, embedder
-        self.similarity_top_k = similarity_top_k
+        self.similarity_top_k, self.retrieval = similarity_top_k, retrieval
 
     @classmethod
     def from_index(
-        cls, index_dir: str | Path, similarity_top_k: int = 4, embedder: Embedder | None = None
+        cls,
+        index_dir: str | Path,
+        similarity_top_k: int = 4,
+        embedder: Embedder | None = None,
+        retrieval: str = AskConfig.retrieval,
     ) -> ExtokRetriever:
         """A retriever over an index built by `extok-rag index` (the default embedder)."""
         snapshot, embedder = open_index(Path(index_dir)), embedder or Embedder.load()
         check_embedder(snapshot, embedder)
-        return cls(snapshot, embedder, similarity_top_k)
+        return cls(snapshot, embedder, similarity_top_k, retrieval)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        chunks = retrieve(
-            self.snapshot, self.embedder, query_bundle.query_str, self.similarity_top_k
-        )
+        query, n = query_bundle.query_str, self.similarity_top_k
+        chunks = retrieve(self.snapshot, self.embedder, query, n, self.retrieval)
         return [NodeWithScore(node=to_node(c), score=c.score) for c in chunks]
 
 
@@ -101,7 +111,7 @@ class ExtokQueryEngine(CustomQueryEngine):
         if retriever is None:
             embedder = Embedder.load()
             check_embedder(snapshot, embedder)
-            retriever = ExtokRetriever(snapshot, embedder, similarity_top_k=ask.top_n)
+            retriever = ExtokRetriever(snapshot, embedder, ask.top_n, ask.retrieval)
         return cls(llm=llm, retriever=retriever, snapshot=snapshot, tokenizer=tokenizer, **kwargs)
 
     @property

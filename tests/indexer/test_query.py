@@ -14,6 +14,7 @@ from extok_rag.ask.retrieval import check_llm, chunk_embeddings, retrieve
 from extok_rag.cli import app
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.errors import ExtokError, IncompatibleModelError, InputTooLongError
+from extok_rag.indexes import ChunkTable, read_manifest, write_manifest
 from extok_rag.indexing import build_index, open_index
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import downscale
@@ -249,3 +250,39 @@ def test_an_index_made_with_another_embedder_is_refused_in_one_line(built, tiny_
     other = Embedder.load(None, RuntimeConfig(device="cpu", dtype="float32"))  # MiniLM
     with pytest.raises(IncompatibleModelError, match="built with retrieval embedder"):
         ask(tiny_llm, other, snapshot, "q", AskConfig(), GEN)
+
+
+def test_text_and_hybrid_retrieval_find_the_chunk_that_holds_the_words(built, embedder):
+    """BM25 over LanceDB's full-text index finds the only chunk with 'reStructuredText';
+    hybrid fuses it with the (tiny, random) vectors' ranking by reciprocal rank."""
+    snapshot, _ = built
+    assert snapshot.table.has_text_index()
+    question = "Which document is reStructuredText?"
+    text = retrieve(snapshot, embedder, question, 3, "text")
+    assert text[0].doc_path == "c.rst" and len(text) == 1  # one chunk holds the word
+    vector = retrieve(snapshot, embedder, question, 3, "vector")
+    hybrid = retrieve(snapshot, embedder, question, 3, "hybrid")
+    assert len(hybrid) == 3 and "c.rst" in {c.doc_path for c in hybrid}
+    assert {c.row_id for c in hybrid} <= {c.row_id for c in vector} | {text[0].row_id}
+    assert [c.score for c in hybrid] == sorted((c.score for c in hybrid), reverse=True)
+    with pytest.raises(ExtokError, match="unknown retrieval 'bm25'"):
+        retrieve(snapshot, embedder, question, 3, "bm25")
+
+
+def test_an_index_without_a_text_index_gets_one_on_the_next_index_run(
+    built, embedder, corpus, models, settings, tmp_path
+):
+    assert built[0].table.has_text_index()
+    writable = ChunkTable.open(tmp_path / "idx")
+    writable._table.drop_index("text_idx")  # an index built before text retrieval:
+    manifest = read_manifest(tmp_path / "idx")  # its committed version has no text index
+    write_manifest(tmp_path / "idx", replace(manifest, table_version=writable.version))
+    old = open_index(tmp_path / "idx")
+    assert not old.table.has_text_index()
+    with pytest.raises(ExtokError, match="run `extok-rag index` on its corpus again"):
+        retrieve(old, embedder, "Gamma", 2, "hybrid")
+    build_index(corpus, tmp_path / "idx", models, settings)  # nothing else changed
+    again = open_index(tmp_path / "idx")
+    assert again.table.has_text_index()
+    assert again.manifest.table_version > old.manifest.table_version
+    assert retrieve(again, embedder, "reStructuredText", 1, "text")[0].doc_path == "c.rst"
