@@ -48,6 +48,27 @@ def slope(points: list[tuple[int, dict]], field: str) -> float | None:
     return 100 * 100 * (b[field] - a[field]) / (s1 - s0)
 
 
+def loss_slope(steps: list[dict], objective: str) -> float | None:
+    """The training curve's slope at its end: least squares over the steps of the run's
+    second half that trained `objective`, in nats per 100 steps (negative: still falling).
+    The probes run once per variant (a probe costs ~2.5 minutes, a variant gets 24-35
+    steps), so the loss curves are what shows how fast each variant still learns."""
+    half = steps[-1]["step"] / 2
+    points = [
+        (r["step"], r["objectives"][objective])
+        for r in steps
+        if r["step"] > half and objective in r.get("objectives", {})
+    ]
+    if len(points) < 4:
+        return None
+    xs, ys = zip(*points, strict=True)
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if var == 0:
+        return None
+    return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+
+
 def ppl_d(lm: dict) -> float | None:
     cell = lm["results"].get("2048", {}).get("extok@4")
     return cell["ppl"] if cell else None
@@ -76,6 +97,8 @@ def summarise(run: Path, lm_v1: dict | None) -> dict | None:
         "content": content[-1][1] if content else {},
         "recon_slope": slope(recon, "gap_k4"),
         "answer_slope": slope(answer, "gap_k4"),
+        "recon_loss_slope": loss_slope(steps, "reconstruction"),
+        "qa_loss_slope": loss_slope(steps, "qa"),
         "d": d,
         "d_change": 100 * (d / d_v1 - 1) if d and d_v1 else None,
     }
@@ -92,8 +115,9 @@ def num(x: float | None, fmt: str) -> str:
 def table(rows: list[dict]) -> str:
     lines = [
         "| variant | settings | steps | CPU-min | s/step | reconstruction ×2 / ×4 / ×8 | "
-        "slope ×4 | answer ×2 / ×4 / ×8 | slope ×4 | self / other ×2 | (d) ×4 2K (vs v1) |",
-        "|" + "---|" * 11,
+        "slope ×4 | answer ×2 / ×4 / ×8 | slope ×4 | self / other ×2 | (d) ×4 2K (vs v1) | "
+        "loss slope: recon / qa |",
+        "|" + "---|" * 12,
     ]
     for r in rows:
         settings = settings_text(r["settings"]) or "base"
@@ -110,7 +134,8 @@ def table(rows: list[dict]) -> str:
             + " / ".join(pct(r["recon"], k) for k in (2, 4, 8))
             + f" | {num(r['recon_slope'], '+.1f')} | "
             + " / ".join(pct(r["answer"], k) for k in (2, 4, 8))
-            + f" | {num(r['answer_slope'], '+.1f')} | {content} | {d} |"
+            + f" | {num(r['answer_slope'], '+.1f')} | {content} | {d} | "
+            f"{num(r['recon_loss_slope'], '+.2f')} / {num(r['qa_loss_slope'], '+.2f')} |"
         )
     return "\n".join(lines)
 
@@ -131,8 +156,10 @@ def main() -> None:
             "",
             "Common settings (`research/configs/v3/study/base.json`): "
             + settings_text(base)
-            + ". Probes: 48 held-out HotpotQA items (reconstruction: 128 tokens); slopes in "
-            "gap points per 100 steps between the last two probes.",
+            + ". Probes: 48 held-out HotpotQA items (reconstruction: 128 tokens); probe slopes "
+            "in gap points per 100 steps between the last two probes (— : one probe, at the "
+            "end); loss slopes: least squares over the second half's steps of that objective, "
+            "nats per 100 steps (negative: still learning).",
             "",
             table(rows),
         ]
