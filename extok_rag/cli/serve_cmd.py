@@ -1,6 +1,7 @@
 """`extok-rag serve`: an HTTP API over an index — /ask (JSON or server-sent events), OpenAI
-chat completions, /health and /info — on FastAPI + uvicorn. The models load once; requests
-run one at a time on a worker thread behind a bounded queue (`extok_rag/serve/`)."""
+chat completions, /health and /info — on FastAPI + uvicorn. The models load once; answers
+decode together in one continuous batch on a worker thread, behind a bounded queue
+(`extok_rag/serve/`)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ def serve(
     index: IndexOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Answers decoded together; more wait in the queue.")
+    ] = 16,
     max_queue: Annotated[
-        int, typer.Option(min=1, help="Requests waiting for the model; beyond: 503.")
+        int, typer.Option(min=1, help="Requests waiting beyond the batch; beyond: 503.")
     ] = 32,
     max_new_tokens: Annotated[
         int, typer.Option(min=1, help="Answer tokens when a request gives none.")
@@ -80,12 +84,12 @@ def serve(
         repeat_stop=repeat_stop,
     )
     state = ServeState.create(
-        frozen, retrieval, index_dir, snapshot, index_facts, limits, max_queue=max_queue
+        frozen, retrieval, index_dir, snapshot, index_facts, limits, max_queue, max_batch
     )
     err_console.print(
         f"serving index {index_dir} (table version {snapshot.manifest.table_version}) with "
-        f"{frozen.identity.name} on http://{host}:{port} (max queue {max_queue}); "
-        + access_line(host, api_key),
+        f"{frozen.identity.name} on http://{host}:{port} (max batch {max_batch}, "
+        f"max queue {max_queue}); " + access_line(host, api_key),
         highlight=False,
         soft_wrap=True,
     )

@@ -115,6 +115,26 @@ def generate_batch(
     return generated
 
 
+class TextPieces:
+    """The text of a growing answer, handed out in new pieces of whole characters: a token
+    that ends inside a multi-byte character shows nothing until the character is complete
+    (the whole answer is decoded each time: a byte-level token may finish a character)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.shown = ""
+
+    def push(self, token: int) -> str | None:
+        """The text `token` adds (possibly ""), or None while a character is incomplete."""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
+            return None
+        piece, self.shown = text[len(self.shown) :], text
+        return piece
+
+
 class TextStream:
     """Decoded text pieces of one answer as tokens arrive (whole characters only). Once
     iterated: `tokens`, the tokens generated, and `finish_reason`, "length" when the answer
@@ -130,16 +150,12 @@ class TextStream:
         return "length" if self.tokens >= self.max_new_tokens else "stop"
 
     def _decode(self, ids_in: Iterator[int]) -> Iterator[str]:
-        ids: list[int] = []
-        shown = ""
+        text = TextPieces(self.llm.tokenizer)
         for token in ids_in:
-            ids.append(token)
-            self.tokens = len(ids)
-            text = self.llm.tokenizer.decode(ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
-                continue
-            yield text[len(shown) :]
-            shown = text
+            piece = text.push(token)
+            self.tokens = len(text.ids)
+            if piece is not None:
+                yield piece
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces

@@ -1,7 +1,8 @@
 """`extok-rag serve`: an HTTP API over an index (FastAPI + uvicorn), OpenAI-compatible chat
 completions included. Glue over `extok_rag.ask`: `app.py` holds the app and the `/ask` and
-info routes, `chat.py` the OpenAI-compatible ones, `jobs.py` the state and the work a request
-runs, `worker.py` the one model thread and its bounded queue, `live_index.py` reloads on commit.
+info routes, `chat.py` the OpenAI-compatible ones, `jobs.py` the state and a request's preparation
+(retrieval, prompt), `worker.py` the one model thread (a continuous batch) and its bounded queue,
+`live_index.py` reloads on commit.
 
     state = ServeState.create(llm, embedder, index_dir, open_index(index_dir), facts)
     uvicorn.run(create_app(state))

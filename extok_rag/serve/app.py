@@ -1,14 +1,14 @@
-"""The FastAPI app: HTTP in, `ask` through the one worker thread, JSON or SSE out.
+"""The FastAPI app: HTTP in, `ask` through the worker's continuous batch, JSON or SSE out.
 
     POST /ask                   ask's answer and metadata (JSON, or SSE with "stream": true)
     POST /v1/chat/completions   the same, OpenAI-compatible (chat.completion[.chunk]; chat.py)
     GET  /v1/models             the served model, for OpenAI clients that list them first
     GET  /health, GET /info     queue and reload state; `info --json`'s facts + the models
 
-Glue only: retrieval and prompts are `extok_rag.ask`'s; this module checks limits, queues
-the work, and turns its events into responses. A request's work yields PREPARED (retrieval and
-prompt done: the metadata), TOKEN pieces, then DONE; errors before PREPARED answer with a 4xx/5xx
-status, errors while streaming with an error event.
+Glue only: retrieval and prompts are `extok_rag.ask`'s, decoding the worker's; this module
+checks limits, queues the request, and turns its events into responses. A request's events are
+PREPARED (retrieval and prompt done: the metadata), TOKEN pieces, then DONE; errors before
+PREPARED answer with a 4xx/5xx status, errors while streaming with an error event.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def create_app(state: ServeState, api_key: str | None = None) -> FastAPI:
 def add_info_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/health")
     def health() -> Health:
-        """Liveness, the served index version, why a newer one is not served, the queue."""
+        """Liveness, the served index version, why a newer one is not served, the batch
+        (`running`: its rows) and the queue."""
         reload, queue = state.index.status(), state.worker.stats()
         return Health(
             status="ok",
@@ -112,6 +113,7 @@ def info_facts(state: ServeState) -> dict:
         "embedder": {"name": state.embedder.name, "path": str(state.embedder.path)},
         "device": str(state.llm.device),
         "max_queue": state.worker.max_queue,
+        "max_batch": state.worker.max_batch,
         "limits": asdict(state.limits),
     }
     return facts

@@ -1,13 +1,13 @@
-"""The serving plumbing every route shares: the server's state and limits, the work a request
-runs on the one worker thread (`ask` on the live index, as events: PREPARED with the metadata,
-TOKEN pieces, DONE with the tokens generated), and the async side that waits for those events
-and notices a client that left."""
+"""The serving plumbing every route shares: the server's state and limits, the preparation a
+request runs on the worker thread (retrieval and prompt, as `ask` builds them, on the live
+index), and the async side that waits for its events (PREPARED with the metadata, TOKEN pieces,
+DONE with the tokens generated) and notices a client that left."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,19 @@ from extok_rag.serve.schemas import (
     RetrievalOptions,
     Source,
 )
-from extok_rag.serve.worker import END, ERROR, Event, Job, ShuttingDownError, Worker
+from extok_rag.serve.worker import (
+    DONE,
+    END,
+    ERROR,
+    PREPARED,
+    TOKEN,
+    Event,
+    Job,
+    Prepared,
+    ShuttingDownError,
+    Worker,
+)
 
-PREPARED, TOKEN, DONE = "prepared", "token", "done"
 DISCONNECT_CHECK_S = 0.25  # how often a waiting request asks whether its client is still there
 
 
@@ -55,7 +65,8 @@ class ServeLimits:
 
 @dataclass
 class ServeState:
-    """Everything the app serves with: models loaded once, the live index, the worker."""
+    """Everything the app serves with: models loaded once, the live index, the worker (its
+    batch and queue)."""
 
     llm: FrozenLLM
     embedder: Embedder
@@ -74,11 +85,12 @@ class ServeState:
         facts: Callable[[Path, IndexSnapshot], dict],
         limits: ServeLimits = ServeLimits(),
         max_queue: int = 32,
+        max_batch: int = 16,
     ) -> ServeState:
         """Check the index against the LLM (as `ask` does) and start the worker."""
         check_models(snapshot, llm, embedder)  # at start, and on every reload
         index = LiveIndex(index_dir, snapshot, accept=lambda s: check_models(s, llm, embedder))
-        return cls(llm, embedder, index, Worker(max_queue), limits, facts)
+        return cls(llm, embedder, index, Worker(llm, max_queue, max_batch), limits, facts)
 
     @property
     def model_name(self) -> str:
@@ -90,24 +102,19 @@ class ClientGone(Exception):
 
 
 # -- the work run by the worker thread ---------------------------------------------------------
-def answer_work(
+def answer_job(
     state: ServeState, question: str, cfg: AskConfig, gen: GenerationConfig
-) -> Callable[[], Iterator[Event]]:
-    """`ask` on the live index as worker events: PREPARED (metadata), TOKEN pieces, DONE
-    (the tokens generated)."""
+) -> Callable[[], Prepared]:
+    """`ask`'s retrieval and prompt on the live index, run by the worker when the request joins
+    the batch; the worker then decodes `prompt.row` with `gen`, as `ask`'s stream would."""
 
-    def work() -> Iterator[Event]:
+    def prepare() -> Prepared:
         snapshot = state.index.current()
-        chunks, prompt, pieces = ask(state.llm, state.embedder, snapshot, question, cfg, gen)
-        yield PREPARED, metadata(chunks, prompt, cfg, state.limits.preview_chars)
-        try:
-            for piece in pieces:
-                yield TOKEN, piece
-        finally:
-            pieces.close()  # a cancelled job stops decoding here
-        yield DONE, pieces.tokens
+        chunks, prompt, _ = ask(state.llm, state.embedder, snapshot, question, cfg, gen)
+        # `ask`'s answer stream is lazy and never started: the batch decodes the row instead
+        return Prepared(metadata(chunks, prompt, cfg, state.limits.preview_chars), prompt.row, gen)
 
-    return work
+    return prepare
 
 
 def metadata(chunks: list[Retrieved], prompt: Prompt, cfg: AskConfig, preview: int) -> AskMetadata:
@@ -204,10 +211,10 @@ async def start_answer(
     options: RetrievalOptions,
     gen: GenerationConfig,
 ) -> tuple[JobEvents, AskMetadata]:
-    """Check limits, queue the work, wait until retrieval and prompt are done (errors up to
+    """Check limits, queue the request, wait until retrieval and prompt are done (errors up to
     there raise, so they get their own status)."""
     check_limits(question, options.top_n, gen.max_new_tokens, state.limits)
-    job = state.worker.submit(answer_work(state, question, options.ask_config(), gen))
+    job = state.worker.submit(answer_job(state, question, options.ask_config(), gen))
     events = JobEvents(job, request)
     try:
         kind, value = await events.next()

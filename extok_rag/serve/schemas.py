@@ -105,9 +105,10 @@ class Health(BaseModel):
     index_updated: str
     reloads: int
     reload_error: str | None
-    waiting: int
-    running: bool
+    waiting: int = Field(description="Requests waiting for a place in the batch.")
+    running: int = Field(description="Requests in the batch (decoding, or being prepared).")
     max_queue: int
+    max_batch: int
     served: int
     cancelled: int
 

@@ -1,10 +1,11 @@
 """`extok-rag serve` as a real process on loopback, spoken to over HTTP (httpx).
 
-One server for the module, on a tiny random Llama whose end-of-sequence logit is always 0
-(its embedding row zeroed, weights tied), so greedy answers run to `max_new_tokens`: a long
-answer holds the one worker thread as long as a test needs it. The queue holds one waiting
-request (`--max-queue 1`). Answers are compared with `query.ask` run in this process on the
-same models and snapshot: the server must be glue, nothing more.
+One server for the module (`server.py`), on a tiny random Llama whose end-of-sequence logit is
+always 0 (its embedding row zeroed, weights tied), so greedy answers run to `max_new_tokens`: a
+long answer holds its place in the batch as long as a test needs it. Four answers decode
+together (`--max-batch 4`) and one request waits beyond them (`--max-queue 1`). Answers are
+compared with `query.ask` run in this process on the same models and snapshot: the server must
+be glue, nothing more, and batching must not change an answer.
 """
 
 from __future__ import annotations
@@ -12,178 +13,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 
 import httpx
 import pytest
-import torch
-from conftest import tiny_llama, tiny_tokenizer
-from indexer.conftest import PROSE, SETTINGS
 
-from extok_rag.ask.answer import ask
 from extok_rag.ask.budget import describe_spans
-from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
+from extok_rag.config import AskConfig
 from extok_rag.indexes.manifest import manifest_path
-from extok_rag.indexing import IndexModels, build_index, open_index
-from extok_rag.models.embedder import Embedder
-from extok_rag.models.llm import FrozenLLM
 
-CPU = RuntimeConfig(device="cpu", dtype="float32")
-API_KEY = "test-key-0123"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
+from .server import API_KEY, AUTH, MAX_BATCH, Served, cli, free_port, sse_events, write_docs
+
 QUESTION = "What does the frozen model read in place of the raw tokens?"
-LIMITS = ["--max-new-tokens", "6", "--max-new-tokens-limit", "3000"]
-LIMITS += ["--max-question-chars", "200", "--max-top-n", "4", "--max-queue", "1"]
-
-
-def endless_llama(path: Path) -> Path:
-    """The tiny Llama with zero rows for its special tokens and unprintable bytes (weights
-    tied: their logits are 0 among random ones, never the argmax in practice), so an answer is
-    printable text that runs to max_new_tokens; a 4096-position window."""
-    model, tokenizer = tiny_llama(seed=3), tiny_tokenizer()
-    unprintable = [
-        i
-        for i in range(model.config.vocab_size)
-        if not tokenizer.decode([i]).isprintable()
-        or not tokenizer.decode([i]).isascii()
-        or i in tokenizer.all_special_ids
-    ]
-    with torch.no_grad():
-        model.model.embed_tokens.weight[unprintable] = 0.0
-    model.config.max_position_embeddings = 4096
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def write_docs(root: Path, names: list[str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for n, name in enumerate(names):
-        (root / name).write_text("".join(PROSE.format(i=i + 10 * n, j=i + n) for i in range(3)))
-    return root
-
-
-def cli() -> list[str]:
-    script = Path(sys.executable).with_name("extok-rag")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from extok_rag.cli.app import main; main()"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, str]]:
-    """(event name, data) per server-sent event; unnamed events are 'message'."""
-    name, data = "message", []
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = "message", []
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-
-
-# `extok-rag serve` as its console script runs it, its imports done while the test process
-# builds the index (they take most of a start on a busy 2-core machine); argv on stdin.
-PREIMPORTED_CLI = r"""
-import json, sys
-import faiss, fastapi, lancedb, sse_starlette, torch, transformers, uvicorn
-import transformers.models.bert.modeling_bert, transformers.models.llama.modeling_llama
-import extok_rag.indexing, extok_rag.models.embedder, extok_rag.serve
-from extok_rag.cli.app import main
-sys.argv = ["extok-rag", *json.loads(sys.stdin.readline())]
-main()
-"""
-
-
-class Served:
-    """The server process, its URL, and the models/index it serves (for comparisons)."""
-
-    def __init__(self, tmp: Path, request: pytest.FixtureRequest):
-        self.log = (tmp / "server.log").open("w+")
-        env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        env["EXTOK_RAG_API_KEY"] = API_KEY  # every test request carries it (AUTH)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", PREIMPORTED_CLI],
-            stdin=subprocess.PIPE,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-        )
-        self.embedder_dir = request.getfixturevalue("tiny_embedder_dir")
-        self.llm_dir = endless_llama(tmp / "endless-llama")
-        self.corpus = write_docs(tmp / "corpus", ["a.md", "b.txt"])
-        self.index = tmp / "idx"
-        self.llm = FrozenLLM.load(self.llm_dir, CPU)
-        self.build()
-        self.snapshot = open_index(self.index)
-        self.embedder = Embedder.load(self.embedder_dir, CPU)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        args = ["serve", "--index", str(self.index), "--llm", str(self.llm_dir)]
-        args += ["--embedder", str(self.embedder_dir), "--device", "cpu", "--dtype", "float32"]
-        args += ["--repeat-stop", "0"]  # the endless model loops: the tests need it endless
-        args += ["--port", str(port), "--log-level", "warning", *LIMITS]
-        self.proc.stdin.write(json.dumps(args) + "\n")
-        self.proc.stdin.close()
-        self.client = httpx.Client(base_url=self.url, timeout=60, headers=AUTH)
-        self.wait_ready()
-
-    def build(self) -> None:
-        models = IndexModels(self.llm, None, self.embedder_dir)
-        build_index(self.corpus, self.index, models, SETTINGS)
-
-    def wait_ready(self, limit: float = 90.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited {self.proc.returncode}: {self.output()}")
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        pytest.fail(f"server not ready after {limit} s: {self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def local_ask(self, question: str, cfg: AskConfig, new_tokens: int):
-        """`ask` in this process: what the server must answer."""
-        chunks, prompt, pieces = ask(
-            self.llm,
-            self.embedder,
-            self.snapshot,
-            question,
-            cfg,
-            GenerationConfig(new_tokens, repeat_stop=0),
-        )
-        return chunks, prompt, "".join(pieces).strip()
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+LONG_ANSWER = {"question": QUESTION, "stream": True, "max_new_tokens": 3000}
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +54,8 @@ def test_health_and_info(served):
     health = served.client.get("/health").json()
     assert health["status"] == "ok" and health["reload_error"] is None
     assert health["table_version"] == served.snapshot.manifest.table_version
-    assert (health["max_queue"], health["waiting"], health["running"]) == (1, 0, False)
+    assert (health["max_queue"], health["max_batch"]) == (1, MAX_BATCH)
+    assert (health["waiting"], health["running"]) == (0, 0)
     info = served.client.get("/info").json()
     from extok_rag.cli.index_cmd import index_facts
 
@@ -216,6 +63,7 @@ def test_health_and_info(served):
     assert info == index_facts(served.index, served.snapshot)  # `info --json`, unchanged
     assert extra["llm"] == served.llm.identity.to_dict()
     assert extra["limits"]["max_top_n"] == 4 and extra["max_queue"] == 1
+    assert extra["max_batch"] == MAX_BATCH
     models = served.client.get("/v1/models").json()
     assert models["data"][0]["id"] == served.llm.identity.name
 
@@ -344,41 +192,112 @@ def test_every_route_but_health_needs_the_api_key(served):
     assert "an API key required" in served.output() and "this machine only" in served.output()
 
 
+def long_answers(served: Served, stack: ExitStack, n: int) -> list:
+    """`n` long streamed answers, each decoding (its first token read); closed with `stack`
+    or when the caller drops the event iterators returned."""
+    streams = []
+    for _ in range(n):
+        response = stack.enter_context(served.client.stream("POST", "/ask", json=LONG_ANSWER))
+        assert response.status_code == 200
+        streams.append(sse_events(response))  # kept: closing it would close the response
+        assert next(streams[-1])[0] == "token"
+    return streams
+
+
 def test_full_queue_503_and_disconnect_stops_generation(served):
-    """One long streamed answer holds the worker, one request waits (queue depth 1), the
-    next is refused with 503; closing the stream cancels the long answer, so the waiting
-    request is served at once."""
-    long_answer = {"question": QUESTION, "stream": True, "max_new_tokens": 3000}
-    before = served.client.get("/health").json()
+    """Long streamed answers fill the batch, one request waits (queue depth 1), the next is
+    refused with 503; closing the streams cancels the long answers, so the waiting request is
+    served at once."""
+    before = wait_idle(served)
     waiting: dict = {}
 
     def queued() -> None:
-        started = time.monotonic()
         waiting["response"] = httpx.post(
             f"{served.url}/ask", json={"question": "q"}, timeout=60, headers=AUTH
         )
-        waiting["seconds"] = time.monotonic() - started
 
-    with served.client.stream("POST", "/ask", json=long_answer) as response:
-        stream = sse_events(response)  # kept: closing it would close the response
-        assert next(stream)[0] == "token"
+    with ExitStack() as stack:
+        streams = long_answers(served, stack, MAX_BATCH)  # kept: dropping them closes them
+        assert served.client.get("/health").json()["running"] == MAX_BATCH
         thread = threading.Thread(target=queued)
         thread.start()
         deadline = time.monotonic() + 10
         while served.client.get("/health").json()["waiting"] < 1:
-            assert time.monotonic() < deadline, "second request never queued"
+            assert time.monotonic() < deadline, "the fourth request never queued"
             time.sleep(0.02)
         refused = served.client.post("/ask", json={"question": "q"})
         assert_error(refused, 503, "server_busy")
         assert refused.headers["retry-after"] == "1"
         closed_at = time.monotonic()
-    # leaving the block closes the connection mid-stream
+        assert len(streams) == MAX_BATCH
+    # leaving the block closes the connections mid-stream
     thread.join(30)
     assert waiting["response"].status_code == 200, waiting["response"].text
     assert time.monotonic() - closed_at < 10
     after = wait_idle(served)
-    assert after["cancelled"] == before["cancelled"] + 1, after
+    assert after["cancelled"] == before["cancelled"] + MAX_BATCH, after
     assert after["served"] == before["served"] + 1, after
+
+
+def answer_of(served: Served, path: str, body: dict) -> tuple[str, int | None]:
+    """The answer a route gives, streamed or not, and (chat) its completion tokens."""
+    if not body.get("stream"):
+        got = served.client.post(path, json=body)
+        assert got.status_code == 200, got.text
+        got = got.json()
+        if path == "/ask":
+            return got["answer"], None
+        assert got["choices"][0]["finish_reason"] == "length"
+        return got["choices"][0]["message"]["content"], got["usage"]["completion_tokens"]
+    with served.client.stream("POST", path, json=body) as response:
+        assert response.status_code == 200
+        events = list(sse_events(response))
+    if path == "/ask":
+        assert events[-1][0] == "done", events[-1]
+        text = "".join(json.loads(data)["text"] for _, data in events[:-1])
+        assert json.loads(events[-1][1])["answer"] == text.strip()
+        return text.strip(), None
+    chunks = [json.loads(data) for _, data in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    return text.strip(), chunks[-1]["usage"]["completion_tokens"]
+
+
+def test_concurrent_answers_are_the_single_request_answers(served):
+    """Requests sent at once, streamed and not, /ask and chat, join a batch that is already
+    decoding a long answer (one waits for a place): each gets `ask`'s answer alone."""
+    chat = [{"role": "user", "content": "How are chunks stored?"}]
+    hybrid = {"question": QUESTION, "top_n": 3, "mode": "hybrid"}  # embeddings in the prompt
+    hybrid_cfg = AskConfig(top_n=3, mode="hybrid")
+    cases = [  # (route, body, what `ask` reads, answer tokens)
+        ("/ask", {"question": QUESTION, "top_n": 2, "max_new_tokens": 9}, AskConfig(top_n=2), 9),
+        ("/ask", {**hybrid, "max_new_tokens": 14, "stream": True}, hybrid_cfg, 14),
+        ("/v1/chat/completions", {"messages": chat, "max_tokens": 7}, AskConfig(), 7),
+        ("/v1/chat/completions", {"messages": chat, "max_tokens": 11, "stream": True}, None, 11),
+    ]
+    before = wait_idle(served)
+    answers: dict[int, tuple[str, int | None]] = {}
+
+    def send(i: int) -> None:
+        answers[i] = answer_of(served, cases[i][0], cases[i][1])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(cases))]
+    with ExitStack() as stack:
+        streams = long_answers(served, stack, 1)  # decoding throughout: the others join it
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert served.client.get("/health").json()["running"] == len(streams)  # still decoding
+    assert sorted(answers) == list(range(len(cases)))
+    for i, (path, body, cfg, new_tokens) in enumerate(cases):
+        question = body.get("question", chat[0]["content"])
+        expected = served.local_ask(question, cfg or AskConfig(), new_tokens)[2]
+        assert answers[i][0] == expected, (i, answers[i][0], expected)
+        assert answers[i][1] == (None if path == "/ask" else new_tokens)
+    after = wait_idle(served)
+    assert after["served"] == before["served"] + len(cases), after
+    assert after["cancelled"] == before["cancelled"] + 1, after
 
 
 def test_disconnect_stops_a_non_streamed_answer(served):
