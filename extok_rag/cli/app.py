@@ -12,6 +12,7 @@ from extok_rag.cli.eval_cmd import eval_app
 from extok_rag.cli.generate_cmd import generate
 from extok_rag.cli.index_cmd import index, info
 from extok_rag.cli.models_cmd import models
+from extok_rag.cli.read_cmd import read
 from extok_rag.cli.serve_cmd import serve
 from extok_rag.cli.train_cmd import train
 
@@ -35,6 +36,7 @@ app.command()(index)
 app.command()(info)
 app.command()(ask)
 app.command()(generate)
+app.command()(read)
 app.command()(serve)
 app.command()(train)
 app.add_typer(data_app)
