@@ -9,12 +9,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from extok_rag.ask.modes import MODES
-from extok_rag.config import SCORERS, AskConfig
+from extok_rag.config import RETRIEVERS, SCORERS, AskConfig
 
 _ASK = AskConfig()
 Auto = Literal["auto"]
 AskMode = Literal[tuple(MODES)]  # type: ignore[valid-type]  # the one list of modes
 SpanScorer = Literal[SCORERS]  # type: ignore[valid-type]
+Retrieval = Literal[RETRIEVERS]  # type: ignore[valid-type]
 
 
 class RetrievalOptions(BaseModel):
@@ -27,6 +28,9 @@ class RetrievalOptions(BaseModel):
         "auto", description="auto/expand/spans/truncated: prompt positions, or 'auto'."
     )
     scorer: SpanScorer = Field(_ASK.scorer, description="expand/spans: how spans are scored.")
+    retrieval: Retrieval = Field(
+        _ASK.retrieval, description="vector (MiniLM), text (BM25) or hybrid (both, rank-fused)."
+    )
     source_lines: bool = Field(False, description="Head each chunk with its file path (raw).")
 
     def ask_config(self) -> AskConfig:
@@ -37,6 +41,7 @@ class RetrievalOptions(BaseModel):
             source_lines=self.source_lines,
             budget=None if self.budget == "auto" else self.budget,
             scorer=self.scorer,
+            retrieval=self.retrieval,
         )
 
 
@@ -155,6 +160,7 @@ class ChatRequest(BaseModel):
     extok_k: PositiveInt | Auto = "auto"
     extok_budget: PositiveInt | Auto = "auto"
     extok_scorer: SpanScorer = _ASK.scorer
+    extok_retrieval: Retrieval = _ASK.retrieval
     extok_source_lines: bool = False
 
     def retrieval(self) -> RetrievalOptions:
@@ -164,6 +170,7 @@ class ChatRequest(BaseModel):
             k=self.extok_k,
             budget=self.extok_budget,
             scorer=self.extok_scorer,
+            retrieval=self.extok_retrieval,
             source_lines=self.extok_source_lines,
         )
 

@@ -92,6 +92,20 @@ def test_ask_expand_reports_spans(served):
     assert got["expanded"] and got["positions"] <= 260 and got["answer"] == answer
 
 
+def test_retrieval_options_reach_ask(served):
+    """`retrieval` (/ask) and `extok_retrieval` (chat) choose the retriever, as `ask` does."""
+    for method in ("text", "hybrid"):
+        body = {"question": QUESTION, "top_n": 2, "retrieval": method, "max_new_tokens": 4}
+        got = served.client.post("/ask", json=body).json()
+        chunks, _, answer = served.local_ask(QUESTION, AskConfig(top_n=2, retrieval=method), 4)
+        assert got["answer"] == answer
+        assert [s["row_id"] for s in got["sources"]] == [c.row_id for c in chunks]
+    chat = {"messages": [{"role": "user", "content": QUESTION}], "extok_retrieval": "bm25"}
+    assert "extok_retrieval" in assert_error(
+        served.client.post("/v1/chat/completions", json=chat), 422, "invalid_request"
+    )
+
+
 def test_ask_stream_tokens_then_done(served):
     body = {"question": QUESTION, "top_n": 2, "stream": True, "max_new_tokens": 10}
     with served.client.stream("POST", "/ask", json=body) as response:
