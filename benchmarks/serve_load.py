@@ -8,9 +8,10 @@ throughput, errors (target 0) and the server's resident memory.
 The server runs as a user would start it (default models, the default index or `--index`,
 `--max-queue` large enough that no client is refused). Each level stops after `--requests`
 answers or `--time-limit` seconds, whichever first (requests in flight then finish and count).
-Questions cycle through a fixed list about the example corpus. The server answers one request
-at a time (one worker thread), so latency grows with the queue while throughput stays that of
-one decoding loop. Writes section `serve-load` of docs/benchmarks.md unless `--no-write`.
+Questions cycle through a fixed list about the example corpus. The server decodes up to
+`--max-batch` answers together in one continuous batch (a request joins at the next step), so
+throughput grows with the clients while each step costs a little more. Writes section
+`serve-load` of docs/benchmarks.md unless `--no-write`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Server:
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
         command = [str(Path(sys.executable).with_name("extok-rag")), "serve"]
         command += ["--port", str(self.port), "--max-queue", str(args.max_queue)]
+        command += ["--max-batch", str(args.max_batch)]
         command += ["--log-level", "warning"]
         for option in ("index", "llm", "embedder", "device", "dtype"):
             if getattr(args, option) is not None:
@@ -224,10 +226,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,4,16", help="client counts, comma-separated")
     parser.add_argument("--requests", type=int, default=32, help="answers per level at most")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per level")
-    parser.add_argument("--mode", default="hybrid", help="ask mode (README's main job: hybrid)")
+    parser.add_argument(
+        "--mode", default="hybrid", help="ask mode (hybrid: the mode of the rows before batching)"
+    )
     parser.add_argument("--top-n", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--max-queue", type=int, default=64, help="the server's --max-queue")
+    parser.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
     parser.add_argument("--start-timeout", type=float, default=600.0)
     parser.add_argument("--llm", help="HF causal-LM directory (default: SmolLM2)")
     parser.add_argument("--embedder", help="retrieval embedder directory (default: MiniLM)")
@@ -262,13 +267,15 @@ def main() -> None:
             f"`extok-rag serve` on loopback: index {info['index']} ({info['chunks']:,} chunks, "
             f"{info['state_encoding']} states), LLM {info['served']['llm']['name']} on "
             f"{info['served']['device']}; streamed /ask, mode {args.mode}, top-n {args.top_n}, "
-            f"{args.max_new_tokens} new tokens at most; each level: {args.requests} requests "
+            f"{args.max_new_tokens} new tokens at most; `--max-batch {args.max_batch}`; each "
+            f"level: {args.requests} requests "
             f"or {args.time_limit:.0f} s. Server ready {server.ready_s:.1f} s after start "
             f"(models loaded once); peak RSS {peak:,.0f} MB.",
             table(levels),
-            "One worker thread answers the requests one after another, so answers/s stays "
-            "that of one decoding loop and latency grows with the clients queued before a "
-            "request; first-token latency includes the wait in the queue.",
+            "One worker thread decodes the live requests together (continuous batching: an "
+            "arrival is prefilled and joins at the next step; each leaves at its own end), so "
+            "answers/s grows with the clients while each step costs a little more; first-token "
+            "latency includes a new request's retrieval and prefill, which pause the batch.",
         ]
     )
     print(body)
