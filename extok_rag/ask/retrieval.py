@@ -9,6 +9,7 @@ already holds its output.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,8 @@ def check_models(snapshot: IndexSnapshot, llm: FrozenLLM, embedder: Embedder | N
         check_embedder(snapshot, embedder)
 
 
+_log = logging.getLogger("extok_rag")
+_WARNED: set[int] = set()  # snapshots already warned that hybrid fell back to vectors
 FUSION_DEPTH = 20  # hybrid: candidates each retriever gives the fusion (at least n)
 RRF_K = 60  # reciprocal rank fusion: a row scores sum(1 / (RRF_K + rank)) over the lists
 
@@ -99,12 +102,15 @@ def ranked_hits(snapshot, embedder, question: str, n: int, method: str) -> list[
     if method in ("vector", "hybrid"):
         ids, scores = snapshot.vectors.search(embedder.embed([question]), depth)
         lists.append([(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0])
+    if method in ("text", "hybrid") and not snapshot.table.has_text_index():
+        advice = "run `extok-rag index` on its corpus again to add one"
+        if method == "text":
+            raise ExtokError(f"this index has no full-text index (it predates it): {advice}")
+        if id(snapshot) not in _WARNED:
+            _WARNED.add(id(snapshot))
+            _log.warning(f"this index has no full-text index: retrieving by vectors only; {advice}")
+        method = "vector"
     if method in ("text", "hybrid"):
-        if not snapshot.table.has_text_index():
-            raise ExtokError(
-                "this index has no full-text index (it predates text retrieval): run "
-                "`extok-rag index` on its corpus again to add one"
-            )
         ids, scores = snapshot.table.search_text(question, depth)
         lists.append([(int(i), float(s)) for i, s in zip(ids, scores, strict=True)])
     if len(lists) == 1:

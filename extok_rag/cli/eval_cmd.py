@@ -216,7 +216,7 @@ def qa(
     ] = "both",
     retrieval: Annotated[
         str, typer.Option(help=f"How chunks are retrieved: {', '.join(RETRIEVERS)}.")
-    ] = "vector",
+    ] = "hybrid",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
     latency_questions: Annotated[

@@ -34,6 +34,7 @@ CFG = QAEvalConfig(
     max_new_tokens=4,
     batch_size=8,
     latency_questions=3,
+    retrieval="vector",  # recorded before hybrid retrieval existed
 )
 PLACES = ["Arden", "Bexley", "Corran", "Dunmore", "Elsby", "Farrow", "Glenn", "Harlow"]
 PLACES += ["Ilford", "Jarrow", "Kendal", "Lydd", "Morley", "Nairn", "Oakham"]

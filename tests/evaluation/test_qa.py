@@ -175,6 +175,7 @@ def test_cli_indexes_a_real_set_once_and_writes_docs(
 ):
     args = ["qa", "--sets", "hotpotqa", "--questions", "3", "--top-n", "1", "--ks", "4"]
     args += ["--budget-ks", "2"]  # the tiny LLM's window holds one raw chunk
+    args += ["--retrieval", "vector"]  # ... of those vectors pick: shorter than BM25's here
     args += ["--max-new-tokens", "2", "--latency-questions", "1", "--llm", str(tiny_llm_dir)]
     args += ["--embedder", str(tiny_embedder_dir), "--work-dir", str(tmp_path / "work")]
     args += ["--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "qa.json")]

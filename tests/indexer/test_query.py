@@ -270,7 +270,7 @@ def test_text_and_hybrid_retrieval_find_the_chunk_that_holds_the_words(built, em
 
 
 def test_an_index_without_a_text_index_gets_one_on_the_next_index_run(
-    built, embedder, corpus, models, settings, tmp_path
+    built, embedder, corpus, models, settings, tmp_path, caplog
 ):
     assert built[0].table.has_text_index()
     writable = ChunkTable.open(tmp_path / "idx")
@@ -280,7 +280,11 @@ def test_an_index_without_a_text_index_gets_one_on_the_next_index_run(
     old = open_index(tmp_path / "idx")
     assert not old.table.has_text_index()
     with pytest.raises(ExtokError, match="run `extok-rag index` on its corpus again"):
-        retrieve(old, embedder, "Gamma", 2, "hybrid")
+        retrieve(old, embedder, "Gamma", 2, "text")
+    with caplog.at_level("WARNING", logger="extok_rag"):
+        fallback = retrieve(old, embedder, "Gamma", 2, "hybrid")  # the default: still answers
+    assert [c.row_id for c in fallback] == [c.row_id for c in retrieve(old, embedder, "Gamma", 2)]
+    assert "retrieving by vectors only" in caplog.text
     build_index(corpus, tmp_path / "idx", models, settings)  # nothing else changed
     again = open_index(tmp_path / "idx")
     assert again.table.has_text_index()
