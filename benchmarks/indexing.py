@@ -30,6 +30,7 @@ from report import machine_line, write_section
 from extok_rag.chunking import Chunker, ChunkingConfig
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig
+from extok_rag.indexes import bytes_per_state, read_manifest
 from extok_rag.indexing import IndexModels, IndexSettings, build_index, disk_bytes
 from extok_rag.indexing.reading import list_corpus, read_text
 from extok_rag.models.defaults import resolve_tokenizer
@@ -152,10 +153,12 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tokens = large["report"].tokens_written
     d = llm.hidden_size
-    states_per_token = 2 * d / 2  # float16, stride 2
-    overhead = large["disk"] / tokens - states_per_token
+    manifest = read_manifest(work / "index")  # the default state encoding (int8 today)
+    state_bytes = bytes_per_state(d, manifest.state_encoding)  # one stored state
+    overhead = large["disk"] / tokens - state_bytes / manifest.stride
     stride_rows = [
-        f"| {s} | {2 * d / s + overhead:,.0f} | {'every k' if s == 1 else f'k multiple of {s}'} |"
+        f"| {s} | {state_bytes / s + overhead:,.0f} | "
+        f"{'every k' if s == 1 else f'k multiple of {s}'} |"
         for s in (1, 2, 4, 8)
     ]
     lengths = chunk_length_rows(work / "corpus", llm, models.embedder)
@@ -182,7 +185,8 @@ def main() -> None:
             "",
             f"Peak RSS over both runs: {rss_mb:,.0f} MB.",
             "",
-            f"Disk bytes per token by base stride (states: 2·d/s = {2 * d}/s bytes, d = {d}; "
+            f"Disk bytes per token by base stride (states: {state_bytes}/s bytes, "
+            f"{manifest.state_encoding}, d = {d}; "
             f"the rest — text, vectors, FAISS, Lance metadata — measured: {overhead:.0f}):",
             "",
             "| stride s | bytes/token | k possible at query time |",
