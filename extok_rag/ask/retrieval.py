@@ -97,12 +97,7 @@ def ranked_hits(snapshot, embedder, question: str, n: int, method: str) -> list[
     """(row id, score) of the top-n rows by `method`."""
     if method not in RETRIEVERS:
         raise ExtokError(f"unknown retrieval {method!r}: one of {', '.join(RETRIEVERS)}")
-    depth = n if method != "hybrid" else max(n, FUSION_DEPTH)
-    lists = []
-    if method in ("vector", "hybrid"):
-        ids, scores = snapshot.vectors.search(embedder.embed([question]), depth)
-        lists.append([(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0])
-    if method in ("text", "hybrid") and not snapshot.table.has_text_index():
+    if method != "vector" and not snapshot.table.has_text_index():
         advice = "run `extok-rag index` on its corpus again to add one"
         if method == "text":
             raise ExtokError(f"this index has no full-text index (it predates it): {advice}")
@@ -110,6 +105,11 @@ def ranked_hits(snapshot, embedder, question: str, n: int, method: str) -> list[
             _WARNED.add(id(snapshot))
             _log.warning(f"this index has no full-text index: retrieving by vectors only; {advice}")
         method = "vector"
+    depth = n if method != "hybrid" else max(n, FUSION_DEPTH)
+    lists = []
+    if method in ("vector", "hybrid"):
+        ids, scores = snapshot.vectors.search(embedder.embed([question]), depth)
+        lists.append([(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0])
     if method in ("text", "hybrid"):
         ids, scores = snapshot.table.search_text(question, depth)
         lists.append([(int(i), float(s)) for i, s in zip(ids, scores, strict=True)])

@@ -100,6 +100,7 @@ class ChunkTable:
         self.index_dir = Path(index_dir)
         self._table = table  # lancedb.table.LanceTable
         self._snapshot = snapshot
+        self._text_index: bool | None = None  # a snapshot's answer to has_text_index, kept
         vector_field = table.schema.field("vector").type
         self.dim: int = vector_field.list_size
         self.vector_dtype = np.dtype(vector_field.value_type.to_pandas_dtype())  # float32/16
@@ -238,7 +239,14 @@ class ChunkTable:
         return True
 
     def has_text_index(self) -> bool:
-        return any(i.index_type == "FTS" for i in self._table.list_indices())
+        """Whether `text` has a full-text index. A snapshot (a pinned version) lists its
+        indexes once: readers ask before every text search."""
+        if self._snapshot and self._text_index is not None:
+            return self._text_index
+        found = any(i.index_type == "FTS" for i in self._table.list_indices())
+        if self._snapshot:
+            self._text_index = found
+        return found
 
     def search_text(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-n rows by BM25 over `text`: (row_ids (m,) int64, scores (m,) float32), best
