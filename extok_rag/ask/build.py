@@ -5,7 +5,6 @@ LlamaIndex query engine."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from extok_rag.ask.budget import expand_prompt, spans_prompt, truncated_prompt
 from extok_rag.ask.modes import AUTO_BUDGET_MODE, BUDGETED, MODES, check_mode
@@ -56,7 +55,7 @@ def build_prompt(
     mode = check_mode(cfg.mode, cfg.k)
     if mode == "none" or (mode in BUDGETED and not chunks):
         mode = "none"
-    req = PromptRequest(llm, question, chunks if mode != "none" else [], cfg, stride, reserve)
-    prompt = BUILDERS[mode](replace(req, embedder=embedder))
+    chunks = chunks if mode != "none" else []
+    prompt = BUILDERS[mode](PromptRequest(llm, question, chunks, cfg, stride, reserve, embedder))
     prompt.mode = prompt.mode or mode
     return prompt

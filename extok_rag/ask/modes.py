@@ -28,8 +28,11 @@ DEFAULT_MODE = "auto"
 AUTO_BUDGET_MODE = "spans"  # auto's mode when raw top-n overflows the budget
 BUDGETED = ("expand", "spans", "truncated")  # modes that fill a position budget
 COMPRESSING = ("compressed", "hybrid", "expand")  # modes that read chunks at a k
+SCORES_SPANS = ("expand", "spans")  # modes that score sentences with the retrieval embedder
 if AUTO_BUDGET_MODE in COMPRESSING:
     COMPRESSING = (*COMPRESSING, "auto")
+if AUTO_BUDGET_MODE in SCORES_SPANS:
+    SCORES_SPANS = (*SCORES_SPANS, "auto")
 
 
 def check_mode(mode: str, k: int | None = None) -> str:

@@ -52,7 +52,7 @@ def generate(
     """Answer PROMPT with the frozen LLM, streaming tokens to stdout."""
     from extok_rag.ask.build import build_prompt
     from extok_rag.ask.context import CONTEXT_STRIDE, context_chunks, load_tokenizer
-    from extok_rag.ask.modes import BUDGETED
+    from extok_rag.ask.modes import SCORES_SPANS
     from extok_rag.cli.console import load_llm
     from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
     from extok_rag.models.embedder import Embedder
@@ -72,7 +72,7 @@ def generate(
     if text is not None and context is not None:
         tok = load_tokenizer(frozen, tokenizer, notice=warn)
         chunks = context_chunks(frozen, tok, context.name, text, chunk_tokens)
-    scores_spans = chunks and cfg.mode in (*BUDGETED, "auto")
+    scores_spans = chunks and cfg.mode in SCORES_SPANS
     embedder = Embedder.load(None, runtime) if scores_spans else None
     built = build_prompt(frozen, prompt, chunks, cfg, CONTEXT_STRIDE, max_new_tokens, embedder)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)

@@ -23,7 +23,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from extok_rag.ask.answer import describe
 from extok_rag.ask.build import build_prompt
-from extok_rag.ask.modes import BUDGETED
+from extok_rag.ask.modes import SCORES_SPANS
 from extok_rag.ask.retrieval import Retrieved, check_embedder, check_llm, retrieve
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index
@@ -138,7 +138,7 @@ class ExtokQueryEngine(CustomQueryEngine):
 
     def span_embedder(self) -> Embedder | None:
         """The retrieval embedder scores spans for the budget modes (loaded once if needed)."""
-        if self.ask_config.mode not in (*BUDGETED, "auto"):
+        if self.ask_config.mode not in SCORES_SPANS:
             return None
         if self.embedder is None:
             self.embedder = getattr(self.retriever, "embedder", None) or Embedder.load()
