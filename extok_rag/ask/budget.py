@@ -10,12 +10,10 @@ import numpy as np
 import torch
 
 from extok_rag.ask.attention import attention_scores
-from extok_rag.ask.prompt import Prompt, PromptRequest, frame_positions, question_only
+from extok_rag.ask.prompt import Prompt, PromptRequest, question_only
 from extok_rag.ask.retrieval import Retrieved
 from extok_rag.config import k_choices
 from extok_rag.errors import InputTooLongError
-from extok_rag.models.ask_frame import ask_frame
-from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import row_length
 from extok_rag.spans import (
     Span,
@@ -47,7 +45,7 @@ def scored_spans(req: PromptRequest) -> list[Span]:
 def truncated_prompt(req: PromptRequest) -> Prompt:
     """The raw chunks in rank order, the last one cut so the prompt fits the budget."""
     llm, headers = req.llm, req.headers
-    room = req.budget - frame_positions(llm, req.question, len(req.chunks), headers)
+    room = req.budget - req.frame_positions(len(req.chunks), headers)
     contexts: list[str] = []
     for chunk in req.chunks:
         ids = llm.tokenize(chunk.text)
@@ -64,7 +62,7 @@ def spans_prompt(req: PromptRequest) -> Prompt:
     llm, headers, budget = req.llm, req.headers, req.budget
     spans = scored_spans(req)
     chosen: list[Span] = []
-    used = frame_positions(llm, req.question, len(req.chunks), headers)
+    used = req.frame_positions(len(req.chunks), headers)
     for span in sorted(spans, key=lambda s: -s.score):
         cost = len(llm.tokenize(span.text))
         if used + cost <= budget:
@@ -90,7 +88,7 @@ def expand_prompt(req: PromptRequest) -> Prompt:
     for n in range(len(req.chunks), 0, -1):
         kept = [s for s in spans if s.chunk < n]
         kept_headers = headers[:n] if headers else None
-        fixed = frame_positions(req.llm, req.question, n, kept_headers)
+        fixed = req.frame_positions(n, kept_headers)
         prompt = expand_chunks(req, req.chunks[:n], kept, kept_headers, fixed)
         if prompt is not None:
             return prompt
@@ -120,7 +118,7 @@ def expand_chunks(req, chunks, spans, headers, fixed) -> Prompt | None:
     ks = k_choices(stride, k, at_least=plan.k)
     while True:
         for kk in ks:
-            row = expanded_row(llm, req.question, stored, spans, raw, headers, kk, stride)
+            row = expanded_row(req, stored, spans, raw, headers, kk)
             if row_length(row) <= budget:
                 return Prompt(row, kk, row_length(row), raw, len(chunks))
         if not raw:
@@ -129,15 +127,15 @@ def expand_chunks(req, chunks, spans, headers, fixed) -> Prompt | None:
         ks = k_choices(stride, k)
 
 
-def expanded_row(llm: FrozenLLM, question, stored, spans, raw, headers, k, stride):
+def expanded_row(req: PromptRequest, stored, spans, raw, headers, k):
     """`stored`: (each chunk's states (n_i, d), each chunk's pooling)."""
     keys = {(s.chunk, s.start, s.end) for s in raw}
     contexts = []
     for i, (chunk_states, pooling) in enumerate(zip(*stored, strict=True)):
         own = [s for s in spans if s.chunk == i]
         mine = {(s.start, s.end) for s in own if (i, s.start, s.end) in keys}
-        contexts.append(chunk_parts(chunk_states, own, mine, k, stride, pooling))
-    return llm.chat_row(ask_frame(question, contexts, headers))
+        contexts.append(chunk_parts(chunk_states, own, mine, k, req.stride, pooling))
+    return req.row(contexts, headers)
 
 
 def describe_spans(chunks: Sequence[Retrieved], spans: Sequence[Span]) -> list[dict]:

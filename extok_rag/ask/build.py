@@ -13,7 +13,7 @@ from extok_rag.ask.prompt import Prompt, PromptRequest
 from extok_rag.ask.retrieval import Retrieved
 from extok_rag.config import AskConfig
 from extok_rag.models.embedder import Embedder
-from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.llm import FrozenLLM, Message
 
 
 def auto_prompt(req: PromptRequest) -> Prompt:
@@ -48,14 +48,18 @@ def build_prompt(
     stride: int,
     reserve: int,
     embedder: Embedder | None = None,
+    history: Sequence[Message] = (),
 ) -> Prompt:
     """The chat row for `question` over `chunks` as `cfg.mode` reads them, leaving `reserve`
     positions for the answer; the budget modes need the retrieval `embedder` to score spans.
-    A `k` the mode would ignore is refused in one line."""
+    `history`: earlier chat messages before the question's turn (`ask.conversation`), counted
+    in every position and budget. A `k` the mode would ignore is refused in one line."""
     mode = check_mode(cfg.mode, cfg.k)
     if mode == "none" or (mode in BUDGETED and not chunks):
         mode = "none"
     chunks = chunks if mode != "none" else []
-    prompt = BUILDERS[mode](PromptRequest(llm, question, chunks, cfg, stride, reserve, embedder))
+    prompt = BUILDERS[mode](
+        PromptRequest(llm, question, chunks, cfg, stride, reserve, embedder, history)
+    )
     prompt.mode = prompt.mode or mode
     return prompt

@@ -19,7 +19,7 @@ from extok_rag.config import AskConfig
 from extok_rag.errors import InputTooLongError
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.embedder import Embedder
-from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.llm import FrozenLLM, Message
 from extok_rag.models.mixed_input import Row, row_length
 from extok_rag.spans import Span
 
@@ -46,6 +46,7 @@ class PromptRequest:
     stride: int
     reserve: int
     embedder: Embedder | None = None
+    history: Sequence[Message] = ()  # earlier chat messages, rendered before the question's turn
 
     @property
     def budget(self) -> int:
@@ -60,13 +61,21 @@ class PromptRequest:
         return [f"[{c.doc_path}]\n" for c in self.chunks] if self.cfg.source_lines else None
 
     def row(self, contexts: Sequence, headers: Sequence[str] | None = None) -> Row:
-        return self.llm.chat_row(ask_frame(self.question, contexts, headers))
+        """The chat row: the history, then the question's turn in the ask frame."""
+        return self.llm.chat_row(ask_frame(self.question, contexts, headers), history=self.history)
+
+    def frame_positions(self, n_chunks: int, headers: Sequence[str] | None) -> int:
+        return frame_positions(self.llm, self.question, n_chunks, headers, self.history)
 
 
-def frame_positions(llm: FrozenLLM, question: str, n_chunks: int, headers) -> int:
-    """Positions of the prompt with `n_chunks` empty contexts: the frame every mode pays."""
+def frame_positions(
+    llm: FrozenLLM, question: str, n_chunks: int, headers, history: Sequence[Message] = ()
+) -> int:
+    """Positions of the prompt with `n_chunks` empty contexts: the frame (and the history)
+    every mode pays."""
     empty = torch.zeros(0, llm.hidden_size)  # an empty context: the frame is tokenised as is
-    return row_length(llm.chat_row(ask_frame(question, [empty] * n_chunks, headers)))
+    frame = ask_frame(question, [empty] * n_chunks, headers)
+    return row_length(llm.chat_row(frame, history=history))
 
 
 def question_only(req: PromptRequest) -> Prompt:

@@ -46,6 +46,13 @@ def serve(
     embedder: Annotated[
         Path | None, typer.Option(help="Retrieval embedder directory (default all-MiniLM-L6-v2).")
     ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="Extensible-tokenizer checkpoint that condenses chats outgrowing the window "
+            "(default: the shipped one for this LLM)."
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     api_key: Annotated[
@@ -84,7 +91,16 @@ def serve(
         repeat_stop=repeat_stop,
     )
     state = ServeState.create(
-        frozen, retrieval, index_dir, snapshot, index_facts, limits, max_queue, max_batch
+        frozen,
+        retrieval,
+        index_dir,
+        snapshot,
+        index_facts,
+        limits,
+        max_queue,
+        max_batch,
+        tokenizer,
+        notice=print_notice,
     )
     err_console.print(
         f"serving index {index_dir} (table version {snapshot.manifest.table_version}) with "

@@ -28,6 +28,17 @@ from extok_rag.models.mixed_input import (
 )
 from extok_rag.models.quiet import quiet_loading
 
+Part = str | torch.Tensor  # message text, or extensible embeddings (m, d)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A chat message for the template: its role and its parts, text and embeddings."""
+
+    role: str  # "system", "user" or "assistant"
+    parts: Sequence[Part]
+
+
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _PLACEHOLDER = "\x00EXTOK{}\x00"  # marks where an embedding segment sits in a chat prompt
 
@@ -112,22 +123,42 @@ class FrozenLLM:
                 f"input takes {n_positions} positions; the LLM window is {self.max_positions}"
             )
 
-    def chat_row(self, user: Sequence[str | torch.Tensor], system: str | None = None) -> Row:
-        """A generation prompt through the chat template; the user turn mixes text and
-        extensible embeddings (tensors (m, d)), in the order given."""
-        text = "".join(
-            p if isinstance(p, str) else _PLACEHOLDER.format(i) for i, p in enumerate(user)
-        )
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": text}
+    def chat_row(
+        self,
+        user: Sequence[Part],
+        system: str | None = None,
+        history: Sequence[Message] = (),
+    ) -> Row:
+        """A generation prompt through the chat template: `history` (earlier messages, oldest
+        first), then the user turn; any message mixes text and extensible embeddings (tensors
+        (m, d)), in the order given. `system`: a system message before everything."""
+        messages = ([Message("system", [system])] if system else []) + [
+            *history,
+            Message("user", list(user)),
         ]
+        return self.messages_row(messages)
+
+    def messages_row(self, messages: Sequence[Message]) -> Row:
+        """Messages rendered by the chat template, ready for the assistant's answer; each
+        embedding part becomes an EmbeddingSegment where it stands."""
+        embeddings: list[torch.Tensor] = []
+
+        def text(parts: Sequence[Part]) -> str:
+            out = []
+            for part in parts:
+                if isinstance(part, str):
+                    out.append(part)
+                else:
+                    out.append(_PLACEHOLDER.format(len(embeddings)))
+                    embeddings.append(part)
+            return "".join(out)
+
+        rendered = [{"role": m.role, "content": text(m.parts)} for m in messages]
         prompt = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+            rendered, tokenize=False, add_generation_prompt=True
         )
         row: list[Segment] = []
-        for i, part in enumerate(user):
-            if isinstance(part, str):
-                continue
+        for i, part in enumerate(embeddings):
             before, prompt = prompt.split(_PLACEHOLDER.format(i), 1)
             row += [TokenSegment(self.tokenize(before)), EmbeddingSegment(part)]
         row.append(TokenSegment(self.tokenize(prompt)))

@@ -1,7 +1,8 @@
 """OpenAI-compatible routes: `POST /v1/chat/completions` (chat.completion and, streamed,
-chat.completion.chunk events) and `GET /v1/models`. The last user message is the question,
-answered from the index as `/ask` answers it; `extok_*` fields choose retrieval, and `extok`
-in the response carries its details."""
+chat.completion.chunk events) and `GET /v1/models`. The whole conversation is read through the
+chat template (`ask.conversation`); its last message, the user's, is answered from the index as
+`/ask` answers it; `extok_*` fields choose retrieval, and `extok` in the response carries its
+details."""
 
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ def add_chat_routes(app: FastAPI, state: ServeState) -> None:
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion)
     async def chat(body: ChatRequest, request: Request) -> Response:
-        """OpenAI chat completions: the last user message is the question, answered from the
-        index. `extok_*` fields choose retrieval; `extok` in the response carries its details."""
+        """OpenAI chat completions: the whole conversation is read; its last message, the
+        user's, is answered from the index. Earlier turns that outgrow the window are
+        condensed, oldest first. `extok_*` fields choose retrieval; `extok` in the response
+        carries its details (`extok.conversation`: how the earlier turns were read)."""
         if body.model is not None and body.model != state.model_name:
             raise UnknownModelError(
                 f"the model {body.model!r} does not exist: this server serves "
@@ -59,7 +62,7 @@ def add_chat_routes(app: FastAPI, state: ServeState) -> None:
             )
         question = body.question()
         if question is None:
-            raise RequestLimitError("messages hold no user message: nothing to answer")
+            raise RequestLimitError("the last message must be the user's: nothing to answer")
         if body.stop:
             raise ExtokError("stop sequences are not supported")
         gen = generation(
@@ -70,7 +73,9 @@ def add_chat_routes(app: FastAPI, state: ServeState) -> None:
             seed=body.seed,
         )
         try:
-            events, meta = await start_answer(state, request, question, body.retrieval(), gen)
+            events, meta = await start_answer(
+                state, request, question, body.retrieval(), gen, body.turns()
+            )
             reply = ChatReply(state.model_name, meta, gen.max_new_tokens)
             if body.stream:
                 return EventSourceResponse(reply.chunks(events), sep="\n")
@@ -89,9 +94,14 @@ class ChatReply:
         self.model, self.meta, self.max_new_tokens = model, meta, max_new_tokens
 
     def usage(self, tokens: int) -> Usage:
-        positions = self.meta.positions
+        positions, history = self.meta.positions, self.meta.conversation
+        condensed = history is not None and history.condensed_tokens > 0
         return Usage(
-            prompt_tokens=positions, completion_tokens=tokens, total_tokens=positions + tokens
+            prompt_tokens=positions,
+            completion_tokens=tokens,
+            total_tokens=positions + tokens,
+            condensed_tokens=history.condensed_tokens if condensed else 0,
+            condensed_k=history.k if condensed else None,
         )
 
     def finish(self, tokens: int) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from sse_starlette import ServerSentEvent
 
 from extok_rag.ask.answer import ask
 from extok_rag.ask.budget import describe_spans
+from extok_rag.ask.context import load_tokenizer
+from extok_rag.ask.conversation import Condenser, History, Turn, converse
 from extok_rag.ask.prompt import Prompt
 from extok_rag.ask.retrieval import Retrieved, check_models
 from extok_rag.config import AskConfig, GenerationConfig
@@ -30,6 +32,7 @@ from extok_rag.serve.errors import (
 from extok_rag.serve.live_index import LiveIndex
 from extok_rag.serve.schemas import (
     AskMetadata,
+    ConversationInfo,
     ErrorBody,
     RetrievalOptions,
     Source,
@@ -55,6 +58,7 @@ class ServeLimits:
     """What one request may ask for; over a limit: a 4xx JSON error, before any model work."""
 
     max_question_chars: int = 4000  # 413 above
+    max_conversation_chars: int = 400_000  # a chat's messages together (~100K tokens); 413 above
     max_top_n: int = 16  # 422 above
     max_new_tokens: int = 1024  # 422 above (per request)
     default_new_tokens: int = 128  # when a request gives none (ask's default)
@@ -74,6 +78,7 @@ class ServeState:
     worker: Worker
     limits: ServeLimits
     facts: Callable[[Path, IndexSnapshot], dict]  # `extok-rag info --json`'s facts
+    condenser: Condenser | None = None  # condenses chats that outgrow the window
 
     @classmethod
     def create(
@@ -86,11 +91,17 @@ class ServeState:
         limits: ServeLimits = ServeLimits(),
         max_queue: int = 32,
         max_batch: int = 16,
+        tokenizer: Path | None = None,
+        notice: Callable[[str], None] = print,
     ) -> ServeState:
-        """Check the index against the LLM (as `ask` does) and start the worker."""
+        """Check the index against the LLM (as `ask` does) and start the worker. `tokenizer`:
+        the checkpoint that condenses long chats (default: the shipped one for this LLM),
+        loaded when a chat first needs it."""
         check_models(snapshot, llm, embedder)  # at start, and on every reload
         index = LiveIndex(index_dir, snapshot, accept=lambda s: check_models(s, llm, embedder))
-        return cls(llm, embedder, index, Worker(llm, max_queue, max_batch), limits, facts)
+        worker = Worker(llm, max_queue, max_batch)
+        condenser = Condenser(lambda: load_tokenizer(llm, tokenizer, notice))
+        return cls(llm, embedder, index, worker, limits, facts, condenser)
 
     @property
     def model_name(self) -> str:
@@ -103,23 +114,39 @@ class ClientGone(Exception):
 
 # -- the work run by the worker thread ---------------------------------------------------------
 def answer_job(
-    state: ServeState, question: str, cfg: AskConfig, gen: GenerationConfig
+    state: ServeState,
+    question: str,
+    cfg: AskConfig,
+    gen: GenerationConfig,
+    turns: Sequence[Turn] | None = None,
 ) -> Callable[[], Prepared]:
     """`ask`'s retrieval and prompt on the live index, run by the worker when the request joins
-    the batch; the worker then decodes `prompt.row` with `gen`, as `ask`'s stream would."""
+    the batch; the worker then decodes `prompt.row` with `gen`, as `ask`'s stream would. With
+    `turns` (a chat), the whole conversation is read, its last user message the question."""
 
     def prepare() -> Prepared:
         snapshot = state.index.current()
-        chunks, prompt, _ = ask(state.llm, state.embedder, snapshot, question, cfg, gen)
-        # `ask`'s answer stream is lazy and never started: the batch decodes the row instead
-        return Prepared(metadata(chunks, prompt, cfg, state.limits.preview_chars), prompt.row, gen)
+        if turns is None:
+            chunks, prompt, _ = ask(state.llm, state.embedder, snapshot, question, cfg, gen)
+            history = None
+            # `ask`'s answer stream is lazy and never started: the batch decodes the row instead
+        else:
+            chunks, prompt, history = converse(
+                state.llm, state.embedder, snapshot, turns, cfg, gen, state.condenser
+            )
+        meta = metadata(chunks, prompt, state.limits.preview_chars, history)
+        return Prepared(meta, prompt.row, gen)
 
     return prepare
 
 
-def metadata(chunks: list[Retrieved], prompt: Prompt, cfg: AskConfig, preview: int) -> AskMetadata:
-    """What `ask --json` reports besides the answer, source texts cut to `preview` chars."""
+def metadata(
+    chunks: list[Retrieved], prompt: Prompt, preview: int, history: History | None = None
+) -> AskMetadata:
+    """What `ask --json` reports besides the answer, source texts cut to `preview` chars; for
+    a chat, how its earlier turns were read."""
     return AskMetadata(
+        conversation=None if history is None else ConversationInfo(**history.describe()),
         mode=prompt.mode,
         k=prompt.k,
         positions=prompt.positions,
@@ -210,11 +237,19 @@ async def start_answer(
     question: str,
     options: RetrievalOptions,
     gen: GenerationConfig,
+    turns: Sequence[Turn] | None = None,
 ) -> tuple[JobEvents, AskMetadata]:
     """Check limits, queue the request, wait until retrieval and prompt are done (errors up to
-    there raise, so they get their own status)."""
+    there raise, so they get their own status). `turns`: a chat's messages, read whole."""
     check_limits(question, options.top_n, gen.max_new_tokens, state.limits)
-    job = state.worker.submit(answer_job(state, question, options.ask_config(), gen))
+    chars = sum(len(t.text) for t in turns or ())
+    if chars > state.limits.max_conversation_chars:
+        raise RequestLimitError(
+            f"the messages hold {chars} characters; this server reads at most "
+            f"{state.limits.max_conversation_chars} per conversation",
+            status=413,
+        )
+    job = state.worker.submit(answer_job(state, question, options.ask_config(), gen, turns))
     events = JobEvents(job, request)
     try:
         kind, value = await events.next()

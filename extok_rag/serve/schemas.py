@@ -8,10 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from extok_rag.ask.conversation import Turn
 from extok_rag.ask.modes import MODES
 from extok_rag.config import RETRIEVERS, SCORERS, AskConfig
 
 _ASK = AskConfig()
+SYSTEM_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 Auto = Literal["auto"]
 AskMode = Literal[tuple(MODES)]  # type: ignore[valid-type]  # the one list of modes
 SpanScorer = Literal[SCORERS]  # type: ignore[valid-type]
@@ -70,6 +72,18 @@ class ExpandedSpan(BaseModel):
     text: str
 
 
+class ConversationInfo(BaseModel):
+    """How a chat's earlier messages were read (`ask.conversation`): raw while they fit, the
+    oldest condensed into extensible embeddings when they outgrow the window."""
+
+    turns: int = Field(description="Earlier user and assistant messages read.")
+    history_positions: int = Field(description="Positions they take (system prompt included).")
+    condensed_turns: int = Field(description="The oldest messages, condensed.")
+    condensed_tokens: int = Field(description="Their raw tokens.")
+    condensed_positions: int = Field(description="The positions those tokens became.")
+    k: int | None = Field(description="The down-scaling factor they were condensed at.")
+
+
 class AskMetadata(BaseModel):
     """What `ask --json` reports besides the answer."""
 
@@ -78,6 +92,9 @@ class AskMetadata(BaseModel):
     positions: int = Field(description="Positions the prompt takes in the LLM window.")
     expanded: list[ExpandedSpan] = Field(description="expand/spans: the spans read raw.")
     sources: list[Source]
+    conversation: ConversationInfo | None = Field(
+        None, description="/v1/chat/completions: how the earlier messages were read."
+    )
 
 
 class AskResponse(AskMetadata):
@@ -139,9 +156,11 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """OpenAI's chat-completions body. The last user message is the question (earlier turns
-    and system messages are not read: `ask` answers one question). Unknown OpenAI fields are
-    ignored; `extok_*` fields choose retrieval (defaults: `ask`'s)."""
+    """OpenAI's chat-completions body. The whole conversation is read through the chat
+    template: system (or developer) messages, every turn, and the last message, the user's
+    question, answered from the index as `ask` answers it. Earlier turns that outgrow the
+    window are condensed into extensible embeddings, oldest first (`extok.conversation`).
+    Unknown OpenAI fields are ignored; `extok_*` fields choose retrieval (defaults: `ask`'s)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -175,8 +194,13 @@ class ChatRequest(BaseModel):
         )
 
     def question(self) -> str | None:
-        users = [m for m in self.messages if m.role == "user"]
-        return users[-1].text() if users else None
+        """The last message's text when it is the user's, else None."""
+        last = self.messages[-1]
+        return last.text() if last.role == "user" else None
+
+    def turns(self) -> list[Turn]:
+        """The messages as the conversation reader takes them ("developer" is "system")."""
+        return [Turn(SYSTEM_ALIASES.get(m.role, m.role), m.text()) for m in self.messages]
 
 
 class ChatChoice(BaseModel):
@@ -187,10 +211,12 @@ class ChatChoice(BaseModel):
 
 class Usage(BaseModel):
     prompt_tokens: int = Field(
-        description="Prompt positions (compressed chunks count k-fold less)."
+        description="Prompt positions (compressed chunks and condensed turns count k-fold less)."
     )
     completion_tokens: int
     total_tokens: int
+    condensed_tokens: int = Field(0, description="Raw tokens of earlier turns condensed.")
+    condensed_k: int | None = Field(None, description="The k they were condensed at.")
 
 
 class ChatCompletion(BaseModel):

@@ -19,9 +19,11 @@ from conftest import tiny_llama, tiny_tokenizer
 from indexer.conftest import PROSE, SETTINGS
 
 from extok_rag.ask.answer import ask
+from extok_rag.ask.conversation import Turn, converse
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexing import IndexModels, build_index, open_index
 from extok_rag.models.embedder import Embedder
+from extok_rag.models.generation import generate_text
 from extok_rag.models.llm import FrozenLLM
 
 CPU = RuntimeConfig(device="cpu", dtype="float32")
@@ -166,6 +168,15 @@ class Served:
             GenerationConfig(new_tokens, repeat_stop=0),
         )
         return chunks, prompt, "".join(pieces).strip()
+
+    def local_converse(self, turns: list[Turn], cfg: AskConfig, new_tokens: int):
+        """A chat read in this process (never condensed: no tokenizer): what the server must
+        answer to a conversation that fits."""
+        gen = GenerationConfig(new_tokens, repeat_stop=0)
+        chunks, prompt, _ = converse(
+            self.llm, self.embedder, self.snapshot, turns, cfg, gen, condenser=None
+        )
+        return chunks, prompt, generate_text(self.llm, prompt.row, gen).strip()
 
     def stop(self) -> None:
         self.client.close()

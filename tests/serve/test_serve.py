@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from extok_rag.ask.budget import describe_spans
+from extok_rag.ask.conversation import Turn
 from extok_rag.config import AskConfig
 from extok_rag.indexes.manifest import manifest_path
 
@@ -128,7 +129,8 @@ def test_openai_chat_completion(served):
     model = served.llm.identity.name
     body = {"model": model, "messages": messages, "max_tokens": 5, "extok_top_n": 3}
     got = served.client.post("/v1/chat/completions", json=body).json()
-    answer = served.local_ask(QUESTION, AskConfig(top_n=3), 5)[2]
+    turns = [Turn(m["role"], m["content"]) for m in messages]
+    answer = served.local_converse(turns, AskConfig(top_n=3), 5)[2]
     assert got["object"] == "chat.completion" and got["id"].startswith("chatcmpl-")
     choice = got["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": answer}
@@ -138,6 +140,50 @@ def test_openai_chat_completion(served):
     assert len(got["extok"]["sources"]) == 3
     unknown = served.client.post("/v1/chat/completions", json={**body, "model": "gpt-4o"})
     assert "does not exist" in assert_error(unknown, 404, "model_not_found")
+
+
+def test_a_chat_is_read_whole_and_its_oldest_turns_condensed(served):
+    """Every message reaches the prompt (a system prompt and earlier turns change the answer);
+    a conversation longer than the 4096-position window has its oldest turns condensed, and
+    `usage` and `extok.conversation` say how many tokens, at which k."""
+    post = served.client.post
+    opening = [
+        {"role": "developer", "content": "You answer in one line."},
+        {"role": "user", "content": "My name is Zorblax and my locker code is 4417."},
+        {"role": "assistant", "content": "Noted, Zorblax."},
+    ]
+    chat = [*opening, {"role": "user", "content": QUESTION}]
+    got = post("/v1/chat/completions", json={"messages": chat, "max_tokens": 5}).json()
+    turns = [Turn("system" if m["role"] == "developer" else m["role"], m["content"]) for m in chat]
+    _, prompt, answer = served.local_converse(turns, AskConfig(), 5)
+    assert got["choices"][0]["message"]["content"] == answer
+    alone = served.local_ask(QUESTION, AskConfig(), 5)[1]
+    assert got["usage"]["prompt_tokens"] == prompt.positions > alone.positions
+    assert got["extok"]["conversation"]["turns"] == 2
+    assert got["extok"]["conversation"]["condensed_turns"] == 0
+    assert got["usage"]["condensed_tokens"] == 0 and got["usage"]["condensed_k"] is None
+
+    filler = [
+        {"role": role, "content": f"Turn {i}: " + "the weather was mild and grey. " * 6}
+        for i in range(40)
+        for role in ("user", "assistant")
+    ]  # ~16K characters, one token each: four windows
+    long = [*opening, *filler, {"role": "user", "content": "What is my locker code?"}]
+    got = post("/v1/chat/completions", json={"messages": long, "max_tokens": 5}).json()
+    history, usage = got["extok"]["conversation"], got["usage"]
+    assert history["turns"] == 82 and 0 < history["condensed_turns"] < 82
+    assert usage["condensed_tokens"] == history["condensed_tokens"] > 4096
+    assert usage["condensed_k"] == history["k"] in (2, 4, 8, 16, 32)
+    assert usage["prompt_tokens"] + 5 <= 4096 and usage["completion_tokens"] == 5
+
+    assistant_last = [*opening, {"role": "assistant", "content": "And?"}]
+    assert "last message" in assert_error(
+        post("/v1/chat/completions", json={"messages": assistant_last}), 422, "limit_exceeded"
+    )
+    tool = [{"role": "tool", "content": "{}"}, {"role": "user", "content": QUESTION}]
+    assert "unknown role" in assert_error(
+        post("/v1/chat/completions", json={"messages": tool}), 400, "invalid_request"
+    )
 
 
 def test_openai_chat_stream(served):
