@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from extok_rag.ask.conversation import (
+    Chat,
     Condenser,
     HistoryFitter,
     Turn,
@@ -119,3 +120,31 @@ def test_the_question_alone_is_asked_as_before(tiny_llm):
     alone = tiny_llm.chat_row(["Why is the sky blue?"])
     assert text_of(tiny_llm, prompt.row) == text_of(tiny_llm, alone)
     assert history.turns == 0
+
+
+def test_a_chat_keeps_every_exchange_and_condenses_the_oldest(tiny_llm, condenser):
+    chat_ = Chat(tiny_llm, condenser, AskConfig(), GEN, system="Be brief.")
+    for i in range(12):
+        _, prompt, history, pieces = chat_.say(f"Message {i}: " + "y" * 40)
+        answer = "".join(pieces)
+        assert chat_.turns[-1] == Turn("assistant", answer.strip())
+        assert prompt.positions + GEN.max_new_tokens <= tiny_llm.max_positions
+    assert len(chat_.turns) == 1 + 2 * 12 and history.turns == 22
+    assert history.condensed_turns > 0  # twelve exchanges outgrow the 512-position window
+    _, _, _, pieces = chat_.say("Stopped?")
+    next(pieces, None)
+    pieces.close()  # a stopped answer still joins the conversation, as far as it was shown
+    assert chat_.turns[-2] == Turn("user", "Stopped?") and chat_.turns[-1].role == "assistant"
+
+
+def test_extok_rag_chat_answers_each_message_over_the_conversation(tiny_llm_dir):
+    from typer.testing import CliRunner
+
+    from extok_rag.cli import app
+
+    args = ["chat", "--llm", str(tiny_llm_dir), "--device", "cpu", "--dtype", "float32"]
+    messages = "".join(f"Message {i}: " + "z" * 60 + "\n" for i in range(10))
+    result = CliRunner().invoke(app, [*args, "--max-new-tokens", "8"], input=messages)
+    assert result.exit_code == 0, result.output
+    assert "read condensed at k=" in result.output  # the oldest turns, once they outgrow it
+    assert "Traceback" not in result.output

@@ -10,10 +10,11 @@ dropped: the paper's online mode (§3) applied to a chat history.
 Who gets the window. W = the LLM window less the answer. The question's turn is built first on
 its own (A positions). The history may take what is left, W - A, and at least HISTORY_SHARE of
 W: when a history needs more than W - A, the question's turn is rebuilt inside what the history
-leaves (the budget modes, and auto, shrink to fit). Inside its room the history keeps as many
-of the newest turns raw as fit; the older ones are written as a transcript ("User: …"),
-cut into sessions of SESSION_TOKENS and condensed, each on its own, at the smallest k of
-`online_ks` that fits. Whole turns only; system messages always stay raw.
+leaves (the budget modes, and auto, shrink to fit). A history that fits its room stays raw.
+One that does not keeps its newest turns raw in at most RAW_SHARE of the room; the older ones
+are written as a transcript ("User: …"), cut into sessions of SESSION_TOKENS and condensed,
+each on its own, at the smallest k of `online_ks` that fits (more turns condensed before a
+larger k). Whole turns only; system messages always stay raw.
 
 A condensed session is keyed by its token ids and k (`Condenser`): a chat that sends its whole
 history every turn re-condenses only the one session that grew.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -38,11 +39,13 @@ from extok_rag.errors import ExtokError, InputTooLongError
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.generation import stream_text
 from extok_rag.models.llm import FrozenLLM, Message
 from extok_rag.models.mixed_input import row_length
 
 ROLES = ("system", "user", "assistant")
 HISTORY_SHARE = 0.5  # of the window less the answer: what a long history may always take
+RAW_SHARE = 0.5  # of the history's room: what its newest turns take raw once it is condensed
 SESSION_TOKENS = 512  # raw tokens per condensed session: the chunk length the tokenizer knows
 CONDENSED_OPENING = "\n\nEarlier in this conversation:\n"
 SPEAKERS = {"user": "User", "assistant": "Assistant"}
@@ -200,11 +203,15 @@ class HistoryFitter:
             )
         opening = len(self.llm.tokenize(CONDENSED_OPENING)) + 1  # and the separator, if any
         ks = online_ks(None)
-        for condensed in range(1, n + 1):  # fewest condensed turns first, then smallest k
-            tail = sum(self.costs[condensed:])
-            tokens = sum(self.tokens[:condensed])
-            for k in ks:
-                estimate = base + opening + tail + condensed_positions(tokens, SESSION_TOKENS, k)
+        # the newest turns raw in at most RAW_SHARE of the room; then the smallest k first,
+        # condensing as few turns as it allows
+        tails = [sum(self.costs[c:]) for c in range(n + 1)]
+        first = next(c for c in range(1, n + 1) if tails[c] <= room * RAW_SHARE)
+        for k in ks:
+            for condensed in range(first, n + 1):
+                tokens = sum(self.tokens[:condensed])
+                estimate = base + opening + tails[condensed]
+                estimate += condensed_positions(tokens, SESSION_TOKENS, k)
                 if estimate <= room:
                     history = self._condense(condensed, k)
                     if history.positions <= room:
@@ -287,3 +294,43 @@ def converse(
 
     prompt, history = with_history(llm, earlier, gen.max_new_tokens, build, condenser)
     return chunks, prompt, history
+
+
+class Chat:
+    """A conversation kept turn by turn: each message is answered over the whole conversation
+    (`converse`), the oldest turns condensed once they outgrow the window; with a `snapshot`
+    (and its `embedder`), each message is also retrieved for in that index."""
+
+    def __init__(
+        self,
+        llm: FrozenLLM,
+        condenser: Condenser | None,
+        cfg: AskConfig,
+        gen: GenerationConfig,
+        snapshot: IndexSnapshot | None = None,
+        embedder: Embedder | None = None,
+        system: str | None = None,
+    ):
+        self.llm, self.condenser, self.cfg, self.gen = llm, condenser, cfg, gen
+        self.snapshot, self.embedder = snapshot, embedder
+        self.turns: list[Turn] = [Turn("system", system)] if system else []
+
+    def say(self, text: str) -> tuple[list[Retrieved], Prompt, History, Iterator[str]]:
+        """Retrieval, the prompt and how the history was read, and the answer's text pieces
+        (lazy). The exchange joins the conversation once the answer ends or is stopped (the
+        part already shown is kept); a message refused before that leaves it as it was."""
+        turns = [*self.turns, Turn("user", text)]
+        chunks, prompt, history = converse(
+            self.llm, self.embedder, self.snapshot, turns, self.cfg, self.gen, self.condenser
+        )
+
+        def pieces() -> Iterator[str]:
+            shown: list[str] = []
+            try:
+                for piece in stream_text(self.llm, prompt.row, self.gen):
+                    shown.append(piece)
+                    yield piece
+            finally:
+                self.turns = [*turns, Turn("assistant", "".join(shown).strip())]
+
+        return chunks, prompt, history, pieces()

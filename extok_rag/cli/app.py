@@ -7,6 +7,7 @@ import typer
 
 from extok_rag import __version__
 from extok_rag.cli.ask_cmd import ask
+from extok_rag.cli.chat_cmd import chat
 from extok_rag.cli.data_cmd import data_app
 from extok_rag.cli.eval_cmd import eval_app
 from extok_rag.cli.generate_cmd import generate
@@ -37,6 +38,7 @@ app.command()(info)
 app.command()(ask)
 app.command()(generate)
 app.command()(read)
+app.command()(chat)
 app.command()(serve)
 app.command()(train)
 app.add_typer(data_app)
