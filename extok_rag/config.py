@@ -319,7 +319,8 @@ class TrainConfig:
         return cfg
 
 
-SCORERS = ("minilm", "lexical", "both", "llm")  # how spans are scored (`extok_rag.spans`)
+# how spans are scored (`extok_rag.spans`); learned: `models.sentence_selector`
+SCORERS = ("minilm", "lexical", "both", "learned", "llm")
 RETRIEVERS = ("vector", "text", "hybrid")  # how chunks are retrieved (`ask.retrieval`)
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from extok_rag.config import SCORERS, DownscaleMethod, k_choices
+from extok_rag.errors import IncompatibleModelError
 from extok_rag.models.extensible_tokenizer import downscale
+from extok_rag.models.sentence_selector import default_selector
 
 SPAN_MAX_TOKENS = 48  # a longer sentence is read in windows of about this many tokens
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
@@ -120,6 +122,113 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / spread if spread > 0 else np.zeros_like(x)
 
 
+_QUESTION_KINDS = {
+    "when": re.compile(r"\b(when|what year|which year|what date)\b"),
+    "who": re.compile(r"\b(who|whom|whose)\b"),
+    "count": re.compile(r"\bhow (many|much|long|old|far|tall|big)\b"),
+    "where": re.compile(r"\b(where|what country|which country|what city|which city)\b"),
+}
+_NAME = re.compile(r"\b[A-Z][\w'-]*")
+_DIGIT = re.compile(r"\d")
+
+# The learned scorer's per-span numbers beside the vectors, in the order `learned_features`
+# writes them; the checkpoint records this list and refuses another.
+SELECTOR_SCALARS = (
+    "cosine",
+    "lexical",
+    "cosine_in_prompt",  # min-max over this prompt's spans
+    "lexical_in_prompt",
+    "first_in_chunk",
+    "place_in_chunk",  # log(1 + index among its chunk's spans)
+    "chunk_rank",  # retrieval rank of its chunk, 0 = best
+    "chunk_best_cosine",
+    "chunk_best_lexical",
+    "words",  # log(1 + content words)
+    "bridge_cosine",  # cosine to the best span of another chunk (the first hop)
+    "title_in_best",  # share of its chunk's title words in the best spans of other chunks
+    "new_words",  # log(1 + content words not in the question): an answer is news
+    "new_names",  # log(1 + capitalised words not in the question)
+    "has_number",
+    *(f"asks_{kind}" for kind in _QUESTION_KINDS),  # crossed with the above by the MLP
+)
+_BEST = 3  # spans of other chunks that count as "the best" for title_in_best
+
+
+def chunk_title(text: str) -> str:
+    """The "Title" of a span that opens a corpus file "Title\n\ntext"; else ""."""
+    head, sep, _ = text.partition("\n\n")
+    return head if sep and len(head) < 200 else ""
+
+
+def learned_features(
+    question: str, spans: Sequence[Span], q_vec: np.ndarray, span_vecs: np.ndarray
+) -> np.ndarray:
+    """(n, len(SELECTOR_SCALARS)) float32 inputs of the learned scorer, from the MiniLM vectors
+    of the question q (d,) and the spans (n, d) and their words. `span.chunk` is the chunk's
+    retrieval rank; spans of a chunk are placed by `start`. (The vectors themselves, [q, s, q*s,
+    |q-s|], overfit the ~1,600 training questions: see the selector's card.)"""
+    n = len(spans)
+    cos = span_vecs @ q_vec
+    lex = lexical_scores(question, spans)
+    both = (_normalised(cos) + _normalised(lex)) / 2
+    chunks = np.array([s.chunk for s in spans])
+    place = np.zeros(n)
+    best_cos, best_lex, bridge, title_hit = (np.zeros(n) for _ in range(4))
+    for c in np.unique(chunks):
+        own = np.flatnonzero(chunks == c)
+        place[own[np.argsort([spans[i].start for i in own], kind="stable")]] = np.arange(len(own))
+        best_cos[own], best_lex[own] = cos[own].max(), lex[own].max()
+        others = np.flatnonzero(chunks != c)
+        if not len(others):
+            continue
+        top = others[np.argsort(-both[others], kind="stable")[:_BEST]]
+        bridge[own] = span_vecs[own] @ span_vecs[top[0]]
+        title = set(words(chunk_title(spans[own[0]].text)))
+        if title:
+            found = set().union(*(words(spans[i].text) for i in top))
+            title_hit[own] = len(title & found) / len(title)
+    q_words, q_lower = set(words(question)), question.lower()
+    new_words = [len(set(words(s.text)) - q_words) for s in spans]
+    new_names = [
+        len({m.lower() for m in _NAME.findall(s.text)} - q_words - STOPWORDS) for s in spans
+    ]
+    kinds = [np.full(n, float(bool(rx.search(q_lower)))) for rx in _QUESTION_KINDS.values()]
+    scalars = np.stack(
+        [
+            cos,
+            lex,
+            _normalised(cos),
+            _normalised(lex),
+            (place == 0).astype(float),
+            np.log1p(place),
+            chunks.astype(float),
+            best_cos,
+            best_lex,
+            np.log1p([len(words(s.text)) for s in spans]),
+            bridge,
+            title_hit,
+            np.log1p(new_words),
+            np.log1p(new_names),
+            np.array([float(bool(_DIGIT.search(s.text))) for s in spans]),
+            *kinds,
+        ],
+        axis=1,
+    )
+    return scalars.astype(np.float32)
+
+
+def learned_scores(selector, embedder, question: str, spans: Sequence[Span]) -> np.ndarray:
+    """The learned selector's logit per span (`models.sentence_selector`, trained on HotpotQA
+    supporting facts): higher = more likely a sentence the answer needs."""
+    if selector.cfg.scalars != SELECTOR_SCALARS:
+        raise IncompatibleModelError(
+            "the span selector was trained on other features than this version computes: "
+            "retrain it (python -m extok_rag.training.selector) or use another --scorer"
+        )
+    vectors = embedder.embed([question, *(s.text for s in spans)])
+    return selector.score(learned_features(question, spans, vectors[0], vectors[1:]))
+
+
 def score_spans(
     scorer: str,
     embedder,
@@ -128,7 +237,8 @@ def score_spans(
     llm_scores: Callable[[], np.ndarray] | None = None,
 ) -> list[Span]:
     """Spans with their scores; "both" is the mean of the two min-max normalised scores;
-    "llm" calls `llm_scores` (the frozen LLM's attention to each span, `ask.attention`)."""
+    "learned" the shipped sentence selector's logits; "llm" calls `llm_scores` (the frozen
+    LLM's attention to each span, `ask.attention`)."""
     if not spans:
         return []
     if scorer == "llm":
@@ -139,6 +249,8 @@ def score_spans(
         scores = lexical_scores(question, spans)
     elif scorer == "minilm":
         scores = minilm_scores(embedder, question, spans)
+    elif scorer == "learned":
+        scores = learned_scores(default_selector(), embedder, question, spans)
     elif scorer == "both":
         lex = _normalised(lexical_scores(question, spans))
         scores = (lex + _normalised(minilm_scores(embedder, question, spans))) / 2

@@ -83,7 +83,7 @@ def test_plan_fills_the_budget_by_score_then_picks_the_smallest_k():
     assert plan.k == 8
 
 
-@pytest.mark.parametrize("scorer", ["minilm", "lexical", "both", "llm"])
+@pytest.mark.parametrize("scorer", ["minilm", "lexical", "both", "learned", "llm"])
 def test_expand_prompt_keeps_to_its_budget_in_document_order(tiny_llm, chunks, embedder, scorer):
     raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
     cfg = AskConfig(mode="expand", budget=int(0.6 * raw.positions), scorer=scorer)

@@ -1,0 +1,217 @@
+"""Probe for the span scorers, no generation and no extensible states: how often the spans that
+`spans` mode reads raw hold a gold answer, per scorer and budget share, on the same questions
+for every scorer (paired counts), on SQuAD and HotpotQA questions that are in no `eval qa` draw
+and never trained the learned scorer.
+
+    .venv/bin/python benchmarks/span_probe.py --set hotpotqa   # then --set squad
+    .venv/bin/python benchmarks/span_probe.py --report         # the docs section from both
+
+Questions: those of `expand_probe.py` (draw seed 97: HotpotQA draw 440, first 200; SQuAD draw
+5928, first 300; minus every eval qa draw). Corpus: the draw's paragraph files cut by the
+indexer's `Chunker` (256 LLM tokens) and embedded with MiniLM as the indexer does (vectors
+cached under `<home>/span-probe/`), so no index needs building; retrieval: top-4 by MiniLM inner
+product (`--retrieval vector`). For each share of the question's raw top-4 positions, the spans
+`spans` mode reads raw; "answer in raw spans" = a normalised gold answer occurs in them (eval
+qa's containment); "in top-4" is the ceiling. Each set's counts go to
+`<home>/span-probe/<set>.json`; `--report` writes section `span-probe` of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_line, write_section
+
+from extok_rag.ask.build import build_prompt
+from extok_rag.ask.retrieval import Retrieved
+from extok_rag.chunking import Chunker
+from extok_rag.cli.console import quiet_transformers
+from extok_rag.config import AskConfig, RuntimeConfig, home_dir
+from extok_rag.datasets.qa_splits import EVAL_DRAWS
+from extok_rag.evaluation.qa_data import answer_contained, load_qa_set
+from extok_rag.indexing.settings import DEFAULT_STRIDE
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.training.selector import SPAN_PROBE_SEED
+
+SCORERS = ("minilm", "lexical", "both", "learned")  # the llm scorer needs the states
+SHARES = (0.25, 0.35, 0.5)
+DRAWS = {"hotpotqa": (440, 200), "squad": (5928, 300)}  # (draw size, questions probed)
+NAMES = {"squad": "SQuAD", "hotpotqa": "HotpotQA"}
+TOP_N = 4
+
+
+class CachedEmbedder:
+    """The embedder, each text encoded once (the scorers embed the same spans again)."""
+
+    def __init__(self, embedder: Embedder):
+        self.inner, self.name, self.dim = embedder, embedder.name, embedder.dim
+        self.seen: dict[str, np.ndarray] = {}
+
+    def embed(self, texts):
+        new = [t for t in dict.fromkeys(texts) if t not in self.seen]
+        if new:
+            self.seen.update(zip(new, self.inner.embed(new), strict=True))
+        return np.stack([self.seen[t] for t in texts]) if texts else np.zeros((0, self.dim))
+
+
+def probe_items(name: str):
+    """Questions of the probe draw, minus every question of every eval draw."""
+    draw, n = DRAWS[name]
+    held = {item.qid for seed, size in EVAL_DRAWS for item in load_qa_set(name, size, seed).items}
+    qa = load_qa_set(name, draw, SPAN_PROBE_SEED)
+    return qa, [i for i in qa.items if i.qid not in held][:n]
+
+
+def corpus_chunks(qa, llm, embedder):
+    """The draw's corpus files cut as the indexer cuts them, and their MiniLM vectors."""
+    chunker = Chunker(llm.tokenizer)
+    chunks = [c for path, text in qa.paragraphs.items() for c in chunker.split(path, text)]
+    digest = hashlib.sha256("\0".join(c.chunk_id for c in chunks).encode()).hexdigest()[:16]
+    cache = home_dir() / "span-probe" / f"{qa.name}-{digest}.npy"
+    if cache.is_file():
+        vectors = np.load(cache)
+    else:
+        vectors = embedder.embed([c.text for c in chunks])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, vectors)
+    return chunks, vectors
+
+
+def retrieved(chunks, vectors, q_vec, d_states: int) -> list[Retrieved]:
+    """Top-4 by inner product; `spans` and `raw` read text only, so the states are empty."""
+    scores = vectors @ q_vec
+    best = np.argsort(-scores, kind="stable")[:TOP_N]
+    return [
+        Retrieved(
+            int(i),
+            float(scores[i]),
+            chunks[i].doc_path,
+            chunks[i].text,
+            chunks[i].n_tokens,
+            np.zeros((-(-chunks[i].n_tokens // DEFAULT_STRIDE), d_states), np.float16),
+        )
+        for i in best
+    ]
+
+
+def run(name: str) -> dict:
+    runtime = RuntimeConfig(device="cpu")
+    llm = FrozenLLM.load(None, runtime)
+    embedder = CachedEmbedder(Embedder.load(None, runtime))
+    qa, items = probe_items(name)
+    chunks, vectors = corpus_chunks(qa, llm, embedder.inner)
+    started = time.monotonic()
+    hits = {f"{scorer}@{share}": [] for scorer in SCORERS for share in SHARES}
+    ceiling = []
+    for item in items:
+        top = retrieved(chunks, vectors, embedder.embed([item.question])[0], 1)
+        ceiling.append(answer_contained(" ".join(c.text for c in top), item.answers))
+        raw = build_prompt(llm, item.question, top, AskConfig(mode="raw"), DEFAULT_STRIDE, 32)
+        for key, flags in hits.items():
+            scorer, share = key.split("@")
+            budget = round(float(share) * raw.positions)
+            cfg = AskConfig(mode="spans", budget=budget, scorer=scorer)
+            prompt = build_prompt(llm, item.question, top, cfg, DEFAULT_STRIDE, 32, embedder)
+            text = " ".join(s.text for s in prompt.expanded)
+            flags.append(bool(answer_contained(text, item.answers)))
+    return {
+        "set": name,
+        "draw": DRAWS[name][0],
+        "questions": len(items),
+        "ceiling": ceiling,
+        "hits": hits,
+        "seconds": round(time.monotonic() - started, 1),
+        "machine": machine_line(),
+    }
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Two-sided exact binomial p of the discordant pairs (McNemar's exact test)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def section(results: list[dict]) -> str:
+    parts = [
+        "## Span scorers: is the answer in the spans read raw? (`benchmarks/span_probe.py`)",
+        "`.venv/bin/python benchmarks/span_probe.py --set hotpotqa` and `--set squad`, then "
+        f"`--report` — {results[0]['machine']}.",
+        "Questions of draw seed 97 that are in no eval qa draw (seeds 0-4, up to 1,000 "
+        "questions) and, for HotpotQA, whose paragraphs the learned scorer never trained on "
+        "(`training.selector` holds out the draws 97 × 440 and 97 × 1,000). Top-4 MiniLM "
+        "retrieval over the draw's corpus (vector, no index: the chunks are cut and embedded "
+        "as the indexer does). `spans` mode: the best spans raw within the budget (the "
+        "question's raw top-4 positions × share). Same questions for every scorer; the paired "
+        "columns compare `learned` with `both` (the default): questions only one of the two "
+        "gets, and the exact sign-test p of those.",
+    ]
+    for res in results:
+        n, name = res["questions"], NAMES[res["set"]]
+        ceiling = 100 * sum(res["ceiling"]) / n
+        lines = [
+            "| scorer | " + " | ".join(f"share {s}" for s in SHARES) + " |",
+            "|---|" + "---:|" * len(SHARES),
+        ]
+        for scorer in SCORERS:
+            cells = [f"{100 * sum(res['hits'][f'{scorer}@{s}']) / n:.1f}%" for s in SHARES]
+            lines.append(f"| {scorer} | " + " | ".join(cells) + " |")
+        paired = [
+            "| share | learned only | both only | both get it | neither | sign-test p |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in SHARES:
+            a, b = res["hits"][f"learned@{s}"], res["hits"][f"both@{s}"]
+            only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+            only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+            both = sum(x and y for x, y in zip(a, b, strict=True))
+            p = sign_test(only_a, only_b)
+            paired.append(
+                f"| {s} | {only_a} | {only_b} | {both} | {n - only_a - only_b - both} | {p:.3f} |"
+            )
+        parts += [
+            f"### {name}: {n} questions (draw {res['draw']}); answer in the top-4 chunks: "
+            f"{ceiling:.1f}%",
+            "\n".join(lines),
+            "\n".join(paired),
+        ]
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=tuple(DRAWS))
+    parser.add_argument("--report", action="store_true", help="Write the docs section.")
+    args = parser.parse_args()
+    out = home_dir() / "span-probe"
+    if args.set:
+        quiet_transformers()
+        res = run(args.set)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{args.set}.json").write_text(json.dumps(res))
+        print(section([res]))
+    if args.report:
+        results = [
+            json.loads((out / f"{s}.json").read_text())
+            for s in ("hotpotqa", "squad")
+            if (out / f"{s}.json").is_file()
+        ]
+        body = section(results)
+        print(body)
+        write_section("span-probe", body)
+
+
+if __name__ == "__main__":
+    main()
