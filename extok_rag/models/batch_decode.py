@@ -12,6 +12,9 @@ position of every row is the cache's last column), padding columns are masked an
 position, and each step feeds every row its last token at its own next position. So a row's
 tokens are those `generate_ids` picks for it alone, up to low-precision noise (identical in
 float32 on the tiny test models).
+
+The cache is a `StaticKV` buffer that a step writes one column of (`decode_step`: the same fast
+step `decode_steps` runs); joining and leaving rows rebuild it, as the concatenations did before.
 """
 
 from __future__ import annotations
@@ -20,15 +23,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
 
 from extok_rag.config import GenerationConfig
+from extok_rag.models.decode_step import decode_step
 from extok_rag.models.generation import loops, next_token
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row, row_length
-
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, H, T, D)
+from extok_rag.models.static_kv import StaticKV
 
 
 @dataclass(frozen=True)
@@ -56,32 +57,23 @@ def _generator(cfg: GenerationConfig) -> torch.Generator | None:
     return torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
 
 
-def _pad_left(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """Zeros prepended along `dim` (counted from the end) up to `length`."""
-    missing = length - x.shape[dim]
-    if missing == 0:
-        return x
-    pad = [0, 0] * (-dim - 1) + [missing, 0]  # F.pad lists the last dimension first
-    return F.pad(x, pad)
-
-
-def _layers(cache) -> KV:
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
 class DecodeBatch:
     """Live rows sharing one KV cache. `admit` prefills newcomers and merges them in; `step`
     gives every live row one more token; both return what each row did (`Emitted`) and drop
     the rows that ended. `remove` takes rows out at once (a cancelled request)."""
 
-    def __init__(self, llm: FrozenLLM):
+    def __init__(self, llm: FrozenLLM, fast: bool = True):
         self.llm = llm
         self.stop = llm.eos_token_ids
         self.rows: list[_Live] = []  # aligned with the batch axis
-        self.cache: DynamicCache | None = None  # per layer (B, H, T, D)
-        self.mask: torch.Tensor | None = None  # (B, T) long, 1 = a real position
+        self.kv: StaticKV | None = None  # per layer (B, H, T, D) in a buffer of spare columns
         self.last: torch.Tensor | None = None  # (B,) the token each row feeds next
         self.positions: torch.Tensor | None = None  # (B,) the position it takes
+        self._step = decode_step(llm.model, fast)  # `fast=False`: the model's forward
+
+    @property
+    def mask(self) -> torch.Tensor | None:  # (B, T) bool, True = a real position
+        return None if self.kv is None else self.kv.used_mask()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,7 +104,10 @@ class DecodeBatch:
         rows = [_Live(key, cfg, _generator(cfg)) for key, _, cfg in entries]
         tokens = self._pick(out.logits[:, -1], rows)  # (n, V) -> n ints
         start = len(self.rows)
-        self._merge(out.cache, batch.attention_mask, batch.lengths, rows)
+        layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+        room = max(cfg.max_new_tokens for _, _, cfg in entries)  # spare columns for the answers
+        kv = StaticKV.from_layers(layers, batch.attention_mask, layers[0][0].shape[2] + room)
+        self._merge(kv, batch.lengths, rows)
         return self._record(start, tokens)
 
     @torch.inference_mode()
@@ -120,19 +115,9 @@ class DecodeBatch:
         """One token for every live row: its last token fed at its own next position."""
         if not self.rows:
             return []
-        B = len(self.rows)
-        mask = torch.cat([self.mask, self.mask.new_ones(B, 1)], dim=1)  # (B, T+1)
-        out = self.llm.model(
-            input_ids=self.last[:, None],  # (B, 1)
-            attention_mask=mask,
-            position_ids=self.positions[:, None],  # (B, 1)
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.cache, self.mask = out.cache, mask
+        logits = self._step(self.kv, self.last, self.positions)  # (B, V); kv one column on
         self.positions = self.positions + 1
-        return self._record(0, self._pick(out.logits[:, -1], self.rows))  # (B, V)
+        return self._record(0, self._pick(logits, self.rows))
 
     def remove(self, keys: Sequence[Hashable]) -> None:
         """Take these rows out of the batch now (unknown keys are ignored)."""
@@ -141,7 +126,7 @@ class DecodeBatch:
             self._keep([i for i, row in enumerate(self.rows) if row.key not in gone])
 
     def clear(self) -> None:
-        self.rows, self.cache, self.mask, self.last, self.positions = [], None, None, None, None
+        self.rows, self.kv, self.last, self.positions = [], None, None, None
 
     # -- tokens ------------------------------------------------------------------------------
     def _pick(self, logits: torch.Tensor, rows: Sequence[_Live]) -> list[int]:
@@ -167,49 +152,30 @@ class DecodeBatch:
             emitted.append(Emitted(row.key, token, done, len(row.ids)))
             if not done:
                 keep.append(i)
-        new = torch.tensor(tokens, dtype=torch.long, device=self.mask.device)  # (n,)
+        new = torch.tensor(tokens, dtype=torch.long, device=self.llm.device)  # (n,)
         self.last = new if start == 0 else torch.cat([self.last, new])
         if len(keep) < len(self.rows):
             self._keep(keep)
         return emitted
 
     # -- the shared cache --------------------------------------------------------------------
-    def _merge(
-        self, cache: DynamicCache, mask: torch.Tensor, lengths: torch.Tensor, rows: list[_Live]
-    ) -> None:
-        """Append prefilled rows (their cache (n, H, T', D) per layer, mask (n, T'), prompt
-        lengths (n,): their first token's position) on the batch axis; the shorter time axis
-        is padded on the left with masked zeros."""
-        positions = lengths.to(mask.device)  # (n,)
-        if self.cache is not None:
-            T = max(self.mask.shape[1], mask.shape[1])
-            kv = [
-                (
-                    torch.cat([_pad_left(k0, T, -2), _pad_left(k1, T, -2)]),
-                    torch.cat([_pad_left(v0, T, -2), _pad_left(v1, T, -2)]),
-                )
-                for (k0, v0), (k1, v1) in zip(_layers(self.cache), _layers(cache), strict=True)
-            ]
-            cache = DynamicCache(ddp_cache_data=kv)
-            mask = torch.cat([_pad_left(self.mask, T, -1), _pad_left(mask, T, -1)])  # (B+n, T)
+    def _merge(self, kv: StaticKV, lengths: torch.Tensor, rows: list[_Live]) -> None:
+        """Append prefilled rows (their cache `kv`, prompt lengths (n,): their first token's
+        position) on the batch axis; the narrower cache is padded on the left (`extend`)."""
+        positions = lengths.to(self.llm.device)  # (n,)
+        if self.kv is not None:
+            kv = self.kv.extend(kv)
             positions = torch.cat([self.positions, positions])  # (B+n,)
-        self.cache, self.mask, self.positions = cache, mask, positions
+        self.kv, self.positions = kv, positions
         self.rows = self.rows + rows
 
     def _keep(self, keep: list[int]) -> None:
-        """Only rows `keep` stay (index_select on the batch axis), and leading mask columns no
-        remaining row uses go."""
+        """Only rows `keep` stay, and leading columns no remaining row uses go."""
         if not keep:
             self.clear()
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask.index_select(0, index)  # (B', T)
-        first = int(mask.any(dim=0).nonzero()[0])  # the first column a row still uses
-        kv = [
-            (k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
-            for k, v in _layers(self.cache)
-        ]
-        self.cache, self.mask = DynamicCache(ddp_cache_data=kv), mask[:, first:]
+        index = torch.tensor(keep, device=self.llm.device)
+        self.kv = self.kv.select(keep)
         self.last = self.last.index_select(0, index)
         self.positions = self.positions.index_select(0, index)
         self.rows = [self.rows[i] for i in keep]

@@ -11,15 +11,20 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from extok_rag.config import GenerationConfig
+from extok_rag.models.decode_step import decode_step
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row
+from extok_rag.models.static_kv import StaticKV
 
 
 def next_token(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | None) -> int:
     """Pick one token from last-position logits (V,): greedy, or temperature + nucleus."""
     if cfg.temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    # In float64 and shifted to max 0: any positive temperature (a float64) then scales the
+    # top logit to 0 and the others to at most -inf, never to inf - inf = NaN.
+    scaled = logits.double()
+    probs = torch.softmax((scaled - scaled.max()) / cfg.temperature, dim=-1)
     if cfg.top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(0) - sorted_p < cfg.top_p  # always keeps the top token
@@ -33,15 +38,19 @@ def decode_steps(
     rows: Sequence[Row],
     max_new_tokens: int,
     pick: Callable[[torch.Tensor], torch.Tensor],
+    fast: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Prefill `rows` (left-padded, one KV cache), then yield the next token of every row (B,),
     chosen by `pick` from the last-position logits (B, V), and feed it back at the row's next
     position; at most `max_new_tokens` steps. Stopping early is the caller's: stop iterating.
     Vocabulary logits are computed for the last position only (`logits_to_keep=1`): the head
-    (V x d) over a whole prompt cost ~20% of a SmolLM2 prefill and B x T x V floats of memory."""
+    (V x d) over a whole prompt cost ~20% of a SmolLM2 prefill and B x T x V floats of memory.
+    The prefill is the model's own forward (it reads `inputs_embeds`); the steps run on a KV
+    cache sized for the whole answer (`StaticKV`) through `decode_step` (`fast=False`: the
+    model's forward at every step too, the path before the fast step, same tokens)."""
     batch = llm.batch(rows, padding_side="left")
-    lengths = batch.lengths.to(llm.device)  # (B,)
-    llm.check_fits(int(lengths.max()) + max_new_tokens)
+    positions = batch.lengths.to(llm.device)  # (B,) each row's next position
+    llm.check_fits(int(positions.max()) + max_new_tokens)
     out = llm.model(
         inputs_embeds=batch.inputs_embeds,
         attention_mask=batch.attention_mask,
@@ -49,21 +58,17 @@ def decode_steps(
         use_cache=True,
         logits_to_keep=1,
     )
-    mask = batch.attention_mask
-    for step in range(max_new_tokens):
-        tokens = pick(out.logits[:, -1])  # (B,)
+    logits = out.logits[:, -1]  # (B, V)
+    if max_new_tokens <= 0:
+        return
+    layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+    kv = StaticKV.from_layers(layers, batch.attention_mask, layers[0][0].shape[2] + max_new_tokens)
+    step = decode_step(llm.model, fast)
+    for n in range(max_new_tokens):
+        tokens = pick(logits)  # (B,)
         yield tokens
-        if step + 1 == max_new_tokens:
-            return
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        out = llm.model(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=(lengths + step)[:, None],
-            cache=out.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        if n + 1 < max_new_tokens:
+            logits = step(kv, tokens, positions + n)
 
 
 def loops(ids: Sequence[int], min_run: int) -> bool:

@@ -1,0 +1,125 @@
+"""The fast decoding step (`LlamaStep` over a `StaticKV` cache) computes the Hugging Face
+forward's logits bit for bit, so greedy tokens are today's: batch 1 and padded batches, token and
+embedding prompts, float32 and bfloat16 (oneDNN-packed weights); other models fall back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from extok_rag.config import RuntimeConfig
+from extok_rag.models.decode_step import ForwardStep, LlamaStep, decode_step, llama_supported
+from extok_rag.models.generation import decode_steps
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.lora import add_lora
+from extok_rag.models.static_kv import StaticKV
+
+
+@pytest.fixture(scope="module")
+def bf16_llm(tiny_llm_dir):
+    return FrozenLLM.load(tiny_llm_dir, RuntimeConfig(device="cpu", dtype="bfloat16"))
+
+
+def prompts(llm):
+    torch.manual_seed(0)
+    return [
+        llm.chat_row(["Tell me a story about a cat."]),
+        llm.chat_row(["Context: ", torch.randn(5, llm.hidden_size).to(llm.dtype), " Short?"]),
+        llm.chat_row(["A much longer question, padded less than the others are, surely?"]),
+    ]
+
+
+def run(llm, rows, steps: int, fast: bool) -> list[torch.Tensor]:
+    """Every step's last-position logits (B, V), greedy tokens fed back."""
+    seen = []
+
+    def pick(logits):
+        seen.append(logits.clone())
+        return logits.argmax(-1)
+
+    for _ in decode_steps(llm, rows, steps, pick, fast=fast):
+        pass
+    return seen
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_padded_batch_logits_are_the_forward_s_bit_for_bit(tiny_llm, bf16_llm, dtype):
+    llm = tiny_llm if dtype == "float32" else bf16_llm
+    assert isinstance(decode_step(llm.model), LlamaStep)
+    rows = prompts(llm)
+    fast, slow = run(llm, rows, 12, True), run(llm, rows, 12, False)
+    assert len(fast) == len(slow) == 12
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_one_greedy_tokens_are_the_forward_s(tiny_llm, bf16_llm, dtype):
+    """Unpadded, transformers calls SDPA differently (enable_gqa): float noise, same tokens."""
+    llm = tiny_llm if dtype == "float32" else bf16_llm
+    for row in prompts(llm):
+        fast, slow = run(llm, [row], 16, True), run(llm, [row], 16, False)
+        assert [int(a.argmax()) for a in fast] == [int(b.argmax()) for b in slow]
+        tol = 1e-5 if dtype == "float32" else 2e-2
+        for a, b in zip(fast, slow, strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_packed_weights_in_bf16_only(tiny_llm, bf16_llm):
+    assert decode_step(tiny_llm.model).head.packed is None
+    packed = decode_step(bf16_llm.model).head.packed is not None
+    assert packed == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def test_step_is_built_once_per_model(tiny_llm):
+    assert decode_step(tiny_llm.model) is decode_step(tiny_llm.model)
+    assert isinstance(decode_step(tiny_llm.model, fast=False), ForwardStep)
+
+
+def test_wrapped_linears_fall_back_to_the_forward(tiny_llm_dir):
+    llm = FrozenLLM.load(tiny_llm_dir, RuntimeConfig(device="cpu", dtype="float32"))
+    add_lora(llm.model.model.layers[0], rank=2, alpha=4.0)
+    assert not llama_supported(llm.model)
+    assert isinstance(decode_step(llm.model), ForwardStep)
+    rows = prompts(llm)[:1]
+    assert len(run(llm, rows, 3, True)) == 3
+
+
+def test_static_kv_grows_extends_and_selects():
+    torch.manual_seed(0)
+    k1, v1 = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)  # one row, 3 columns
+    a = StaticKV.from_layers([(k1, v1)], torch.ones(1, 3, dtype=torch.long), 3)
+    a.open_column()  # full: the buffer doubles, the used columns stay
+    assert a.capacity == 6 and torch.equal(a.keys[0, :, :, :3], k1)
+    keys, _ = a.write(0, torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    a.close_column()
+    assert keys.shape == (1, 2, 4, 4) and a.n == 4
+    k2, v2 = torch.randn(2, 2, 2, 4), torch.randn(2, 2, 2, 4)  # two rows, 2 columns
+    b = StaticKV.from_layers([(k2, v2)], torch.tensor([[1, 1], [0, 1]]), 2)
+    both = a.extend(b)  # b's rows padded left by 2 masked zero columns
+    assert both.n == 4 and both.batch_size == 3
+    assert both.used_mask().tolist() == [[1] * 4, [0, 0, 1, 1], [0, 0, 0, 1]]
+    assert torch.equal(both.keys[0, 1:, :, 2:4], k2) and not both.keys[0, 1:, :, :2].any()
+    last = both.select([2])  # the row using only the last column: 3 leading columns go
+    assert last.n == 1 and torch.equal(last.keys[0, 0, :, 0], k2[1, :, 1])
+    assert last.used_mask().tolist() == [[True]]
+
+
+def test_decode_batch_fast_and_forward_steps_agree(bf16_llm):
+    """The serve batch on the fast step: the same tokens as on the model's forward."""
+    from extok_rag.config import GenerationConfig
+    from extok_rag.models.batch_decode import DecodeBatch
+
+    rows = prompts(bf16_llm)
+    got = {}
+    for fast in (True, False):
+        batch, out = DecodeBatch(bf16_llm, fast=fast), {}
+        cfgs = [GenerationConfig(max_new_tokens=n, repeat_stop=0) for n in (9, 5, 12)]
+        joins = {0: 0, 2: 1, 3: 2}  # step -> the row joining then
+        for s in range(20):
+            i = joins.get(s)
+            emitted = batch.step() + ([] if i is None else batch.admit([(i, rows[i], cfgs[i])]))
+            for e in emitted:
+                out.setdefault(e.key, []).append(e.token)
+        got[fast] = out
+    assert got[True] == got[False] and len(got[True]) == 3
