@@ -321,7 +321,7 @@ class TrainConfig:
 
 # how spans are scored (`extok_rag.spans`); learned: `models.sentence_selector`
 SCORERS = ("minilm", "lexical", "both", "learned", "llm")
-RETRIEVERS = ("vector", "text", "hybrid")  # how chunks are retrieved (`ask.retrieval`)
+RETRIEVERS = ("vector", "text", "hybrid", "two-hop")  # how chunks are retrieved (`ask.retrieval`)
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 
 

@@ -9,7 +9,9 @@ already holds its output.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +70,7 @@ def check_models(snapshot: IndexSnapshot, llm: FrozenLLM, embedder: Embedder | N
 _log = logging.getLogger("extok_rag")
 _WARNED: set[int] = set()  # snapshots already warned that hybrid fell back to vectors
 FUSION_DEPTH = 20  # hybrid: candidates each retriever gives the fusion (at least n)
+RANKED = ("vector", "text", "hybrid")  # the RETRIEVERS that rank rows in one pass
 RRF_K = 60  # reciprocal rank fusion: a row scores sum(1 / (RRF_K + rank)) over the lists
 
 
@@ -79,24 +82,77 @@ def retrieve(
     method: str = "vector",
 ) -> list[Retrieved]:
     """Top-n chunks, best first, by `method` (one of RETRIEVERS): inner product of normalised
-    MiniLM vectors (`vector`), LanceDB's full-text BM25 (`text`), or both fused by reciprocal
+    MiniLM vectors (`vector`), LanceDB's full-text BM25 (`text`), both fused by reciprocal
     rank (`hybrid`: the second hop's paragraph often shares words, not meaning, with the
-    question; docs/benchmarks.md "hybrid-retrieval")."""
+    question; docs/benchmarks.md "hybrid-retrieval"), or `two-hop` (`second_hop`)."""
+    if method not in RETRIEVERS:
+        raise ExtokError(f"unknown retrieval {method!r}: one of {', '.join(RETRIEVERS)}")
     if snapshot.manifest.counts.chunks == 0:
         raise ExtokError("the index is empty: run `extok-rag index` on a corpus with text")
-    hits = ranked_hits(snapshot, embedder, question, n, method)
-    rows = snapshot.table.fetch([i for i, _ in hits])
+    if method == "two-hop":
+        hits = ranked_hits(snapshot, embedder, question, n, "hybrid")
+        rows = snapshot.table.fetch([i for i, _ in hits])
+        rows, scores = second_hop(snapshot, embedder, question, n, rows, [s for _, s in hits])
+    else:
+        hits = ranked_hits(snapshot, embedder, question, n, method)
+        rows, scores = snapshot.table.fetch([i for i, _ in hits]), [s for _, s in hits]
     pooling = snapshot.manifest.downscale
     return [
         Retrieved(r.row_id, s, r.doc_path, r.text, r.n_tokens, r.states, pooling)
-        for r, (_, s) in zip(rows, hits, strict=True)
+        for r, s in zip(rows, scores, strict=True)
     ]
+
+
+# -- two hops ------------------------------------------------------------------------------
+_NAME = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")  # runs of capitalised words
+
+
+def bridge_names(question: str, text: str, embedder: Embedder) -> list[str]:
+    """The names in `text`'s best sentence for `question` (the `both` span scorer) that the
+    question does not already hold: in a two-hop question, the bridge to the second hop."""
+    from extok_rag.spans import Span, score_spans, sentence_starts, words
+
+    cuts = sorted({0, *sentence_starts(text), len(text)})
+    sentences = [Span(0, a, b, text[a:b]) for a, b in itertools.pairwise(cuts) if text[a:b].strip()]
+    if not sentences:
+        return []
+    best = max(score_spans("both", embedder, question, sentences), key=lambda s: s.score)
+    asked = set(words(question))
+    return [m for m in _NAME.findall(best.text) if not set(words(m)) <= asked]
+
+
+def second_hop(snapshot, embedder, question: str, n: int, rows: list, scores: list):
+    """Hybrid's first n - 1 rows, then the best row of a new document found by a second
+    hybrid query, the question plus the bridge names of the top row (`bridge_names`); hybrid's
+    n-th row when that finds nothing. (rows, scores), n of each at most."""
+    if n < 2 or len(rows) < n:
+        return rows, scores
+    names = bridge_names(question, rows[0].text, embedder)
+    if not names:
+        return rows, scores
+    hop = new_document_row(snapshot, embedder, f"{question} {' '.join(names)}", rows[: n - 1])
+    if hop is None:
+        return rows, scores
+    return [*rows[: n - 1], hop[0]], [*scores[: n - 1], hop[1]]
+
+
+def new_document_row(snapshot, embedder, query: str, taken: list):
+    """(row, score) of the best hybrid hit for `query` from a document none of the `taken`
+    rows comes from; None when the first FUSION_DEPTH hits hold none."""
+    docs = {r.doc_path for r in taken}
+    hits = ranked_hits(snapshot, embedder, query, FUSION_DEPTH, "hybrid")
+    for start in range(0, len(hits), 4):  # rows fetched a few at a time: their states are big
+        batch = hits[start : start + 4]
+        for row, (_, score) in zip(snapshot.table.fetch([i for i, _ in batch]), batch, strict=True):
+            if row.doc_path not in docs:
+                return row, score
+    return None
 
 
 def ranked_hits(snapshot, embedder, question: str, n: int, method: str) -> list[tuple[int, float]]:
     """(row id, score) of the top-n rows by `method`."""
-    if method not in RETRIEVERS:
-        raise ExtokError(f"unknown retrieval {method!r}: one of {', '.join(RETRIEVERS)}")
+    if method not in RANKED:
+        raise ExtokError(f"unknown ranking {method!r}: one of {', '.join(RANKED)}")
     if method != "vector" and not snapshot.table.has_text_index():
         advice = "run `extok-rag index` on its corpus again to add one"
         if method == "text":

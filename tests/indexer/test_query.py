@@ -269,6 +269,24 @@ def test_text_and_hybrid_retrieval_find_the_chunk_that_holds_the_words(built, em
         retrieve(snapshot, embedder, question, 3, "bm25")
 
 
+def test_two_hop_keeps_hybrid_but_its_last_place(built, embedder):
+    """Two-hop: hybrid's first n - 1 chunks, then a chunk of a document they don't come from,
+    found by the question plus the names of the top chunk's best sentence; n = 1 is hybrid."""
+    from extok_rag.ask.retrieval import bridge_names
+
+    snapshot, _ = built
+    question = "Which document is reStructuredText?"
+    hybrid = retrieve(snapshot, embedder, question, 3, "hybrid")
+    two_hop = retrieve(snapshot, embedder, question, 3, "two-hop")
+    assert [c.row_id for c in two_hop[:2]] == [c.row_id for c in hybrid[:2]] and len(two_hop) == 3
+    if bridge_names(question, hybrid[0].text, embedder) and two_hop[2].row_id != hybrid[2].row_id:
+        assert two_hop[2].doc_path not in {c.doc_path for c in hybrid[:2]}
+    one = retrieve(snapshot, embedder, question, 1, "two-hop")
+    assert [c.row_id for c in one] == [hybrid[0].row_id]
+    text = "Victor Hugo wrote Les Miserables in Paris."  # one sentence: the best
+    assert bridge_names("Who wrote Les Miserables?", text, embedder) == ["Victor Hugo", "Paris"]
+
+
 def test_an_index_without_a_text_index_gets_one_on_the_next_index_run(
     built, embedder, corpus, models, settings, tmp_path, caplog
 ):
