@@ -45,14 +45,14 @@ def one_forward_row(tiny_llm, reader, ids, *tail):
 
 
 def test_cached_sessions_give_the_logits_of_one_forward_over_the_history(tiny_llm, tokenizer):
-    ids, stretch = stream(200), stream(40, seed=1)
+    ids, stretch = stream(200), stream(100, seed=1)  # the stretch: scored in 3 slices
     reader = OnlineReader(tiny_llm, tokenizer, k=4, cfg=CFG)
     reader.read(ids)
-    cached = reader.logits(stretch)  # (40, V)
+    cached = reader.logits(stretch)  # (100, V)
     row = one_forward_row(tiny_llm, reader, ids, TokenSegment(stretch))
     full = tiny_llm.logits(tiny_llm.batch([row]))[0]  # (T, V)
-    torch.testing.assert_close(cached, full[-40:], atol=1e-4, rtol=1e-4)
-    nll = F.cross_entropy(full[-41:-1], stretch, reduction="none")  # first from the history
+    torch.testing.assert_close(cached, full[-100:], atol=1e-4, rtol=1e-4)
+    nll = F.cross_entropy(full[-101:-1], stretch, reduction="none")  # first from the history
     torch.testing.assert_close(reader.score(stretch), nll, atol=1e-4, rtol=1e-4)
     assert reader.cache_length == reader.positions  # the stretch was dropped
 

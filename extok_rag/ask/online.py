@@ -246,13 +246,26 @@ class OnlineReader:
     @torch.inference_mode()
     def score(self, source: str | torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Each token's negative log-likelihood (n,) fp32 given the cached history and the
-        tokens before it; (n - 1,) when nothing precedes the first (an empty "none" frame)."""
+        tokens before it; (n - 1,) when nothing precedes the first (an empty "none" frame).
+        Read in slices of `session_tokens` (only one slice's vocabulary logits are ever held:
+        6,656 tokens at once peaked at 5 GB); the tokens are dropped from the cache after."""
         ids = as_ids(self.llm, source)
-        logits = self.logits(ids).float()  # (n, V)
-        if self._next_logits is None:
-            return F.cross_entropy(logits[:-1], ids[1:].to(logits.device), reduction="none")
-        predictions = torch.cat([self._next_logits[None], logits[:-1]])  # (n, V)
-        return F.cross_entropy(predictions, ids.to(logits.device), reduction="none")
+        self._rewind()
+        self.llm.check_fits(self.positions + len(ids))
+        losses, previous = [], self._next_logits  # previous: (V,) the prediction of ids[0]
+        try:
+            for piece in ids.split(self.cfg.session_tokens):
+                logits = self._forward(self.llm.embed_tokens(piece)).float()  # (m, V)
+                targets = piece.to(logits.device)
+                if previous is None:
+                    losses.append(F.cross_entropy(logits[:-1], targets[1:], reduction="none"))
+                else:
+                    predictions = torch.cat([previous[None], logits[:-1]])  # (m, V)
+                    losses.append(F.cross_entropy(predictions, targets, reduction="none"))
+                previous = logits[-1]
+        finally:
+            self._rewind()
+        return torch.cat(losses)
 
     # -- asking -----------------------------------------------------------------------------
     def ask(self, question: str, gen: GenerationConfig | None = None) -> Iterator[str]:
