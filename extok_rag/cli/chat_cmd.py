@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from extok_rag.cli.ask_cmd import (
     DEFAULT_MODE_OPTION,
@@ -23,7 +24,8 @@ from extok_rag.cli.ask_cmd import (
     check_k_option,
 )
 from extok_rag.cli.console import err_console, reports_errors
-from extok_rag.config import AskConfig
+from extok_rag.config import RETRIEVAL_HELP, AskConfig
+from extok_rag.errors import ExtokError
 
 
 @reports_errors
@@ -37,7 +39,7 @@ def chat(
     mode: Annotated[Mode, typer.Option(help=MODE_HELP)] = DEFAULT_MODE_OPTION,
     retrieval: Annotated[
         Retrieval,
-        typer.Option(help="vector (MiniLM), text (BM25) or hybrid (both, rank-fused)."),
+        typer.Option(help=RETRIEVAL_HELP + "."),
     ] = DEFAULT_RETRIEVAL,
     tokenizer: Annotated[
         Path | None,
@@ -82,7 +84,11 @@ def chat(
     conversation = Chat(frozen, condenser, cfg, gen, snapshot, embedder, system)
     err_console.print("[dim]chat: empty line or Ctrl-D to quit[/dim]")
     while (line := read_message()) is not None:
-        _, _, history, pieces = conversation.say(line)
+        try:
+            _, _, history, pieces = conversation.say(line)
+        except ExtokError as err:  # one message refused (e.g. too long): the chat goes on
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+            continue
         if history.condensed_turns:
             err_console.print(
                 f"[dim]the {history.condensed_turns} oldest of {history.turns} earlier turns "

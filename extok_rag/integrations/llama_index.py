@@ -1,5 +1,6 @@
-"""LlamaIndex integration: an extok index as a `BaseRetriever`, and a query engine that answers
-with compressed retrieved chunks read by the frozen LLM.
+"""LlamaIndex integration: an extok index as a `BaseRetriever`, a query engine that answers
+with compressed retrieved chunks read by the frozen LLM, and a chat engine whose old turns are
+condensed instead of dropped (`ExtokChatEngine`).
 
     engine = ExtokQueryEngine.from_index("indexes/corpus")
     response = engine.query("What is ...?")          # Response with source_nodes
@@ -12,17 +13,27 @@ reach for OpenAI): every model is ours and local.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from llama_index.core.base.response.schema import Response, StreamingResponse
 from llama_index.core.bridge.pydantic import Field
+from llama_index.core.chat_engine.types import (
+    AgentChatResponse,
+    BaseChatEngine,
+    StreamingAgentChatResponse,
+)
+from llama_index.core.memory import BaseMemory, ChatMemoryBuffer
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from extok_rag.ask.answer import describe
 from extok_rag.ask.build import build_prompt
+from extok_rag.ask.conversation import Condenser, Turn, converse
 from extok_rag.ask.modes import SCORES_SPANS
 from extok_rag.ask.retrieval import Retrieved, check_embedder, check_llm, retrieve
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
@@ -40,7 +51,7 @@ class ExtokRetriever(BaseRetriever):
 
     retriever = ExtokRetriever.from_index("indexes/corpus", similarity_top_k=4)
 
-    `retrieval`: vector (MiniLM), text (BM25) or hybrid (both, rank-fused), as `ask --retrieval`.
+    `retrieval`: one of config.RETRIEVERS, as `ask --retrieval` (default two-hop).
     """
 
     def __init__(
@@ -170,3 +181,127 @@ class ExtokQueryEngine(CustomQueryEngine):
         path = str(node.node.metadata.get("file_path", node.node.node_id))
         pooling = self.tokenizer.config.downscale
         return Retrieved(-1, node.score or 0.0, path, text, int(ids.numel()), states, pooling)
+
+
+class ExtokChatEngine(BaseChatEngine):
+    """A chat engine whose memory never drops a turn: every message is answered over the whole
+    conversation (`ask.conversation`), its oldest turns condensed into extensible embeddings
+    once they outgrow the window, where LlamaIndex's memory buffers drop old messages at a
+    token limit. With an index, each message is also answered from it as `ask` answers it.
+
+    engine = ExtokChatEngine.from_index("indexes/corpus", system_prompt="Answer briefly.")
+    engine.chat("My name is Zorblax.");  engine.chat("What is my name?")
+
+    `memory` only stores the messages (`get_all`: all of them); it never decides what is read.
+    """
+
+    def __init__(
+        self,
+        llm: FrozenLLM,
+        condenser: Condenser | None,
+        snapshot: IndexSnapshot | None = None,
+        embedder: Embedder | None = None,
+        ask_config: AskConfig | None = None,
+        generation: GenerationConfig | None = None,
+        system_prompt: str | None = None,
+        memory: BaseMemory | None = None,
+    ):
+        self.llm, self.condenser = llm, condenser
+        self.snapshot, self.embedder = snapshot, embedder
+        self.ask_config = ask_config or AskConfig()
+        self.generation = generation or GenerationConfig(128)
+        self.system_prompt = system_prompt
+        self._memory = memory or ChatMemoryBuffer.from_defaults(token_limit=2**62)
+
+    @classmethod
+    def from_index(
+        cls,
+        index_dir: str | Path | None = None,
+        llm: FrozenLLM | None = None,
+        tokenizer: ExtensibleTokenizer | None = None,
+        **kwargs,
+    ) -> ExtokChatEngine:
+        """A chat over an index built by `extok-rag index` (none: the LLM alone), default
+        models where not given; the shipped tokenizer condenses old turns (loaded when needed)."""
+        llm = llm or FrozenLLM.load(None, RuntimeConfig())
+        snapshot = embedder = None
+        if index_dir is not None:
+            snapshot, embedder = open_index(Path(index_dir)), Embedder.load()
+            check_llm(snapshot, llm)
+            check_embedder(snapshot, embedder)
+        condenser = Condenser(lambda: tokenizer or load_default_tokenizer(llm))
+        return cls(llm, condenser, snapshot, embedder, **kwargs)
+
+    @property
+    def chat_history(self) -> list[ChatMessage]:
+        return self._memory.get_all()
+
+    def reset(self) -> None:
+        self._memory.reset()
+
+    def _start(self, message: str, chat_history: list[ChatMessage] | None):
+        """The user's message stored, the prompt built over every stored message: (source
+        nodes, the answer's text pieces)."""
+        if chat_history is not None:
+            self._memory.set(chat_history)
+        head = [Turn("system", self.system_prompt)] if self.system_prompt else []
+        turns = head + [as_turn(m) for m in self._memory.get_all()] + [Turn("user", message)]
+        chunks, prompt, _ = converse(
+            self.llm,
+            self.embedder,
+            self.snapshot,
+            turns,
+            self.ask_config,
+            self.generation,
+            self.condenser,
+        )
+        self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
+        nodes = [NodeWithScore(node=to_node(c), score=c.score) for c in chunks]
+        return nodes, stream_text(self.llm, prompt.row, self.generation)
+
+    def chat(self, message: str, chat_history: list[ChatMessage] | None = None):
+        nodes, pieces = self._start(message, chat_history)
+        answer = "".join(pieces).strip()
+        self._memory.put(ChatMessage(role=MessageRole.ASSISTANT, content=answer))
+        return AgentChatResponse(response=answer, source_nodes=nodes)
+
+    def stream_chat(self, message: str, chat_history: list[ChatMessage] | None = None):
+        nodes, pieces = self._start(message, chat_history)
+        response = StreamingAgentChatResponse(
+            chat_stream=chat_responses(pieces), source_nodes=nodes
+        )
+        thread = Thread(target=response.write_response_to_history, args=(self._memory,))
+        response.write_response_to_history_thread = thread
+        thread.start()
+        return response
+
+    async def achat(self, message: str, chat_history: list[ChatMessage] | None = None):
+        return await asyncio.to_thread(self.chat, message, chat_history)
+
+    async def astream_chat(self, message: str, chat_history: list[ChatMessage] | None = None):
+        nodes, pieces = await asyncio.to_thread(self._start, message, chat_history)
+
+        async def stream():
+            for response in await asyncio.to_thread(list, chat_responses(pieces)):
+                yield response
+
+        response = StreamingAgentChatResponse(achat_stream=stream(), source_nodes=nodes)
+        response.awrite_response_to_history_task = asyncio.create_task(
+            response.awrite_response_to_history(self._memory)
+        )
+        return response
+
+
+def as_turn(message: ChatMessage) -> Turn:
+    """A stored LlamaIndex message as a conversation turn (tool and other roles refused)."""
+    return Turn(str(getattr(message.role, "value", message.role)), message.content or "")
+
+
+def chat_responses(pieces):
+    """Text pieces as LlamaIndex's streamed ChatResponses (the message so far, the delta)."""
+    text = ""
+    for piece in pieces:
+        text += piece
+        yield ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
+        )

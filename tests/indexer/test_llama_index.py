@@ -108,3 +108,41 @@ def test_foreign_nodes_are_pooled_the_way_the_tokenizer_was_trained(tiny_llm):
     assert chunk.states.tobytes() == want.tobytes()
     read = chunk_embeddings(chunk, 4, engine.stride)  # what the prompt holds at k=4
     torch.testing.assert_close(read, downscale(states, 4, "mean"), atol=2e-3, rtol=2e-3)
+
+
+def test_chat_engine_reads_every_turn_and_condenses_instead_of_dropping(
+    snapshot, retriever, tiny_llm
+):
+    """Every stored message reaches the prompt; a conversation past the 512-position window is
+    condensed (the memory keeps every message); sync, streamed and async answers agree."""
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.chat_engine.types import BaseChatEngine
+
+    from extok_rag.ask.conversation import Condenser
+    from extok_rag.config import TokenizerConfig
+    from extok_rag.integrations.llama_index import ExtokChatEngine
+    from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+
+    tokenizer = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1))
+    engine = ExtokChatEngine(
+        tiny_llm,
+        Condenser(lambda: tokenizer),
+        snapshot,
+        retriever.embedder,
+        AskConfig(top_n=2),
+        GEN,
+        system_prompt="Be brief.",
+    )
+    assert isinstance(engine, BaseChatEngine)
+    first = engine.chat("What does section 2 say?")
+    assert len(first.source_nodes) == 2 and len(engine.chat_history) == 2
+    streamed = engine.stream_chat("And section 3?")
+    text = "".join(streamed.response_gen)  # ends once the answer is in the memory
+    assert [m.content for m in engine.chat_history[-2:]] == ["And section 3?", text.strip()]
+    history = [ChatMessage(role="user", content="x" * 300)] * 3  # 900 bytes: past the window
+    again = engine.chat("Alpha?", chat_history=history)
+    assert len(engine.chat_history) == 5 and isinstance(again.response, str)
+    engine.reset()
+    sync = engine.chat("Alpha?").response
+    engine.reset()
+    assert asyncio.run(engine.achat("Alpha?")).response == sync
