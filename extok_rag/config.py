@@ -322,6 +322,10 @@ class TrainConfig:
 # how spans are scored (`extok_rag.spans`); learned: `models.sentence_selector`
 SCORERS = ("minilm", "lexical", "both", "learned", "llm")
 RETRIEVERS = ("vector", "text", "hybrid", "two-hop")  # how chunks are retrieved (`ask.retrieval`)
+RETRIEVAL_HELP = (
+    "vector (MiniLM), text (BM25), hybrid (both, rank-fused) or two-hop (hybrid, then a "
+    "second query from the top chunk's bridge names; default)"
+)
 AUTO_K_CHOICES = (2, 4, 8, 16, 32)  # the paper's set; "auto" picks the smallest that fits
 
 
@@ -360,5 +364,5 @@ class AskConfig:
     budget: int | None = None
     scorer: str = "both"  # expand / spans: how spans are scored against the question
     # (both = MiniLM + lexical: the answer in the raw spans most often, benchmarks/expand_probe)
-    retrieval: str = "hybrid"  # one of RETRIEVERS: MiniLM vectors, BM25 text, or both fused
+    retrieval: str = "two-hop"  # one of RETRIEVERS: vectors, BM25, both fused, or two hops
     # (hybrid: recall@4 and accuracy up on SQuAD and HotpotQA, docs/benchmarks.md "retrieval-qa")

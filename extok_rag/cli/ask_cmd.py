@@ -14,7 +14,7 @@ import typer
 
 from extok_rag.ask.modes import DEFAULT_MODE, MODES, check_mode
 from extok_rag.cli.console import err_console, reports_errors
-from extok_rag.config import DTYPE_HELP, RETRIEVERS, SCORERS, AskConfig
+from extok_rag.config import DTYPE_HELP, RETRIEVAL_HELP, RETRIEVERS, SCORERS, AskConfig
 from extok_rag.errors import ExtokError
 
 Mode = StrEnum("Mode", {m: m for m in MODES})  # the one list of modes (ask.modes)
@@ -63,7 +63,7 @@ def ask(
     ] = DEFAULT_SCORER,
     retrieval: Annotated[
         Retrieval,
-        typer.Option(help="vector (MiniLM), text (BM25) or hybrid (both, rank-fused)."),
+        typer.Option(help=RETRIEVAL_HELP + "."),
     ] = DEFAULT_RETRIEVAL,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,

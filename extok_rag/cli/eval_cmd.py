@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, out_console, reports_errors
-from extok_rag.config import DTYPE_HELP, RETRIEVERS, SCORERS
+from extok_rag.config import DTYPE_HELP, RETRIEVERS, SCORERS, AskConfig
 from extok_rag.evaluation.qa_conditions import ROW_FAMILIES
 
 eval_app = typer.Typer(
@@ -216,7 +216,7 @@ def qa(
     ] = "both",
     retrieval: Annotated[
         str, typer.Option(help=f"How chunks are retrieved: {', '.join(RETRIEVERS)}.")
-    ] = "hybrid",
+    ] = AskConfig.retrieval,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts decoded together.")] = 8,
     latency_questions: Annotated[

@@ -29,7 +29,7 @@ class QAEvalConfig:
     expand_scorer: str = "both"
     max_new_tokens: int = 32
     repeat_stop: int = 8  # GenerationConfig.repeat_stop: an answer stops at a loop
-    retrieval: str = AskConfig.retrieval  # vector, text or hybrid, as `ask` retrieves
+    retrieval: str = AskConfig.retrieval  # one of RETRIEVERS, as `ask` retrieves
     batch_size: int = 8
     latency_questions: int = 20
     seed: int = 0

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from extok_rag.ask.conversation import Turn
 from extok_rag.ask.modes import MODES
-from extok_rag.config import RETRIEVERS, SCORERS, AskConfig
+from extok_rag.config import RETRIEVAL_HELP, RETRIEVERS, SCORERS, AskConfig
 
 _ASK = AskConfig()
 SYSTEM_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
@@ -30,9 +30,7 @@ class RetrievalOptions(BaseModel):
         "auto", description="auto/expand/spans/truncated: prompt positions, or 'auto'."
     )
     scorer: SpanScorer = Field(_ASK.scorer, description="expand/spans: how spans are scored.")
-    retrieval: Retrieval = Field(
-        _ASK.retrieval, description="vector (MiniLM), text (BM25) or hybrid (both, rank-fused)."
-    )
+    retrieval: Retrieval = Field(_ASK.retrieval, description=RETRIEVAL_HELP + ".")
     source_lines: bool = Field(False, description="Head each chunk with its file path (raw).")
 
     def ask_config(self) -> AskConfig:
