@@ -11,7 +11,8 @@ only when a run starts (`ray_session.py`), never by `import extok_rag.indexing`.
     driver: commit groups in plan order; row ids assigned here     stages.commit_groups
     pass 2, Ray actors: encode each group (one actor per GPU, else CPU)  ray_tasks.GroupEncoder
             -> rows in the table's Arrow layout (int8 quantised there too)
-    driver: one streamed append (one table commit)                    ChunkTable.append_stream
+    driver: each group's rows appended as they arrive, one table commit per group
+            (whole documents, as the local engine's)                ChunkTable.append_stream
     commit.py: row-id index, compaction, FAISS file, manifest (the commit point)
 
 Why two passes and not one streaming pipeline: a group's chunks are encoded together (sorted
@@ -20,6 +21,12 @@ Groups are whole documents cut at `commit_tokens` tokens in plan order, so a gro
 depend on the token counts of every earlier document: the driver forms them from pass 1's
 output. Encoding the very groups the local engine commits gives bitwise the same rows. Output
 order is kept (`preserve_order`), and `append_stream` checks that row ids arrive in order.
+
+Why a table commit per group: a killed run keeps every group it appended, and the next run
+(either engine) skips those documents (`resume.py`). It cuts the rest into the groups an
+uninterrupted run would have, so the finished index equals that run's bitwise (unless the
+plan held changed documents: deleted by the killed run, they come back as new ones, in corpus
+order). Ray keeps encoding the next groups while the driver appends one.
 
 Ray is started (or connected to) on first need, so a run that only re-reads files that stay
 unreadable starts no cluster. Rows are written by the driver into the table LanceDB holds on
@@ -35,7 +42,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from extok_rag.errors import IndexEngineError
@@ -140,7 +146,9 @@ class RayEngine:
             )
             job.before_first_write()
             rows = self._encoded(ray, refs, job, pool)
-            job.table.append_stream(_counted(rows, sizes, job))
+            for group_rows, size in per_group(rows, sizes):
+                job.table.append_stream([group_rows])  # one table commit per group
+                job.written(size)
 
     def pool(self, resources: dict, groups: int) -> ActorPool:
         """Encoder actors for a cluster with these resources and this many groups."""
@@ -202,13 +210,27 @@ class RayEngine:
             yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def _counted(rows: Iterable[pa.Table], sizes: Sequence[GroupSize], job: WriteJob):
-    """Pass rows through, counting each group as written once all its rows arrived."""
-    ends = np.cumsum([s.chunks for s in sizes])
-    received = done = 0
+def per_group(
+    rows: Iterable[pa.Table], sizes: Sequence[GroupSize]
+) -> Iterator[tuple[pa.Table, GroupSize]]:
+    """The encoded rows as they stream back, cut into their commit groups: (a group's rows,
+    its size) in group order. Ray Data may merge or split the actors' output blocks, so the
+    cuts come from the groups' chunk counts, not from the blocks."""
+    todo = iter(sizes)
+    size = next(todo, None)
+    held: list[pa.Table] = []
+    count = 0  # rows held, not yet yielded
     for table in rows:
-        received += table.num_rows
-        while done < len(sizes) and ends[done] <= received:
-            job.written(sizes[done])
-            done += 1
-        yield table
+        held.append(table)
+        count += table.num_rows
+        while size is not None and count >= size.chunks:
+            received = pa.concat_tables(held)
+            yield received.slice(0, size.chunks), size
+            rest = received.slice(size.chunks)
+            held, count = [rest], rest.num_rows
+            size = next(todo, None)
+    if size is not None or count:
+        expected = sum(s.chunks for s in sizes)
+        raise IndexEngineError(
+            f"the Ray actors returned other rows than the {expected:,} chunks sent to them"
+        )

@@ -4,9 +4,16 @@ incremental update; worker errors and set-up errors as one line."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +23,8 @@ from typer.testing import CliRunner
 from extok_rag.errors import IncompatibleModelError, IndexEngineError
 from extok_rag.indexes import ChunkTable, read_manifest
 from extok_rag.indexing import build_index, open_index
+
+from .conftest import PROSE
 
 ray = pytest.importorskip("ray")
 from extok_rag.indexing.ray_engine import RayEngine  # noqa: E402
@@ -92,20 +101,6 @@ def crashing(*args, **kwargs):
     raise Crash
 
 
-def crash_mid_append(monkeypatch) -> None:
-    """The driver dies once the first encoded rows have gone into the append."""
-    from extok_rag.indexing import ray_engine
-
-    counted = ray_engine._counted
-
-    def dying(rows, sizes, job):
-        for table in counted(rows, sizes, job):
-            yield table
-            raise Crash
-
-    monkeypatch.setattr(ray_engine, "_counted", dying)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("EXTOK_SLOW_TESTS"), reason="set EXTOK_SLOW_TESTS=1")
 def test_ray_update_equals_the_local_engine_bitwise(
@@ -142,8 +137,8 @@ def test_ray_update_equals_the_local_engine_bitwise(
         with pytest.raises(Crash):
             build_index(corpus, local, make_models(), settings)
     committed = table_rows(distributed)
-    with monkeypatch.context() as patch:  # the Ray run dies amid its one append
-        crash_mid_append(patch)
+    with monkeypatch.context() as patch:  # the Ray run dies at its first group's append
+        patch.setattr(ChunkTable, "append_stream", crashing)
         with pytest.raises(Crash):
             build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
     assert table_rows(distributed) == committed and (distributed / "pending.json").exists()
@@ -155,6 +150,131 @@ def test_ray_update_equals_the_local_engine_bitwise(
     assert_same_index(local, distributed)
     again = build_index(corpus, distributed, make_models(), settings, engine=ray_engine)
     assert again.up_to_date
+
+
+# `extok-rag index --engine ray` with table commits of 512 tokens and float32 actors (bitwise
+# comparable with the in-process builds here whatever the CPU); it prints "committed" after its
+# first group's table commit, then waits there to be killed.
+KILLED_RAY_CLI = """
+import functools, sys, time
+import extok_rag.config as config
+import extok_rag.indexing.request as request
+from extok_rag.cli import main
+from extok_rag.indexes import ChunkTable
+request.IndexSettings = functools.partial(request.IndexSettings, commit_tokens=512)
+config.fastest_dtype = lambda device: "float32"
+append = ChunkTable.append_stream
+
+def append_then_wait(self, batches):
+    appended = append(self, batches)
+    print("committed", flush=True)
+    time.sleep(600)
+    return appended
+
+ChunkTable.append_stream = append_then_wait
+sys.argv[0] = "extok-rag"
+main()
+"""
+
+
+def run_until_first_commit(args: list[str], timeout: float = 300) -> subprocess.Popen:
+    """Start `extok-rag ARGS` (KILLED_RAY_CLI) in a session of its own, and return once it
+    printed "committed"; pytest.fail with its output if it ends or times out first."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RAY_CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: the Ray daemons it starts join it
+    )
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == "committed":
+                seen.set()
+        seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not seen.wait(timeout) or "committed\n" not in lines:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"no first commit within {timeout} s:\n{''.join(lines)[-3000:]}")
+    return proc
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live processes of session `sid` (Linux /proc), zombies excluded."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != sid:
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EXTOK_SLOW_TESTS"), reason="set EXTOK_SLOW_TESTS=1")
+def test_killed_ray_run_keeps_its_committed_groups_and_a_rerun_equals_an_uninterrupted_one(
+    ray_instance, corpus, tmp_path, make_models, settings, tiny_llm_dir, tiny_embedder_dir
+):
+    """A real `extok-rag index --engine ray` updating an index, SIGKILLed with its Ray
+    instance (its process group) after its first group's table commit: readers still see the
+    last commit, the latest table version holds the killed run's whole documents, and the
+    next run encodes only the rest and ends bitwise equal to an uninterrupted update."""
+    idx, uninterrupted = tmp_path / "idx", tmp_path / "uninterrupted"
+    build_index(corpus, idx, make_models(), settings)
+    shutil.copytree(idx, uninterrupted)
+    before = table_rows(idx)
+    new = [f"new{n}.md" for n in range(6)]
+    for n, name in enumerate(new):
+        text = "".join(PROSE.format(i=100 + 10 * n + i, j=n * i) for i in range(4))
+        (corpus / name).write_text(f"# New document {n}\n\n{text}")
+    (corpus / "c.rst").unlink()
+
+    args = ["index", str(corpus), "--index", str(idx), "--engine", "ray", "--workers", "1"]
+    args += ["--llm", str(tiny_llm_dir), "--embedder", str(tiny_embedder_dir)]
+    args += ["--chunk-tokens", "64", "--batch-tokens", str(settings.batch_tokens)]
+    args += ["--device", "cpu"]
+    proc = run_until_first_commit(args)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(60) == -signal.SIGKILL
+    deadline = time.monotonic() + 30  # the Ray daemons and actors die with their group
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not session_processes(proc.pid), "Ray processes outlived the kill"
+
+    assert table_rows(idx) == before  # readers: the last commit, as it was
+    assert (idx / "pending.json").exists()
+    latest = ChunkTable.open(idx)
+    kept = sorted(set(latest.doc_hashes()) & set(new))
+    assert kept and kept == new[: len(kept)] and len(kept) < len(new)  # whole groups, in order
+    assert "c.rst" not in latest.doc_hashes()  # the deletes were committed first
+    for doc in kept:  # each kept document whole: positions 0..n-1
+        positions = sorted(
+            c.position for c in latest.fetch(latest.vectors()[0]) if c.doc_path == doc
+        )
+        assert positions == list(range(len(positions))) and positions
+
+    resumed = build_index(
+        corpus, idx, make_models(), settings, engine=engine(tiny_llm_dir, tiny_embedder_dir)
+    )
+    added = [f.rel for f in resumed.plan.added if f.rel in new]  # the bad files: never stored
+    assert added == new[len(kept) :]  # only what the killed run did not keep
+    assert not resumed.plan.deleted and not (idx / "pending.json").exists()
+    build_index(corpus, uninterrupted, make_models(), settings)
+    assert_same_index(uninterrupted, idx)
 
 
 @pytest.mark.slow
@@ -309,3 +429,27 @@ def build_target(models, settings):
         "int8",
         models.tokenizer_downscale,
     )
+
+
+def test_streamed_rows_are_cut_into_their_commit_groups_whatever_ray_s_blocks():
+    """The driver commits each group on its own (a killed run keeps them), however Ray Data
+    merged or split the actors' output blocks; rows that do not add up are one error."""
+    import pyarrow as pa
+
+    from extok_rag.indexing.ray_engine import per_group
+    from extok_rag.indexing.stages import GroupSize
+
+    sizes = [GroupSize(1, 0, 3, 0), GroupSize(2, 0, 2, 0), GroupSize(1, 0, 4, 0)]
+    rows = pa.table({"row_id": pa.array(range(9), pa.int64())})
+    for cuts in ([0, 9], [0, 2, 7, 9], [0, 3, 5, 9], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [0, 0, 9]):
+        blocks = [rows.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+        groups = list(per_group(blocks, sizes))
+        assert [g.column("row_id").to_pylist() for g, _ in groups] == [
+            [0, 1, 2],
+            [3, 4],
+            [5, 6, 7, 8],
+        ]
+        assert [size for _, size in groups] == sizes
+    for wrong in (rows.slice(0, 8), pa.concat_tables([rows, rows.slice(0, 1)])):
+        with pytest.raises(IndexEngineError, match="other rows than the 9 chunks"):
+            list(per_group([wrong], sizes))
