@@ -132,9 +132,10 @@ def parse_auto_int(value: str, option: str, expected: str) -> int | None:
     return int(value)
 
 
-def read_question() -> str | None:
+def read_question(prompt: str = "? ") -> str | None:
+    """A line typed after `prompt`, None at the end of input or on an empty line."""
     try:
-        line = input("? ").strip()
+        line = input(prompt).strip()
     except EOFError:
         return None
     return line or None

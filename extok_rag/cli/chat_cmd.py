@@ -22,6 +22,7 @@ from extok_rag.cli.ask_cmd import (
     RepeatStopOption,
     Retrieval,
     check_k_option,
+    read_question,
 )
 from extok_rag.cli.console import err_console, reports_errors
 from extok_rag.config import RETRIEVAL_HELP, AskConfig
@@ -83,7 +84,7 @@ def chat(
     condenser = Condenser(lambda: load_tokenizer(frozen, tokenizer, notice=warn))
     conversation = Chat(frozen, condenser, cfg, gen, snapshot, embedder, system)
     err_console.print("[dim]chat: empty line or Ctrl-D to quit[/dim]")
-    while (line := read_message()) is not None:
+    while (line := read_question("> ")) is not None:
         try:
             _, _, history, pieces = conversation.say(line)
         except ExtokError as err:  # one message refused (e.g. too long): the chat goes on
@@ -99,11 +100,3 @@ def chat(
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-
-
-def read_message() -> str | None:
-    try:
-        line = input("> ").strip()
-    except EOFError:
-        return None
-    return line or None
