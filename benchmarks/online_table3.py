@@ -614,8 +614,11 @@ every length, which is why even 4K sits above the loaded size.
 **Time is linear.** Each 512-token session costs one encode of the 2-layer shipped tokenizer \
 (v1) and one LLM forward over 64 (×8) or 16 (×32) condensed positions against the cache; the 512 \
 scored tokens are a fixed cost that weighs more at 4K than at 64K. The tables' seconds include \
-that fixed cost; the target line counts reading alone (the n − 512 tokens read, timed apart \
-since the online rows were measured again with `--redo online-x8,online-x32`).
+that fixed cost; the target lines count reading alone (the n − 512 tokens read, timed apart \
+since the online rows were measured again with `--redo online-x8,online-x32`). Reading is \
+linear only while the condensed history stays short: each session's positions attend over all \
+of it, and at ×8 it grows 4× faster than at ×32 (4,096 positions at 32K, where SmolLM2's \
+attention per position costs about what its MLP does), so ×8 slows as it reads and ×32 does not.
 
 **Perplexity: missed, by far, and not by the reader.** Online ×8 is no better than the target \
 with no context at all (35.35) and gets worse as more condensed history is read, while truncation \
