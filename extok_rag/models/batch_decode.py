@@ -26,7 +26,7 @@ import torch
 
 from extok_rag.config import GenerationConfig
 from extok_rag.models.decode_step import decode_step
-from extok_rag.models.generation import loops, next_token
+from extok_rag.models.generation import loops, next_token, prefill
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row, row_length
 from extok_rag.models.static_kv import StaticKV
@@ -94,19 +94,11 @@ class DecodeBatch:
         if not entries:
             return []
         batch = self.llm.batch([row for _, row, _ in entries], padding_side="left")
-        out = self.llm.model(
-            inputs_embeds=batch.inputs_embeds,  # (n, T', d)
-            attention_mask=batch.attention_mask,  # (n, T')
-            position_ids=batch.position_ids,  # (n, T')
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        rows = [_Live(key, cfg, _generator(cfg)) for key, _, cfg in entries]
-        tokens = self._pick(out.logits[:, -1], rows)  # (n, V) -> n ints
-        start = len(self.rows)
-        layers = [(layer.keys, layer.values) for layer in out.cache.layers]
         room = max(cfg.max_new_tokens for _, _, cfg in entries)  # spare columns for the answers
-        kv = StaticKV.from_layers(layers, batch.attention_mask, layers[0][0].shape[2] + room)
+        logits, kv = prefill(self.llm, batch, room)  # (n, V)
+        rows = [_Live(key, cfg, _generator(cfg)) for key, _, cfg in entries]
+        tokens = self._pick(logits, rows)  # n ints
+        start = len(self.rows)
         self._merge(kv, batch.lengths, rows)
         return self._record(start, tokens)
 

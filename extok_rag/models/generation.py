@@ -13,7 +13,7 @@ import torch
 from extok_rag.config import GenerationConfig
 from extok_rag.models.decode_step import decode_step
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.models.mixed_input import Row
+from extok_rag.models.mixed_input import MixedBatch, Row
 from extok_rag.models.static_kv import StaticKV
 
 
@@ -30,6 +30,23 @@ def next_token(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator
         keep = sorted_p.cumsum(0) - sorted_p < cfg.top_p  # always keeps the top token
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@torch.inference_mode()
+def prefill(llm: FrozenLLM, batch: MixedBatch, room: int) -> tuple[torch.Tensor, StaticKV]:
+    """The model's own forward over a left-padded batch (it reads `inputs_embeds`): the
+    last-position logits (B, V) and the KV cache as a `StaticKV` with `room` spare columns for
+    the answers. `decode_steps` and the serve batch (`DecodeBatch.admit`) both start here."""
+    out = llm.model(
+        inputs_embeds=batch.inputs_embeds,  # (B, T, d)
+        attention_mask=batch.attention_mask,  # (B, T)
+        position_ids=batch.position_ids,  # (B, T)
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    layers = [(layer.keys, layer.values) for layer in out.cache.layers]
+    kv = StaticKV.from_layers(layers, batch.attention_mask, layers[0][0].shape[2] + room)
+    return out.logits[:, -1], kv
 
 
 @torch.inference_mode()
@@ -51,18 +68,9 @@ def decode_steps(
     batch = llm.batch(rows, padding_side="left")
     positions = batch.lengths.to(llm.device)  # (B,) each row's next position
     llm.check_fits(int(positions.max()) + max_new_tokens)
-    out = llm.model(
-        inputs_embeds=batch.inputs_embeds,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    logits = out.logits[:, -1]  # (B, V)
+    logits, kv = prefill(llm, batch, max_new_tokens)  # (B, V)
     if max_new_tokens <= 0:
         return
-    layers = [(layer.keys, layer.values) for layer in out.cache.layers]
-    kv = StaticKV.from_layers(layers, batch.attention_mask, layers[0][0].shape[2] + max_new_tokens)
     step = decode_step(llm.model, fast)
     for n in range(max_new_tokens):
         tokens = pick(logits)  # (B,)
