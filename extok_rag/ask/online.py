@@ -233,15 +233,10 @@ class OnlineReader:
     # -- scoring ----------------------------------------------------------------------------
     @torch.inference_mode()
     def logits(self, source: str | torch.Tensor | Sequence[int]) -> torch.Tensor:  # (n, V)
-        """Raw tokens read after the cached history: at each position the next-token logits.
-        The tokens are dropped from the cache afterwards."""
+        """Raw tokens read after the cached history: at each position the next-token logits,
+        in one forward. The tokens are dropped from the cache afterwards."""
         ids = as_ids(self.llm, source)
-        self._rewind()
-        self.llm.check_fits(self.positions + len(ids))
-        try:
-            return self._forward(self.llm.embed_tokens(ids))  # (n, V)
-        finally:
-            self._rewind()
+        return torch.cat([logits for _, logits in self._read_raw(ids, max(1, len(ids)))])
 
     @torch.inference_mode()
     def score(self, source: str | torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -250,22 +245,29 @@ class OnlineReader:
         Read in slices of `session_tokens` (only one slice's vocabulary logits are ever held:
         6,656 tokens at once peaked at 5 GB); the tokens are dropped from the cache after."""
         ids = as_ids(self.llm, source)
+        losses, previous = [], self._next_logits  # previous: (V,) the prediction of ids[0]
+        for piece, logits in self._read_raw(ids, self.cfg.session_tokens):
+            logits, targets = logits.float(), piece.to(logits.device)  # (m, V), (m,)
+            if previous is None:
+                losses.append(F.cross_entropy(logits[:-1], targets[1:], reduction="none"))
+            else:
+                predictions = torch.cat([previous[None], logits[:-1]])  # (m, V)
+                losses.append(F.cross_entropy(predictions, targets, reduction="none"))
+            previous = logits[-1]
+        return torch.cat(losses)
+
+    def _read_raw(
+        self, ids: torch.Tensor, size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw ids (n,) read after the kept history in slices of `size`: each slice (m,) and its
+        logits (m, V), the cache extended slice by slice, then cropped back to the history."""
         self._rewind()
         self.llm.check_fits(self.positions + len(ids))
-        losses, previous = [], self._next_logits  # previous: (V,) the prediction of ids[0]
         try:
-            for piece in ids.split(self.cfg.session_tokens):
-                logits = self._forward(self.llm.embed_tokens(piece)).float()  # (m, V)
-                targets = piece.to(logits.device)
-                if previous is None:
-                    losses.append(F.cross_entropy(logits[:-1], targets[1:], reduction="none"))
-                else:
-                    predictions = torch.cat([previous[None], logits[:-1]])  # (m, V)
-                    losses.append(F.cross_entropy(predictions, targets, reduction="none"))
-                previous = logits[-1]
+            for piece in ids.split(size):
+                yield piece, self._forward(self.llm.embed_tokens(piece))
         finally:
             self._rewind()
-        return torch.cat(losses)
 
     # -- asking -----------------------------------------------------------------------------
     def ask(self, question: str, gen: GenerationConfig | None = None) -> Iterator[str]:
