@@ -25,15 +25,21 @@ def ask(
     gen: GenerationConfig,
 ) -> tuple[list[Retrieved], Prompt, Iterator[str]]:
     """Retrieve, build the prompt, and return the streamed answer (lazy)."""
-    check_models(snapshot, llm, embedder)
-    chunks = (
-        []
-        if cfg.mode == "none"
-        else retrieve(snapshot, embedder, question, cfg.top_n, cfg.retrieval)
-    )
+    chunks = retrieved(llm, embedder, snapshot, question, cfg)
     stride = snapshot.manifest.stride
     prompt = build_prompt(llm, question, chunks, cfg, stride, gen.max_new_tokens, embedder)
     return chunks, prompt, stream_text(llm, prompt.row, gen)
+
+
+def retrieved(
+    llm: FrozenLLM, embedder: Embedder, snapshot: IndexSnapshot, question: str, cfg: AskConfig
+) -> list[Retrieved]:
+    """The models checked against the index, then `question`'s top-n chunks by
+    `cfg.retrieval` (none in mode none)."""
+    check_models(snapshot, llm, embedder)
+    if cfg.mode == "none":
+        return []
+    return retrieve(snapshot, embedder, question, cfg.top_n, cfg.retrieval)
 
 
 def describe(prompt: Prompt, chunks: list[Retrieved]) -> dict:

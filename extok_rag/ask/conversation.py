@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from extok_rag.ask.answer import retrieved
 from extok_rag.ask.build import build_prompt
 from extok_rag.ask.online import condensed_positions, online_ks
 from extok_rag.ask.prompt import Prompt
-from extok_rag.ask.retrieval import Retrieved, check_models, retrieve
+from extok_rag.ask.retrieval import Retrieved
 from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.errors import ExtokError, InputTooLongError
 from extok_rag.indexes import IndexSnapshot
@@ -162,6 +163,8 @@ class HistoryFitter:
 
     def __init__(self, llm: FrozenLLM, turns: Sequence[Turn], condenser: Condenser | None):
         self.llm, self.condenser = llm, condenser
+        self._probe = [Message("user", ["?"])]  # a question's turn to measure messages before
+        self._probe_positions = row_length(llm.messages_row(self._probe))
         system = "\n\n".join(t.text for t in turns if t.role == "system")
         self.system = system or None
         self.turns = [t for t in turns if t.role != "system"]
@@ -181,10 +184,8 @@ class HistoryFitter:
     def positions(self, messages: Sequence[Message]) -> int:
         """What `messages` add to a prompt, the chat template included (a system message
         replaces the template's default one: the difference is measured, never assumed)."""
-        probe = [Message("user", ["?"])]
-        return row_length(self.llm.messages_row([*messages, *probe])) - row_length(
-            self.llm.messages_row(probe)
-        )
+        with_probe = self.llm.messages_row([*messages, *self._probe])
+        return row_length(with_probe) - self._probe_positions
 
     def _cost(self, turn: Turn) -> int:
         turn_only = Message(turn.role, [turn.text])
@@ -202,7 +203,7 @@ class HistoryFitter:
                 f"{room}: condensing it needs an extensible tokenizer"
             )
         opening = len(self.llm.tokenize(CONDENSED_OPENING)) + 1  # and the separator, if any
-        ks = online_ks(None)
+        ks, session = online_ks(None), self.condenser.session_tokens
         # the newest turns raw in at most RAW_SHARE of the room; then the smallest k first,
         # condensing as few turns as it allows
         tails = [sum(self.costs[c:]) for c in range(n + 1)]
@@ -211,12 +212,12 @@ class HistoryFitter:
             for condensed in range(first, n + 1):
                 tokens = sum(self.tokens[:condensed])
                 estimate = base + opening + tails[condensed]
-                estimate += condensed_positions(tokens, SESSION_TOKENS, k)
+                estimate += condensed_positions(tokens, session, k)
                 if estimate <= room:
                     history = self._condense(condensed, k)
                     if history.positions <= room:
                         return history
-        everything = base + opening + condensed_positions(sum(self.tokens), SESSION_TOKENS, ks[-1])
+        everything = base + opening + condensed_positions(sum(self.tokens), session, ks[-1])
         raise InputTooLongError(
             f"the conversation takes {everything} positions even condensed at k={ks[-1]}, "
             f"and may take {room} of the LLM window ({self.llm.max_positions}): send fewer "
@@ -279,13 +280,7 @@ def converse(
     if snapshot is None or embedder is None:
         chunks, stride, cfg = [], 1, AskConfig(mode="none")
     else:
-        check_models(snapshot, llm, embedder)
-        stride = snapshot.manifest.stride
-        chunks = (
-            []
-            if cfg.mode == "none"
-            else retrieve(snapshot, embedder, question, cfg.top_n, cfg.retrieval)
-        )
+        chunks, stride = retrieved(llm, embedder, snapshot, question, cfg), snapshot.manifest.stride
 
     def build(history: Sequence[Message]) -> Prompt:
         return build_prompt(
