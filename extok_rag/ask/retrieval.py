@@ -23,6 +23,7 @@ from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import downscale
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.spans import Span, score_spans, sentence_starts, words
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,6 @@ _NAME = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")  # runs of capitalised
 def bridge_names(question: str, text: str, embedder: Embedder) -> list[str]:
     """The names in `text`'s best sentence for `question` (the `both` span scorer) that the
     question does not already hold: in a two-hop question, the bridge to the second hop."""
-    from extok_rag.spans import Span, score_spans, sentence_starts, words
-
     cuts = sorted({0, *sentence_starts(text), len(text)})
     sentences = [Span(0, a, b, text[a:b]) for a, b in itertools.pairwise(cuts) if text[a:b].strip()]
     if not sentences:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from extok_rag.config import ModelIdentity, RuntimeConfig
 from extok_rag.errors import InputTooLongError, ModelNotFoundError
+from extok_rag.models.ask_frame import Part  # message text, or embeddings (m, d)
 from extok_rag.models.defaults import resolve_llm
 from extok_rag.models.identity import fingerprint
 from extok_rag.models.mixed_input import (
@@ -27,8 +28,6 @@ from extok_rag.models.mixed_input import (
     build_batch,
 )
 from extok_rag.models.quiet import quiet_loading
-
-Part = str | torch.Tensor  # message text, or extensible embeddings (m, d)
 
 
 @dataclass(frozen=True)
