@@ -95,13 +95,12 @@ class ChatReply:
 
     def usage(self, tokens: int) -> Usage:
         positions, history = self.meta.positions, self.meta.conversation
-        condensed = history is not None and history.condensed_tokens > 0
         return Usage(
             prompt_tokens=positions,
             completion_tokens=tokens,
             total_tokens=positions + tokens,
-            condensed_tokens=history.condensed_tokens if condensed else 0,
-            condensed_k=history.k if condensed else None,
+            condensed_tokens=history.condensed_tokens if history else 0,
+            condensed_k=history.k if history else None,  # None unless turns were condensed
         )
 
     def finish(self, tokens: int) -> str:
