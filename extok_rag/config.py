@@ -91,6 +91,9 @@ class RuntimeConfig:
 
     device: str = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # decoding reads the layers' 4-bit GGUF weights where the LLM has them ("auto",
+    # `models.q4`), or always the model's own weights ("model"; the same values up to rounding)
+    decode_weights: Literal["auto", "model"] = "auto"
 
     def resolve_device(self) -> str:
         if self.device != "auto":

@@ -69,6 +69,7 @@ class QARun:
             "index": manifest,
             "llm": self.llm.identity.to_dict(),
             "dtype": str(self.llm.dtype),
+            "decode": "q4" if self.llm.q4_weights() else "model",  # models.q4
             "device": str(self.llm.device),
             "extok_rag": __version__,
         }

@@ -69,7 +69,9 @@ class DecodeBatch:
         self.kv: StaticKV | None = None  # per layer (B, H, T, D) in a buffer of spare columns
         self.last: torch.Tensor | None = None  # (B,) the token each row feeds next
         self.positions: torch.Tensor | None = None  # (B,) the position it takes
-        self._step = decode_step(llm.model, fast)  # `fast=False`: the model's forward
+        # `fast=False`: the model's forward; else the written-out step, on the layers' 4-bit
+        # GGUF weights where the LLM has them (`FrozenLLM.q4_weights`), as `decode_steps`
+        self._step = decode_step(llm.model, fast, llm.q4_weights() if fast else None)
 
     @property
     def mask(self) -> torch.Tensor | None:  # (B, T) bool, True = a real position

@@ -39,6 +39,7 @@ class ResolvedModel:
     name: str
     path: Path
     source: str
+    gguf: Path | None = None  # the GGUF `path` was dequantised from (the default LLM)
 
     @property
     def size_bytes(self) -> int:
@@ -80,7 +81,7 @@ def resolve_default_llm() -> ResolvedModel:
     cache = llm_cache_dir()
     if not is_llm_cached():
         convert_gguf(gguf, cache)
-    return ResolvedModel(DEFAULT_LLM_NAME, cache, f"{GGUF_PACKAGE} wheel: {gguf}")
+    return ResolvedModel(DEFAULT_LLM_NAME, cache, f"{GGUF_PACKAGE} wheel: {gguf}", gguf)
 
 
 def convert_gguf(gguf: Path, target: Path) -> None:

@@ -56,6 +56,7 @@ def decode_steps(
     max_new_tokens: int,
     pick: Callable[[torch.Tensor], torch.Tensor],
     fast: bool = True,
+    q4: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Prefill `rows` (left-padded, one KV cache), then yield the next token of every row (B,),
     chosen by `pick` from the last-position logits (B, V), and feed it back at the row's next
@@ -64,14 +65,16 @@ def decode_steps(
     (V x d) over a whole prompt cost ~20% of a SmolLM2 prefill and B x T x V floats of memory.
     The prefill is the model's own forward (it reads `inputs_embeds`); the steps run on a KV
     cache sized for the whole answer (`StaticKV`) through `decode_step` (`fast=False`: the
-    model's forward at every step too, the path before the fast step, same tokens)."""
+    model's forward at every step too, the path before the fast step, same tokens); the fast
+    step reads the layers' 4-bit GGUF weights where the LLM has them (`q4=False`: its bf16
+    weights; `FrozenLLM.q4_weights`)."""
     batch = llm.batch(rows, padding_side="left")
     positions = batch.lengths.to(llm.device)  # (B,) each row's next position
     llm.check_fits(int(positions.max()) + max_new_tokens)
     logits, kv = prefill(llm, batch, max_new_tokens)  # (B, V)
     if max_new_tokens <= 0:
         return
-    step = decode_step(llm.model, fast)
+    step = decode_step(llm.model, fast, llm.q4_weights() if q4 else None)
     for n in range(max_new_tokens):
         tokens = pick(logits)  # (B,)
         yield tokens

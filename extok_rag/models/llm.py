@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +48,9 @@ class FrozenLLM:
     tokenizer: object  # its transformers tokenizer
     identity: ModelIdentity
     load_seconds: float = 0.0
+    gguf: Path | None = None  # the GGUF they came from, for 4-bit decoding (`decode_weights`)
+    weights_dir: Path | None = None  # where they were loaded from
+    _q4: dict | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, spec: str | Path | None = None, runtime: RuntimeConfig | None = None):
@@ -66,13 +69,31 @@ class FrozenLLM:
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(f"cannot load LLM from {resolved.path}: {err}") from err
         model.to(runtime.resolve_device())
-        return cls.from_model(model, tokenizer, resolved.name, time.perf_counter() - start)
+        llm = cls.from_model(model, tokenizer, resolved.name, time.perf_counter() - start)
+        if runtime.decode_weights == "auto":
+            llm.gguf, llm.weights_dir = resolved.gguf, resolved.path
+        return llm
 
     @classmethod
     def from_model(cls, model, tokenizer, name: str, load_seconds: float = 0.0) -> FrozenLLM:
         model.eval().requires_grad_(False)
         identity = ModelIdentity(name, fingerprint(model, model.config))
         return cls(model, tokenizer, identity, load_seconds)
+
+    def q4_weights(self) -> dict | None:
+        """The layers' 4-bit GGUF weights for decoding (`models.q4`: the very values the model
+        holds, read in a quarter of the bytes), loaded once; None unless the model came from a
+        GGUF, equals it, and is bf16 on a CPU whose kernels compute it."""
+        if self._q4 is None:
+            weights = None
+            if self.gguf is not None and self.weights_dir is not None:
+                from extok_rag.models import q4
+
+                weights = q4.cached(
+                    self.gguf, self.weights_dir, self.model, self.identity.fingerprint
+                )
+            self._q4 = weights or {}
+        return self._q4 or None
 
     # -- properties -------------------------------------------------------------------------
     @property
