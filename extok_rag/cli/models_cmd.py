@@ -24,12 +24,21 @@ def models() -> None:
 
 
 def compute_line() -> str:
-    """Where `--device auto --dtype auto` runs the models here, and why that dtype."""
+    """Where `--device auto --dtype auto` runs the models here, why that dtype, and which
+    weights decoding reads."""
     from extok_rag.config import RuntimeConfig, cpu_description, dtype_choice
+    from extok_rag.models.q4 import kernel_available
 
     device = RuntimeConfig().resolve_device()
     dtype, why = dtype_choice(device)
-    return f"compute (auto): {device}, {dtype}; {why}\nCPU: {cpu_description()}"
+    four_bit = device == "cpu" and dtype == "bfloat16" and kernel_available()
+    decode = (
+        "the default LLM's 4-bit GGUF weights (torch's int4 kernel; models/q4.py)"
+        if four_bit
+        else "the LLM's own weights"
+    )
+    lines = [f"compute (auto): {device}, {dtype}; {why}", f"decoding reads: {decode}"]
+    return "\n".join([*lines, f"CPU: {cpu_description()}"])
 
 
 def llm_row() -> tuple[str, str, str, str]:
