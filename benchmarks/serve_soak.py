@@ -14,7 +14,8 @@ running server), waits for the server to serve the new table version (it reloads
 then asks about the fact through /v1/chat/completions: the new document must be among
 `extok.sources`, and every earlier new document too. Reported: errors by kind (the deliberate
 disconnects apart), latency p50/p95 (whole answer and first token), the server's RSS at start
-(ready, and after a warm-up answer) and at the end, and what each reload made visible. Writes
+(ready, and after a warm-up of one answer then `--clients` at once), every minute, and at the
+end, with the second half's trend (MB/min), and what each reload made visible. Writes
 section `serve-soak` of docs/reliability.md unless `--no-write`.
 """
 
@@ -288,12 +289,48 @@ def run_soak(server: Server, corpus: Path, index: Path, args) -> Soak:
 
 
 def warm_up(server: Server, args) -> float:
-    """One answer before the soak (lazy allocations done); its seconds."""
+    """Before the soak, so that its start holds what any concurrent batch allocates: one
+    answer alone, then `--clients` answers at once (the soak's batch). Seconds, all told."""
+    start = time.monotonic()
     with httpx.Client(base_url=server.url, timeout=600) as client:
-        outcome = one_answer(client, ask_body(QUESTIONS[0], args))
-    if outcome.error:
-        raise SystemExit(f"warm-up answer failed: {outcome.error}")
-    return outcome.seconds
+        outcomes = [one_answer(client, ask_body(QUESTIONS[0], args))]
+    together: list[Outcome] = []
+
+    def one(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=600) as client:
+            together.append(one_answer(client, ask_body(QUESTIONS[i % len(QUESTIONS)], args)))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [o.error for o in outcomes + together if o.error]
+    if failed:
+        raise SystemExit(f"warm-up answer failed: {failed[0]}")
+    return time.monotonic() - start
+
+
+def rss_timeline(samples: list[tuple[float, float]]) -> str:
+    """The RSS samples, one per minute, and the trend of the second half (a leak keeps
+    rising there; allocator retention levels off)."""
+    minutes = {}
+    for t, mb in samples:
+        minutes.setdefault(int(t // 60), mb)
+    half = [(t, mb) for t, mb in samples if t >= samples[-1][0] / 2]
+    slope = 0.0
+    if len(half) > 1:
+        tm = sum(t for t, _ in half) / len(half)
+        mm = sum(mb for _, mb in half) / len(half)
+        var = sum((t - tm) ** 2 for t, _ in half)
+        slope = sum((t - tm) * (mb - mm) for t, mb in half) / var * 60 if var else 0.0
+    cells = " | ".join(f"{mb:,.0f}" for mb in minutes.values())
+    heads = " | ".join(f"{m}" for m in minutes)
+    return (
+        f"RSS (MB) at the first sample of each minute, and the least-squares trend of the "
+        f"second half's 10 s samples: **{slope:+.1f} MB/min**.\n\n| minute | {heads} |\n"
+        f"|---|{'---:|' * len(minutes)}\n| RSS MB | {cells} |"
+    )
 
 
 def report(soak: Soak, server: Server, info: dict, health: dict, setup: dict, args) -> str:
@@ -341,10 +378,11 @@ def report(soak: Soak, server: Server, info: dict, health: dict, setup: dict, ar
             f"{len(soak.disconnects)} ({len(disconnect_errors)}) | {health['cancelled']} | "
             f"{tracebacks} / {error_lines} |",
             f"Server RSS: {setup['rss_ready']:,.0f} MB when ready, {rss_start:,.0f} MB after "
-            f"one warm-up answer (the start), {rss_end:,.0f} MB at the end "
-            f"({100 * (rss_end - rss_start) / rss_start:+.1f}%), peak of the 10 s samples "
-            f"{peak:,.0f} MB; reloads {health['reloads']}, reload errors: "
-            f"{health['reload_error'] or 'none'}.",
+            f"the warm-up (one answer, then {args.clients} at once: the start), "
+            f"{rss_end:,.0f} MB at the end ({100 * (rss_end - rss_start) / rss_start:+.1f}%), "
+            f"peak of the 10 s samples {peak:,.0f} MB; reloads {health['reloads']}, reload "
+            f"errors: {health['reload_error'] or 'none'}.",
+            rss_timeline(soak.rss),
             "| commit | at s | `index` s | served after s | table version | new document in "
             "`extok.sources` | earlier new documents still retrieved | answer names the fact |"
             "\n|---:|---:|---:|---:|---:|---|---|---|\n" + "\n".join(commit_rows),
