@@ -208,7 +208,10 @@ class ForkedProcess:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # not yet reaped, so the pid is still this process's
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # the fork server reaped it since: ended, a no-op
+                pass
 
     def kill(self) -> None:
         self.send_signal(9)
