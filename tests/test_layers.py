@@ -15,6 +15,7 @@ READ_SIDE = (
     "spans.py",
     "serve",
     "integrations/llama_index.py",
+    "integrations/ray_serve.py",
     "evaluation/qa.py",
     "cli/ask_cmd.py",
     "cli/serve_cmd.py",
@@ -78,7 +79,8 @@ LAYERS = (
     ("indexes",),
     ("indexing", "ask", "training"),
     ("evaluation",),
-    ("integrations", "serve"),
+    ("serve",),
+    ("integrations",),  # above serve: Ray Serve deploys the served app
     ("cli",),
 )
 

@@ -65,24 +65,25 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")
     ] = "info",
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Serve through Ray Serve with N replicas behind one route, each with its own "
+            "models and batch ($RAY_ADDRESS's cluster, else a local one; the `ray` extra).",
+        ),
+    ] = None,
 ) -> None:
     """Serve answers from an index over HTTP (OpenAI-compatible /v1/chat/completions too)."""
-    import uvicorn
-
-    from extok_rag.cli.console import load_llm
-    from extok_rag.cli.index_cmd import index_facts, print_notice
+    from extok_rag.cli.index_cmd import print_notice
     from extok_rag.config import RuntimeConfig
     from extok_rag.indexes import open_index, resolve_index_dir
-    from extok_rag.models.embedder import Embedder
-    from extok_rag.serve import ServeLimits, ServeState, create_app
+    from extok_rag.serve import ServeLimits, ServeOptions
 
     if max_new_tokens > max_new_tokens_limit:
         raise typer.BadParameter("--max-new-tokens must not exceed --max-new-tokens-limit")
     index_dir = resolve_index_dir(index)
     snapshot = open_index(index_dir, notice=print_notice)  # before the models: fail fast
-    runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
-    frozen = load_llm(llm, runtime)
-    retrieval = Embedder.load(embedder, runtime)
     limits = ServeLimits(
         max_question_chars=max_question_chars,
         max_top_n=max_top_n,
@@ -90,27 +91,62 @@ def serve(
         default_new_tokens=max_new_tokens,
         repeat_stop=repeat_stop,
     )
-    state = ServeState.create(
-        frozen,
-        retrieval,
+    runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
+    options = ServeOptions(
         index_dir,
-        snapshot,
-        index_facts,
-        limits,
-        max_queue,
-        max_batch,
-        tokenizer,
-        notice=print_notice,
+        llm=llm,
+        embedder=embedder,
+        tokenizer=tokenizer,
+        runtime=runtime,
+        limits=limits,
+        max_queue=max_queue,
+        max_batch=max_batch,
+        api_key=api_key,
     )
+    if replicas is None:
+        serve_here(options, snapshot, host, port, log_level)
+    else:
+        serve_replicas(options, snapshot, replicas, host, port, log_level)
+
+
+def serve_here(options, snapshot, host: str, port: int, log_level: str) -> None:
+    """One process: the models, the worker and uvicorn."""
+    import uvicorn
+
+    from extok_rag.cli.console import load_llm
+    from extok_rag.cli.index_cmd import index_facts, print_notice
+    from extok_rag.serve import build_app
+
+    app, state = build_app(options, index_facts, load_llm, print_notice, snapshot)
+    batch = f"max batch {options.max_batch}, max queue {options.max_queue}"
+    announce(options, snapshot, host, f"with {state.model_name} on http://{host}:{port} ({batch})")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def serve_replicas(options, snapshot, replicas: int, host: str, port: int, log_level: str) -> None:
+    """Ray Serve: `replicas` replicas, each the app above (`integrations/ray_serve.py`)."""
+    from extok_rag.cli.index_cmd import index_facts
+    from extok_rag.errors import ExtokError
+
+    try:
+        from extok_rag.integrations import ray_serve
+    except ImportError as exc:
+        message = f"--replicas needs Ray Serve: pip install 'extok-rag[ray]' ({exc})"
+        raise ExtokError(message) from exc
+    batch = f"each: max batch {options.max_batch}, max queue {options.max_queue}"
+    where = f"with {replicas} Ray Serve replicas on http://{host}:{port} ({batch})"
+    ready = lambda: announce(options, snapshot, host, where)  # noqa: E731
+    ray_serve.run(options, replicas, host, port, index_facts, ready, log_level)
+
+
+def announce(options, snapshot, host: str, where: str) -> None:
+    """The start line: what is served, where, and who can reach it."""
     err_console.print(
-        f"serving index {index_dir} (table version {snapshot.manifest.table_version}) with "
-        f"{frozen.identity.name} on http://{host}:{port} (max batch {max_batch}, "
-        f"max queue {max_queue}); " + access_line(host, api_key),
+        f"serving index {options.index_dir} (table version {snapshot.manifest.table_version}) "
+        f"{where}; " + access_line(host, options.api_key),
         highlight=False,
         soft_wrap=True,
     )
-    app = create_app(state, api_key)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 
 def access_line(host: str, api_key: str | None) -> str:

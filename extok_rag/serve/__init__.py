@@ -6,9 +6,11 @@ info routes, `chat.py` the OpenAI-compatible ones, `jobs.py` the state and a req
 
     state = ServeState.create(llm, embedder, index_dir, open_index(index_dir), facts)
     uvicorn.run(create_app(state))
+
+    app, state = build_app(ServeOptions(index_dir, llm="DIR"), facts)  # `serve`'s start-up
 """
 
-from extok_rag.serve.app import create_app
+from extok_rag.serve.app import ServeOptions, build_app, create_app
 from extok_rag.serve.jobs import ServeLimits, ServeState
 
-__all__ = ["ServeLimits", "ServeState", "create_app"]
+__all__ = ["ServeLimits", "ServeOptions", "ServeState", "build_app", "create_app"]

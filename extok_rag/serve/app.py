@@ -5,6 +5,10 @@
     GET  /v1/models             the served model, for OpenAI clients that list them first
     GET  /health, GET /info     queue and reload state; `info --json`'s facts + the models
 
+`build_app(ServeOptions(...), facts)` is `extok-rag serve`'s whole start-up (index, models,
+worker, app); each Ray Serve replica runs the same from the same options
+(`extok_rag/integrations/ray_serve.py`).
+
 Glue only: retrieval and prompts are `extok_rag.ask`'s, decoding the worker's; this module
 checks limits, queues the request, and turns its events into responses. A request's events are
 PREPARED (retrieval and prompt done: the metadata), TOKEN pieces, then DONE; errors before
@@ -14,15 +18,20 @@ PREPARED answer with a 4xx/5xx status, errors while streaming with an error even
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from extok_rag.config import RuntimeConfig
+from extok_rag.indexes import IndexSnapshot, open_index
+from extok_rag.models.embedder import Embedder
+from extok_rag.models.llm import FrozenLLM
 from extok_rag.serve.chat import add_chat_routes
 from extok_rag.serve.errors import (
     error_body,
@@ -33,6 +42,7 @@ from extok_rag.serve.jobs import (
     TOKEN,
     ClientGone,
     JobEvents,
+    ServeLimits,
     ServeState,
     collect,
     error_event,
@@ -49,6 +59,51 @@ from extok_rag.serve.schemas import (
     TokenEvent,
 )
 from extok_rag.serve.worker import ERROR
+
+
+# -- start-up --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `extok-rag serve` builds its app from, as plain (picklable) values: the CLI builds
+    one app from them, each Ray Serve replica its own."""
+
+    index_dir: Path
+    llm: str | None = None  # an HF causal-LM directory (None: the default SmolLM2)
+    embedder: Path | None = None  # the retrieval embedder (None: all-MiniLM-L6-v2)
+    tokenizer: Path | None = None  # the checkpoint that condenses long chats (None: shipped)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    max_queue: int = 32
+    max_batch: int = 16
+    api_key: str | None = None
+
+
+def build_app(
+    options: ServeOptions,
+    facts: Callable[[Path, IndexSnapshot], dict],
+    load_llm: Callable[[str | None, RuntimeConfig], FrozenLLM] = FrozenLLM.load,
+    notice: Callable[[str], None] = print,
+    snapshot: IndexSnapshot | None = None,
+) -> tuple[FastAPI, ServeState]:
+    """The served app and its state: the index opened (`snapshot`: one opened already), the
+    models loaded by `load_llm` and `Embedder.load`, the worker started."""
+    if snapshot is None:
+        snapshot = open_index(options.index_dir, notice=notice)
+    llm = load_llm(options.llm, options.runtime)
+    embedder = Embedder.load(options.embedder, options.runtime)
+    state = ServeState.create(
+        llm,
+        embedder,
+        options.index_dir,
+        snapshot,
+        facts,
+        options.limits,
+        options.max_queue,
+        options.max_batch,
+        options.tokenizer,
+        notice=notice,
+    )
+    return create_app(state, options.api_key), state
 
 
 # -- the app ---------------------------------------------------------------------------------
