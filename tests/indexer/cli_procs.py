@@ -10,6 +10,8 @@ communicate, returncode: -N when killed by signal N).
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import subprocess
@@ -208,10 +210,9 @@ class ForkedProcess:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # not yet reaped, so the pid is still this process's
-            try:
+            # the fork server may have reaped it since: it ended, a no-op
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
-            except ProcessLookupError:  # the fork server reaped it since: ended, a no-op
-                pass
 
     def kill(self) -> None:
         self.send_signal(9)
