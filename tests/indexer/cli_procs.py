@@ -11,7 +11,6 @@ communicate, returncode: -N when killed by signal N).
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import subprocess
