@@ -132,6 +132,7 @@ def run(name: str) -> dict:
         "hits": hits,
         "seconds": round(time.monotonic() - started, 1),
         "machine": machine_line(),
+        "frame": AskConfig.frame,  # the budget frame the spans were chosen in
     }
 
 
@@ -154,7 +155,11 @@ def section(results: list[dict]) -> str:
         "(`training.selector` holds out the draws 97 × 440 and 97 × 1,000). Top-4 MiniLM "
         "retrieval over the draw's corpus (vector, no index: the chunks are cut and embedded "
         "as the indexer does). `spans` mode: the best spans raw within the budget (the "
-        "question's raw top-4 positions × share). Same questions for every scorer; the paired "
+        "question's raw top-4 positions × share), in the budget frame "
+        f"`{results[0].get('frame', 'standard')}` (`AskConfig.frame`; light: the question once, "
+        "a slot only for each chunk read, no default system prompt; standard, before issue "
+        "29: the question twice, a slot for every chunk). Same questions for every scorer; "
+        "the paired "
         "columns compare `learned` with `both` (the default): questions only one of the two "
         "gets, and the exact sign-test p of those.",
     ]

@@ -324,6 +324,10 @@ class TrainConfig:
 
 # how spans are scored (`extok_rag.spans`); learned: `models.sentence_selector`
 SCORERS = ("minilm", "lexical", "both", "learned", "llm")
+# the budget modes' frame (`models.ask_frame`, `ask.prompt`): light (the chunks read, then the
+# question once; no default system prompt) or standard (ask_frame's, the other modes': the
+# question twice, a slot for every chunk offered; kept to compare the two, issue 29)
+FRAMES = ("light", "standard")
 RETRIEVERS = ("vector", "text", "hybrid", "two-hop")  # how chunks are retrieved (`ask.retrieval`)
 RETRIEVAL_HELP = (
     "vector (MiniLM), text (BM25), hybrid (both, rank-fused) or two-hop (hybrid, then a "
@@ -367,5 +371,6 @@ class AskConfig:
     budget: int | None = None
     scorer: str = "both"  # expand / spans: how spans are scored against the question
     # (both = MiniLM + lexical: the answer in the raw spans most often, benchmarks/expand_probe)
+    frame: str = "light"  # expand / spans / truncated: one of FRAMES
     retrieval: str = "two-hop"  # one of RETRIEVERS: vectors, BM25, both fused, or two hops
     # (hybrid: recall@4 and accuracy up on SQuAD and HotpotQA, docs/benchmarks.md "retrieval-qa")

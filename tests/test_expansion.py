@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from extok_rag.ask.budget import scored_spans
 from extok_rag.ask.build import build_prompt
+from extok_rag.ask.prompt import PromptRequest
 from extok_rag.ask.retrieval import Retrieved
-from extok_rag.config import AskConfig, RuntimeConfig, TokenizerConfig
+from extok_rag.config import FRAMES, AskConfig, RuntimeConfig, TokenizerConfig
 from extok_rag.errors import ExtokError, InputTooLongError
+from extok_rag.models.ask_frame import ask_frame, light_frame
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer, downscale
-from extok_rag.models.mixed_input import EmbeddingSegment
+from extok_rag.models.mixed_input import EmbeddingSegment, row_length
 from extok_rag.spans import (
     Span,
     chunk_parts,
@@ -106,7 +109,7 @@ def test_controls_spans_only_and_truncated_keep_to_the_budget(tiny_llm, chunks, 
     )
     cut = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="truncated", budget=budget), 2, 8)
     for prompt in (spans, cut):
-        assert prompt.positions <= budget + 1  # a token merge at a join may add one
+        assert prompt.positions <= budget
         assert not any(isinstance(seg, EmbeddingSegment) for seg in prompt.row)
     assert spans.expanded and spans.k is None
 
@@ -119,14 +122,17 @@ def test_a_budget_below_the_frame_is_a_clear_error(tiny_llm, chunks, embedder):
         build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
 
 
+def request(tiny_llm, chunks, cfg: AskConfig) -> PromptRequest:
+    return PromptRequest(tiny_llm, QUESTION, chunks, cfg, 2, 8)
+
+
 def test_a_budget_too_small_for_every_chunk_leaves_out_the_lowest_ranked(
     tiny_llm, chunks, embedder
 ):
-    from extok_rag.ask.prompt import frame_positions
     from extok_rag.spans import compressed_count
 
     def smallest(n: int) -> int:  # n chunks, all compressed at the largest k
-        frame = frame_positions(tiny_llm, QUESTION, n, None)
+        frame = request(tiny_llm, chunks, AskConfig(mode="expand")).frame_positions(range(n), n)
         return frame + sum(compressed_count(len(c.states), 32, 2) for c in chunks[:n])
 
     assert smallest(1) < smallest(2)
@@ -140,13 +146,11 @@ def test_a_budget_too_small_for_every_chunk_leaves_out_the_lowest_ranked(
 
 
 def test_a_budget_for_the_question_alone_reads_no_chunk(tiny_llm, chunks, embedder):
-    from extok_rag.ask.prompt import frame_positions
     from extok_rag.spans import compressed_count
 
     none = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="none"), 2, 8)
-    one = frame_positions(tiny_llm, QUESTION, 1, None) + compressed_count(
-        len(chunks[0].states), 32, 2
-    )
+    req = request(tiny_llm, chunks, AskConfig(mode="expand"))
+    one = req.frame_positions([0], 1) + compressed_count(len(chunks[0].states), 32, 2)
     assert none.positions < one
     cfg = AskConfig(mode="expand", budget=one - 1)
     prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
@@ -162,7 +166,9 @@ def test_auto_budget_is_the_window_less_the_answer(tiny_llm, chunks, embedder):
         len(chunk_spans(i, c.text, token_starts(tiny_llm.tokenizer, c.text, c.n_tokens), 2))
         for i, c in enumerate(chunks)
     )
-    assert abs(prompt.positions - raw.positions) <= 4
+    req = request(tiny_llm, chunks, AskConfig(mode="expand"))
+    whole = row_length(req.budget_row(range(len(chunks)), [c.text for c in chunks]))
+    assert abs(prompt.positions - whole) <= 4 and whole < raw.positions  # the question once
     assert replace(AskConfig(), mode="expand").budget is None
 
 
@@ -197,3 +203,112 @@ def test_expand_honours_a_given_k_or_refuses(tiny_llm, embedder, chunks):
     with pytest.raises(InputTooLongError, match="k=2"):
         cfg = AskConfig(mode="expand", budget=frame_only + 10, k=2)
         build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+
+
+# -- the budget modes' light frame (issue 29) ------------------------------------------------
+BUDGET_MODES = ("expand", "spans", "truncated")
+
+
+def prompt_text(tiny_llm, prompt) -> str:
+    """The prompt's raw tokens decoded (embeddings left out)."""
+    ids = [seg.ids for seg in prompt.row if not isinstance(seg, EmbeddingSegment)]
+    return tiny_llm.tokenizer.decode(torch.cat(ids))
+
+
+def test_the_light_frame_asks_once_and_holds_only_what_it_is_given():
+    embeds = torch.zeros(2, 3)
+    assert light_frame("Q?", ["a", "b"], ["[x]\n", "[y]\n"]) == [
+        "Context:\n[x]\na\n\n[y]\nb\n\nQuestion: Q?"
+    ]
+    parts = light_frame("Q?", [["a", embeds]])
+    assert parts[0] == "Context:\na" and parts[1] is embeds and parts[2] == "\n\nQuestion: Q?"
+    assert len(parts) == 3
+    assert light_frame("Q?", []) == ask_frame("Q?", []) == ["Q?"]
+
+
+SMOLLM_TEMPLATE = (  # SmolLM2's: a default system prompt when the messages bring none
+    "{% for m in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_the_light_frame_drops_a_default_system_prompt_only(tiny_llm, chunks, embedder):
+    """Under a template that adds a default system prompt, the light frame sends an empty
+    system message instead (fewer positions); the standard frame, and a history with a system
+    message of its own, keep what they had; a template with no default adds nothing."""
+    from conftest import tiny_tokenizer
+
+    from extok_rag.models.llm import Message
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = SMOLLM_TEMPLATE
+    smol = replace(tiny_llm, tokenizer=tokenizer)
+    raw = build_prompt(smol, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    cfg = AskConfig(mode="spans", budget=raw.positions // 2)
+    light = build_prompt(smol, QUESTION, chunks, cfg, 2, 8, embedder)
+    old = build_prompt(smol, QUESTION, chunks, replace(cfg, frame="standard"), 2, 8, embedder)
+    assert "helpful" in prompt_text(smol, raw) and "helpful" in prompt_text(smol, old)
+    assert "helpful" not in prompt_text(smol, light) and "<|im_start|>system" in prompt_text(
+        smol, light
+    )
+    history = [Message("system", ["Be brief."])]
+    own = build_prompt(smol, QUESTION, chunks, cfg, 2, 8, embedder, history)
+    assert prompt_text(smol, own).count("system") == 1 and "Be brief." in prompt_text(smol, own)
+    plain = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+    assert "system" not in prompt_text(tiny_llm, plain)
+
+
+@pytest.mark.parametrize("mode", BUDGET_MODES)
+def test_budget_prompts_ask_the_question_once(tiny_llm, chunks, embedder, mode):
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    assert prompt_text(tiny_llm, raw).count(QUESTION) == 2  # raw keeps the standard frame
+    cfg = AskConfig(mode=mode, budget=int(0.6 * raw.positions))
+    text = prompt_text(tiny_llm, build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder))
+    assert text.count(QUESTION) == 1 and "Answer the question" not in text
+    standard = replace(cfg, frame="standard")
+    old = build_prompt(tiny_llm, QUESTION, chunks, standard, 2, 8, embedder)
+    assert prompt_text(tiny_llm, old).count(QUESTION) == 2
+
+
+def test_a_chunk_not_read_takes_no_positions(tiny_llm, chunks, embedder):
+    """A budget of the frame with chunk 0's slot alone (its source line too) and chunk 0's
+    best span: spans reads that span, the prompt takes the budget exactly and chunk 1 is
+    nowhere; the standard frame, which keeps a slot for chunk 1 as well, cannot read it."""
+    cfg = AskConfig(mode="spans", scorer="lexical", source_lines=True)
+    req = request(tiny_llm, chunks, cfg)
+    best = max(scored_spans(req), key=lambda s: s.score)
+    assert best.chunk == 0
+    assert req.frame_positions({0}, 2) < req.frame_positions({0, 1}, 2)
+    budget = req.frame_positions({0}, 2) + len(tiny_llm.tokenize(best.text))
+    cfg = replace(cfg, budget=budget)
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+    assert prompt.expanded == [best] and prompt.chunks_read == 1 and prompt.positions == budget
+    text = prompt_text(tiny_llm, prompt)
+    assert "[doc0.txt]" in text and "[doc1.txt]" not in text
+    old = build_prompt(tiny_llm, QUESTION, chunks, replace(cfg, frame="standard"), 2, 8, embedder)
+    assert best not in old.expanded
+
+
+def test_truncated_pays_a_chunks_slot_only_when_it_reads_it(tiny_llm, chunks):
+    cfg = AskConfig(mode="truncated")
+    req = request(tiny_llm, chunks, cfg)
+    budget = req.frame_positions({0}, len(chunks)) + len(tiny_llm.tokenize(chunks[0].text))
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, replace(cfg, budget=budget), 2, 8)
+    assert prompt.chunks_read == 1 and prompt.positions == budget
+    assert chunks[0].text in prompt_text(tiny_llm, prompt)  # whole: no slot held for chunk 1
+    standard = replace(cfg, budget=budget, frame="standard")
+    old = build_prompt(tiny_llm, QUESTION, chunks, standard, 2, 8)
+    assert chunks[0].text not in prompt_text(tiny_llm, old)  # cut: chunk 1's slot is held
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("mode", BUDGET_MODES)
+def test_every_budget_prompt_keeps_to_its_budget(tiny_llm, chunks, embedder, mode, frame):
+    none = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="none"), 2, 8)
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    for budget in range(none.positions, raw.positions + 8, 9):
+        cfg = AskConfig(mode=mode, budget=budget, frame=frame)
+        prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+        assert prompt.positions <= budget, (mode, frame, budget)

@@ -1,27 +1,55 @@
 """A prompt request (the question, its retrieved chunks and the options) and the prompt it
 becomes: the chat row in the ask frame, the k it read chunks at, and the positions it takes.
 
-    Question: {q}\n\nContext:\n [source line][chunk]\n\n … Answer the question: {q}
+    raw, compressed, hybrid        Question: {q}\n\nContext:\n [source line][chunk]\n\n …
+    (standard frame)               Answer the question: {q}
+    expand, spans, truncated       [empty system message] Context:\n [source line][chunk]
+    (light frame)                  \n\n … \n\nQuestion: {q}
 
 A chunk reaches the frame as raw text, extensible embeddings (m, d), or both in document order
-(`models.ask_frame`, the frame the tokenizer is trained in).
+(`models.ask_frame`: the standard frame is the one the tokenizer is trained in; the budget
+modes read the light one, the question once and a slot only for each chunk read, unless
+`AskConfig.frame` is "standard").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from extok_rag.ask.retrieval import Retrieved
-from extok_rag.config import AskConfig
+from extok_rag.config import FRAMES, AskConfig
 from extok_rag.errors import InputTooLongError
-from extok_rag.models.ask_frame import ask_frame
+from extok_rag.models.ask_frame import Part, ask_frame, light_frame
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM, Message
 from extok_rag.models.mixed_input import Row, row_length
 from extok_rag.spans import Span
+
+Frame = Callable[[str, Sequence, Sequence[str] | None], list[Part]]  # (q, contexts, headers)
+BUDGET_FRAMES: dict[str, Frame] = {"light": light_frame, "standard": ask_frame}
+assert BUDGET_FRAMES.keys() == set(FRAMES), "one frame function per AskConfig.frame"
+
+
+# An empty system message: in SmolLM2's template, 16 positions fewer than its default one ("You
+# are a helpful AI assistant named SmolLM, trained by Hugging Face"), which carries nothing for
+# the answer (500 span-probe questions, `spans` in the light frame: with it empty, 66 answered
+# that the default missed, 50 missed that it answered).
+NO_SYSTEM = Message("system", [""])
+_SHORTER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> bool
+
+
+def empty_system_is_shorter(llm: FrozenLLM) -> bool:
+    """Whether the LLM's chat template takes fewer positions with an empty system message than
+    with none (it then adds a default one); measured once per tokenizer (its template)."""
+    if llm.tokenizer not in _SHORTER:
+        user = Message("user", [""])
+        empty = row_length(llm.messages_row([NO_SYSTEM, user]))
+        _SHORTER[llm.tokenizer] = empty < row_length(llm.messages_row([user]))
+    return _SHORTER[llm.tokenizer]
 
 
 @dataclass
@@ -64,18 +92,32 @@ class PromptRequest:
         """The chat row: the history, then the question's turn in the ask frame."""
         return self.llm.chat_row(ask_frame(self.question, contexts, headers), history=self.history)
 
-    def frame_positions(self, n_chunks: int, headers: Sequence[str] | None) -> int:
-        return frame_positions(self.llm, self.question, n_chunks, headers, self.history)
+    def budget_row(self, read: Sequence[int], contexts: Sequence) -> Row:
+        """The budget modes' chat row: the history, then the question's turn in the budget
+        frame (`cfg.frame`), `contexts[j]` being retrieved chunk `read[j]`: text, embeddings
+        (m, d), or a list of both in document order (with its header line under
+        --source-lines). The light frame leaves out the template's default system prompt."""
+        headers = self.headers
+        kept = [headers[i] for i in read] if headers else None
+        user = Message("user", BUDGET_FRAMES[self.cfg.frame](self.question, contexts, kept))
+        head = [NO_SYSTEM] if self.drops_default_system else []
+        return self.llm.messages_row([*head, *self.history, user])
 
+    @property
+    def drops_default_system(self) -> bool:
+        """The light frame, no system message of the history's own, and a template that adds
+        a longer default one when given none."""
+        own = any(m.role == "system" for m in self.history)
+        return self.cfg.frame == "light" and not own and empty_system_is_shorter(self.llm)
 
-def frame_positions(
-    llm: FrozenLLM, question: str, n_chunks: int, headers, history: Sequence[Message] = ()
-) -> int:
-    """Positions of the prompt with `n_chunks` empty contexts: the frame (and the history)
-    every mode pays."""
-    empty = torch.zeros(0, llm.hidden_size)  # an empty context: the frame is tokenised as is
-    frame = ask_frame(question, [empty] * n_chunks, headers)
-    return row_length(llm.chat_row(frame, history=history))
+    def frame_positions(self, read: Collection[int], offered: int) -> int:
+        """Positions of the budget frame (and the history) around the content of the chunks
+        `read` (indices into `chunks`) when the builder offers the first `offered` chunks: the
+        light frame holds a slot for each chunk read; the standard frame one for each chunk
+        offered, read or not (as every budget prompt did before the light frame)."""
+        slots = sorted(read) if self.cfg.frame == "light" else range(offered)
+        empty = torch.zeros(0, self.llm.hidden_size)  # an empty context: the frame alone
+        return row_length(self.budget_row(slots, [empty] * len(slots)))
 
 
 def question_only(req: PromptRequest) -> Prompt:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, out_console, reports_errors
-from extok_rag.config import DTYPE_HELP, RETRIEVERS, SCORERS, AskConfig
+from extok_rag.config import DTYPE_HELP, FRAMES, RETRIEVERS, SCORERS, AskConfig
 from extok_rag.evaluation.qa_conditions import ROW_FAMILIES
 
 eval_app = typer.Typer(
@@ -214,6 +214,14 @@ def qa(
     expand_scorer: Annotated[
         str, typer.Option(help=f"Span scorer of the expand rows: {', '.join(SCORERS)}.")
     ] = "both",
+    frames: Annotated[
+        str,
+        typer.Option(
+            help=f"Frames of the expand rows and their controls, comma-separated: "
+            f"{', '.join(FRAMES)} (light: the question once, a slot only for each chunk read; "
+            "standard: the other modes' frame)."
+        ),
+    ] = AskConfig.frame,
     retrieval: Annotated[
         str, typer.Option(help=f"How chunks are retrieved: {', '.join(RETRIEVERS)}.")
     ] = AskConfig.retrieval,
@@ -296,6 +304,7 @@ def qa(
         budget_ks=parse_ints(budget_ks, "--budget-ks") if budget_ks.strip() else (),
         expand_budgets=parse_shares(expand_budgets),
         expand_scorer=expand_scorer,
+        frames=parse_choices(frames, "--frames", FRAMES),
         retrieval=retrieval,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,

@@ -6,7 +6,8 @@ row answers under. No torch here: the CLI reads the row families to build its op
     extok×k             the same top-n chunks as stored extensible embeddings down-scaled by k
     hybrid×k            the best chunk raw, the other n-1 compressed by k
     extok×k top-(k·n)   k·n chunks compressed by k: about raw top-n's position budget
-    expand / spans / truncated at shares of each question's raw top-n positions
+    expand / spans / truncated at shares of each question's raw top-n positions, in each of
+                        `frames` (light, the budget modes' own; standard, the frame before)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class QAEvalConfig:
     expand_budgets: tuple[float, ...] = ()  # expand / spans / truncated at these shares of
     # each question's raw top-n positions (issue: 0.25, 0.35, 0.5)
     expand_scorer: str = "both"
+    frames: tuple[str, ...] = (AskConfig.frame,)  # the budget rows' frames (FRAMES); a row
+    # in another than AskConfig's is named "... <frame> frame"
     max_new_tokens: int = 32
     repeat_stop: int = 8  # GenerationConfig.repeat_stop: an answer stops at a loop
     retrieval: str = AskConfig.retrieval  # one of RETRIEVERS, as `ask` retrieves
@@ -46,10 +49,16 @@ class Condition:
     k: int | None = None
     share: float | None = None  # budget modes: this share of the question's raw positions
     scorer: str = "both"
+    frame: str = AskConfig.frame
 
     def ask_config(self, budget: int | None = None) -> AskConfig:
         return AskConfig(
-            top_n=self.top_n, k=self.k, mode=self.mode, budget=budget, scorer=self.scorer
+            top_n=self.top_n,
+            k=self.k,
+            mode=self.mode,
+            budget=budget,
+            scorer=self.scorer,
+            frame=self.frame,
         )  # type: ignore[arg-type]
 
 
@@ -75,8 +84,23 @@ def conditions(cfg: QAEvalConfig) -> list[Condition]:
         Condition(f"hybrid ×{cfg.hybrid_k} top-{n}", "hybrid", n, cfg.hybrid_k),
         *(Condition(f"extok ×{k} top-{k * n}", "compressed", k * n, k) for k in cfg.budget_ks),
         *(
-            Condition(f"{mode} {share:.2f}·raw top-{n}", mode, n, None, share, cfg.expand_scorer)
+            Condition(
+                budget_name(mode, share, n, frame),
+                mode,
+                n,
+                share=share,
+                scorer=cfg.expand_scorer,
+                frame=frame,
+            )
             for share in cfg.expand_budgets
+            for frame in cfg.frames
             for mode in ("expand", "spans", "truncated")
         ),
     ]
+
+
+def budget_name(mode: str, share: float, n: int, frame: str) -> str:
+    """A budget row's name: "spans 0.35·raw top-4", with " standard frame" after it when the
+    frame is not AskConfig's."""
+    suffix = "" if frame == AskConfig.frame else f" {frame} frame"
+    return f"{mode} {share:.2f}·raw top-{n}{suffix}"

@@ -1,10 +1,15 @@
-"""The prompt frame of `ask`: the user turn that holds the question and the retrieved context.
+"""The prompt frames of `ask`: the user turn that holds the question and the retrieved context.
 
-    Question: {q}\n\nContext:\n [header][chunk]\n\n … Answer the question: {q}
+    standard  Question: {q}\n\nContext:\n [header][chunk]\n\n … Answer the question: {q}
+    light     Context:\n [header][chunk] \n\n [header][chunk] … \n\nQuestion: {q}
 
-A chunk is raw text or extensible embeddings (m, d). `query.user_parts` (the ask path), the
-trainer's QA-frame objectives and the answer probe all build their prompts here, so training
-sees exactly what users' questions see.
+A chunk is raw text or extensible embeddings (m, d). The standard frame is the one the
+tokenizer is trained in: the ask path's raw, compressed and hybrid prompts, the trainer's
+QA-frame objectives and the answer probe all build their prompts with `ask_frame`, so training
+sees exactly what users' questions see. The light frame is the budget modes' (expand, spans,
+truncated): under a budget of positions every position the frame takes is one less for the
+context, so it asks the question once and holds only the chunks read (and `ask.prompt` renders
+it without the chat template's default system prompt).
 """
 
 from __future__ import annotations
@@ -33,6 +38,28 @@ def ask_frame(
         pieces = list(context) if isinstance(context, list | tuple) else [context]
         parts += [headers[i] if headers else "", *pieces, "\n\n"]
     parts.append(f"Answer the question: {question}")
+    return merge_text(parts)
+
+
+def light_frame(
+    question: str, contexts: Sequence[Part | Sequence[Part]], headers: Sequence[str] | None = None
+) -> list[Part]:
+    """The budget modes' user turn: the chunks read (each with an optional raw header line), a
+    blank line between two, then the question once. No contexts: the question alone, as in
+    `ask_frame`. A chunk is one part (text, or embeddings (m, d)) or a list of parts in
+    document order, as in `ask_frame`.
+
+    Question last: on 500 span-probe questions (in no eval draw; `spans` at 0.25 and 0.35 of
+    raw's positions) SmolLM2 answered 108 that question-first missed and missed 68 that it
+    answered (sign test p = 0.003); question-first once was below the standard frame too.
+    """
+    if not contexts:
+        return [question]
+    parts: list[Part] = ["Context:\n"]
+    for i, context in enumerate(contexts):
+        pieces = list(context) if isinstance(context, list | tuple) else [context]
+        parts += ["\n\n" if i else "", headers[i] if headers else "", *pieces]
+    parts.append(f"\n\nQuestion: {question}")
     return merge_text(parts)
 
 

@@ -1,7 +1,9 @@
 """Golden `eval qa` rows: 30 questions over 15 paragraphs, every row family (expand and its
 controls at two budgets), on the tiny models. Recorded before the read path moved into one
 package (issue 26); the answers, positions and k of every row must stay identical through any
-refactoring of the read path. A deliberate change of prompts rewrites the file:
+refactoring of the read path. The budget rows run in both frames: the light one (issue 29) and
+the standard one, whose rows are those recorded before it. A deliberate change of prompts
+rewrites the file:
 
     EXTOK_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/evaluation/test_golden_qa.py
 """
@@ -31,6 +33,7 @@ CFG = QAEvalConfig(
     hybrid_k=4,
     budget_ks=(2,),
     expand_budgets=(0.35, 0.6),
+    frames=("light", "standard"),  # standard: the budget rows as recorded before the light frame
     max_new_tokens=4,
     batch_size=8,
     latency_questions=3,

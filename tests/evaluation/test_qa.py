@@ -113,11 +113,27 @@ def test_expand_rows_and_their_controls_keep_to_each_questions_budget(tiny_set, 
         row = by[f"{mode} 0.60·raw top-2"]
         assert len(row.answers) == 4 and len(row.total_s) == 1
         for used, full in zip(row.positions, raw.positions, strict=True):
-            assert used <= round(0.6 * full) + 1  # +1: a token merge at a join (controls)
+            assert used <= round(0.6 * full)
     assert all(k is not None for k in by["expand 0.60·raw top-2"].k_used)
     assert by["expand 0.60·raw top-2"].recall == raw.recall
     markdown = qa_markdown([result])
     assert "expand 0.60·raw top-2: keeps" in markdown and "spans 0.60·raw top-2" in markdown
+
+
+def test_budget_rows_in_two_frames_answer_the_same_questions(tiny_set, tiny_llm, indexed):
+    """`--frames light,standard`: each budget row once per frame, the other frame's named so,
+    on the same questions and budgets."""
+    snapshot, embedder = indexed
+    frames = ("light", "standard")
+    cfg = replace(CFG, expand_budgets=(0.6,), frames=frames, latency_questions=0)
+    result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, cfg, rows=("raw", "spans"))
+    names = [r.condition.name for r in result.results]
+    assert names == ["raw top-2", "spans 0.60·raw top-2", "spans 0.60·raw top-2 standard frame"]
+    raw, light, old = result.results
+    assert [c.frame for c in conditions(cfg) if c.mode == "spans"] == list(frames)
+    assert len(light.answers) == len(old.answers) == 4
+    for a, b, full in zip(light.positions, old.positions, raw.positions, strict=True):
+        assert a <= round(0.6 * full) and b <= round(0.6 * full)
 
 
 def test_scores_follow_the_answers(tiny_set, tiny_llm, indexed):
