@@ -9,7 +9,7 @@ GGUF weights ("4-bit step", the default: `models/q4.py`), in the dtype
 
 The floor: one step must read every weight once; its time is the weights' bytes over the
 bandwidth of a 256 MB tensor copy (bytes read plus written), measured in the same run. Step
-times are medians over `--steps` steps after the first; the batch rows are left-padded prompts
+times are medians over `--steps` steps after the first; the batch rows are prompts
 of 400 to 400 - 7 (B - 1) tokens of the project's example corpus. "Tokens identical" compares
 the greedy tokens of each step against before: every row of the timed batches, then
 `--prompts` batch-1 answers of `--tokens` tokens each. Also timed: the one-time weight packing
@@ -158,7 +158,7 @@ def main() -> None:
         "",
         f"`benchmarks/decode_speed.py` — {machine_line()}. CPU flags: {cpu_flags()}. "
         f"SmolLM2-135M-Instruct in {runtime.resolve_dtype()}, ~{CONTEXT}-token context "
-        f"(left-padded rows of {CONTEXT} down to {CONTEXT} − 7 (B − 1) tokens), median of "
+        f"(rows of {CONTEXT} down to {CONTEXT} − 7 (B − 1) tokens), median of "
         f"{args.steps} steps after the first. Before: the Hugging Face forward on a growing "
         "`DynamicCache` (`decode_steps(fast=False)`); bf16 step: `LlamaStep` on a pre-allocated "
         "`StaticKV` cache, oneDNN-packed bf16 weights, fused q|k|v and gate|up "

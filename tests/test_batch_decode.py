@@ -1,5 +1,6 @@
 """Continuous batching (`DecodeBatch`): rows that join at different steps and leave at their
-own ends get exactly the tokens `generate_ids` gives each one alone (float32 tiny model)."""
+own ends get exactly the tokens `generate_ids` gives each one alone (tiny model, float32 and
+bf16)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def drive(llm, schedule: dict, cancel: dict | None = None) -> dict[str, list[int
                 got[e.key].append(e.token)
             assert e.count == len(got[e.key])
             assert (e.key in batch.keys) != e.done
-        if len(batch):  # no leading column that no row uses
-            assert bool(batch.mask[:, 0].any()) and batch.mask.shape[0] == len(batch)
+        if len(batch):  # every row's cache from column 0
+            assert bool(batch.mask[:, 0].all()) and batch.mask.shape[0] == len(batch)
         s += 1
     return dict(got)
 
@@ -49,7 +50,14 @@ def alone(llm, row, cfg) -> list[int]:
     return list(generate_ids(llm, row, cfg))
 
 
-def test_rows_joining_at_different_steps_match_generate_ids(tiny_llm):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rows_joining_at_different_steps_match_generate_ids(tiny_llm, tiny_llm_dir, dtype):
+    """Also in bf16, where a padded batch once rounded a row by its neighbours' lengths."""
+    from extok_rag.config import RuntimeConfig
+    from extok_rag.models.llm import FrozenLLM
+
+    if dtype == "bfloat16":
+        tiny_llm = FrozenLLM.load(tiny_llm_dir, RuntimeConfig(device="cpu", dtype=dtype))
     rows = prompts(tiny_llm)
     cfgs = {
         k: GenerationConfig(max_new_tokens=n) for k, n in zip(rows, (14, 9, 12, 6), strict=True)

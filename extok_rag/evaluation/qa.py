@@ -14,8 +14,8 @@ answer appears in the output, token F1; retrieval recall@n = the share of a ques
 paragraphs among the retrieved chunks' documents. The first `latency_questions` questions are
 answered one at a time, as `ask` answers them, and timed: prefill = the prompt's forward pass
 up to the first token, total = retrieval + prompt building + the whole answer; the rest run
-in batches (one prompt per row of a left-padded batch: the same greedy answers up to
-low-precision noise).
+in batches (one prompt per row, each prefilled alone: the same greedy answers as one at a
+time, bit for bit in bf16, `models.generation.decode_steps`).
 """
 
 from __future__ import annotations

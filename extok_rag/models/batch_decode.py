@@ -7,14 +7,13 @@ step (`admit`: the newcomers are prefilled together, then their KV tensors are m
 running cache) and leaves at its own end (end of turn, the loop guard, its `max_new_tokens`, or
 `remove` when its client went away), so the batch stays full while requests come and go.
 
-Every row keeps its own geometry, exactly as in `decode_steps`: rows are left-padded (the newest
-position of every row is the cache's last column), padding columns are masked and take no
-position, and each step feeds every row its last token at its own next position. So a row's
-tokens are those `generate_ids` picks for it alone, up to low-precision noise (identical in
-float32 on the tiny test models).
+Every row keeps its own geometry, exactly as in `decode_steps`: each is prefilled alone, its
+cache starts at column 0 of the shared buffer (`StaticKV`), and each step feeds every row its
+last token at its own next position. So a row's tokens are those `generate_ids` picks for it
+alone, bit for bit on the fast step, whoever else joins or leaves (tests).
 
-The cache is a `StaticKV` buffer that a step writes one column of (`decode_step`: the same fast
-step `decode_steps` runs); joining and leaving rows rebuild it, as the concatenations did before.
+The cache is a `StaticKV` buffer that a step writes one column per row of (`decode_step`: the
+same fast step `decode_steps` runs); joining and leaving rows rebuild it.
 """
 
 from __future__ import annotations
@@ -91,17 +90,16 @@ class DecodeBatch:
 
     @torch.inference_mode()
     def admit(self, entries: Sequence[tuple[Hashable, Row, GenerationConfig]]) -> list[Emitted]:
-        """Prefill new rows together (left-padded, as `decode_steps` does), pick each one's
-        first token, and merge them into the batch. Nothing changes when this raises."""
+        """Prefill new rows (each alone, as `decode_steps` does), pick each one's first token,
+        and merge them into the batch. Nothing changes when this raises."""
         if not entries:
             return []
-        batch = self.llm.batch([row for _, row, _ in entries], padding_side="left")
         room = max(cfg.max_new_tokens for _, _, cfg in entries)  # spare columns for the answers
-        logits, kv = prefill(self.llm, batch, room)  # (n, V)
+        logits, kv = prefill(self.llm, [row for _, row, _ in entries], room)  # (n, V)
         rows = [_Live(key, cfg, _generator(cfg)) for key, _, cfg in entries]
         tokens = self._pick(logits, rows)  # n ints
         start = len(self.rows)
-        self._merge(kv, batch.lengths, rows)
+        self._merge(kv, rows)
         return self._record(start, tokens)
 
     @torch.inference_mode()
@@ -153,10 +151,10 @@ class DecodeBatch:
         return emitted
 
     # -- the shared cache --------------------------------------------------------------------
-    def _merge(self, kv: StaticKV, lengths: torch.Tensor, rows: list[_Live]) -> None:
-        """Append prefilled rows (their cache `kv`, prompt lengths (n,): their first token's
-        position) on the batch axis; the narrower cache is padded on the left (`extend`)."""
-        positions = lengths.to(self.llm.device)  # (n,)
+    def _merge(self, kv: StaticKV, rows: list[_Live]) -> None:
+        """Append prefilled rows (their cache `kv`; its lengths (n,) are their first token's
+        positions) on the batch axis."""
+        positions = kv.lengths.clone()  # (n,)
         if self.kv is not None:
             kv = self.kv.extend(kv)
             positions = torch.cat([self.positions, positions])  # (B+n,)
@@ -164,7 +162,7 @@ class DecodeBatch:
         self.rows = self.rows + rows
 
     def _keep(self, keep: list[int]) -> None:
-        """Only rows `keep` stay, and leading columns no remaining row uses go."""
+        """Only rows `keep` stay."""
         if not keep:
             self.clear()
             return

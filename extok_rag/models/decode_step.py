@@ -15,15 +15,17 @@ A bf16 `F.linear` re-lays-out its weight on every call and so reaches ~15 GB/s w
 packed once reaches ~50 (the vocabulary head: 4.0 ms -> 1.1 ms); the rest was per-layer Python
 (mask building, cache concatenation, hooks, keyword plumbing).
 
-Why its tokens are the HF forward's, bit for bit: each op is the one `modeling_llama` runs, on
-the same values. RMSNorm in float32 as `LlamaRMSNorm`; rotary cos/sin read from a table the
-model's own rotary module computed; SDPA called as transformers' `sdpa_attention_forward` calls
-it for one query and a mask (GQA-packed queries); a fused matmul's output column is the same
-dot product as the separate matmul's, and a packed bf16 weight gives the same bits as
-`F.linear`. Tests check it against `ForwardStep`: bit for bit on padded batches. One exception:
-an unpadded batch (batch 1), where transformers drops the mask and calls SDPA with `enable_gqa`
-instead, 5x slower here and rounded differently (~1e-7 relative in float32), so its greedy
-tokens are today's up to float noise, as a padded batch's always were.
+Why a row's tokens do not depend on its batch: each op is the one `modeling_llama` runs, on
+the same values (RMSNorm in float32 as `LlamaRMSNorm`; rotary cos/sin read from a table the
+model's own rotary module computed; SDPA called as transformers calls it for one query and a
+mask, GQA-packed queries), and each gives a row the same bits at any batch size: a fused
+matmul's output column is the same dot product as the separate matmul's, oneDNN's packed bf16
+matmul and torch's int4 kernel compute each row apart, and the attention reads every row's
+cache from column 0 over a width that is a multiple of 64, always with a mask (`StaticKV`).
+So on bf16 a row's logits are the same bits alone or in any batch (tests; on SmolLM2, 37/37
+HotpotQA answers unchanged when the batches were re-cut, against 30/37 with left-padded
+rows). In float32 `F.linear` (MKL) rounds a batch of one otherwise (~1e-7): float noise. The
+model's forward (`ForwardStep`) gives the same greedy tokens, its logits up to float noise.
 """
 
 from __future__ import annotations
@@ -150,13 +152,13 @@ class LlamaStep:
         cos = self.cos[positions][:, None, None]  # (B, 1, 1, D)
         sin = self.sin[positions][:, None, None]
         kv.open_column()
-        mask = kv.attention_mask()  # (B, 1, 1, n + 1) or None
+        mask = kv.attention_mask()  # (B, 1, 1, width)
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(_rms_norm(x, layer.norm_in, self.eps))  # (B, 1, (H + 2 Hkv) D)
             qk = qkv[..., : (H + Hkv) * D].view(B, 1, H + Hkv, D).transpose(1, 2)
             qk = _rotate(qk, cos, sin)  # (B, H + Hkv, 1, D): q and k rotated in one go
             v = qkv[..., (H + Hkv) * D :].view(B, 1, Hkv, D).transpose(1, 2)  # (B, Hkv, 1, D)
-            keys, values = kv.write(i, qk[:, H:], v)  # (B, Hkv, n + 1, D)
+            keys, values = kv.write(i, qk[:, H:], v)  # (B, Hkv, width, D)
             x = x + layer.out(self._attend(qk[:, :H], keys, values, mask))
             gate, up = layer.gate_up(_rms_norm(x, layer.norm_post, self.eps)).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)  # (B, 1, d)
@@ -164,10 +166,11 @@ class LlamaStep:
         return self.head(_rms_norm(x, self.norm, self.eps))[:, -1]  # (B, V)
 
     def _attend(self, q, keys, values, mask) -> torch.Tensor:
-        """q (B, H, 1, D) over keys, values (B, Hkv, n, D) -> (B, 1, H D). The queries are
-        packed (B, Hkv, H / Hkv, D), one key head serving its group: transformers' own call for
-        one query with a mask (padded batches), 5x faster on a CPU than its unmasked batch-1
-        call (`enable_gqa`, 280 vs 57 us per layer here), whose float rounding differs."""
+        """q (B, H, 1, D) over keys, values (B, Hkv, width, D) -> (B, 1, H D). The queries are
+        packed (B, Hkv, H / Hkv, D), one key head serving its group, and a mask is always
+        given: transformers' own call for one query with a mask, 5x faster on a CPU than its
+        unmasked batch-1 call (`enable_gqa`, 280 vs 57 us per layer here), and the same kernel
+        path for a row alone as in a batch (`StaticKV`)."""
         B, H, D = q.shape[0], self.heads, self.head_dim
         packed = q.reshape(B, self.kv_heads, H // self.kv_heads, D)
         out = F.scaled_dot_product_attention(
@@ -177,8 +180,9 @@ class LlamaStep:
 
 
 class ForwardStep:
-    """The Hugging Face forward of any causal LM over a `DynamicCache` view of the buffer (the
-    cache it appends to is then copied back into the open column)."""
+    """The Hugging Face forward of any causal LM over a `DynamicCache` view of the buffer: the
+    rows' columns up to the longest, the new position after them for every row (the columns
+    between a shorter row's end and it masked), then copied into each row's own next column."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -186,10 +190,12 @@ class ForwardStep:
     def __call__(self, kv: StaticKV, tokens: torch.Tensor, positions: torch.Tensor):
         """tokens, positions (B,) -> logits (B, V); writes one column of `kv`."""
         cache = DynamicCache(ddp_cache_data=kv.layers())
+        used = kv.used_mask()  # (B, n)
+        mask = torch.cat([used, used.new_ones(used.shape[0], 1)], dim=1)  # (B, n + 1)
         kv.open_column()
         out = self.model(
             input_ids=tokens[:, None],  # (B, 1)
-            attention_mask=kv.mask[:, : kv.n + 1].long(),  # (B, n + 1)
+            attention_mask=mask.long(),  # (B, n + 1)
             position_ids=positions[:, None],  # (B, 1)
             cache=cache,
             use_cache=True,

@@ -13,7 +13,7 @@ import torch
 from extok_rag.config import GenerationConfig
 from extok_rag.models.decode_step import decode_step
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.models.mixed_input import MixedBatch, Row
+from extok_rag.models.mixed_input import Row, row_length
 from extok_rag.models.static_kv import StaticKV
 
 
@@ -33,20 +33,26 @@ def next_token(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator
 
 
 @torch.inference_mode()
-def prefill(llm: FrozenLLM, batch: MixedBatch, room: int) -> tuple[torch.Tensor, StaticKV]:
-    """The model's own forward over a left-padded batch (it reads `inputs_embeds`): the
+def prefill(llm: FrozenLLM, rows: Sequence[Row], room: int) -> tuple[torch.Tensor, StaticKV]:
+    """Each row's own forward of the model (it reads `inputs_embeds`), unpadded: the
     last-position logits (B, V) and the KV cache as a `StaticKV` with `room` spare columns for
-    the answers. `decode_steps` and the serve batch (`DecodeBatch.admit`) both start here."""
-    out = llm.model(
-        inputs_embeds=batch.inputs_embeds,  # (B, T, d)
-        attention_mask=batch.attention_mask,  # (B, T)
-        position_ids=batch.position_ids,  # (B, T)
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    layers = [(layer.keys, layer.values) for layer in out.cache.layers]
-    kv = StaticKV.from_layers(layers, batch.attention_mask, layers[0][0].shape[2] + room)
-    return out.logits[:, -1], kv
+    the answers. One row at a time, so a row's first token and cache are the same bits in any
+    batch (a padded batch's forward rounds a row by its neighbours' lengths); a CPU forward is
+    compute-bound, so batching prompts saved nothing but the padding it added.
+    `decode_steps` and the serve batch (`DecodeBatch.admit`) both start here."""
+    logits, caches = [], []
+    for row in rows:
+        batch = llm.batch([row])
+        out = llm.model(
+            inputs_embeds=batch.inputs_embeds,  # (1, T, d)
+            attention_mask=batch.attention_mask,  # (1, T)
+            position_ids=batch.position_ids,  # (1, T)
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits.append(out.logits[:, -1])  # (1, V)
+        caches.append([(layer.keys, layer.values) for layer in out.cache.layers])
+    return torch.cat(logits), StaticKV.from_rows(caches, room)
 
 
 @torch.inference_mode()
@@ -58,20 +64,20 @@ def decode_steps(
     fast: bool = True,
     q4: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Prefill `rows` (left-padded, one KV cache), then yield the next token of every row (B,),
+    """Prefill `rows` (each alone, `prefill`), then yield the next token of every row (B,),
     chosen by `pick` from the last-position logits (B, V), and feed it back at the row's next
     position; at most `max_new_tokens` steps. Stopping early is the caller's: stop iterating.
     Vocabulary logits are computed for the last position only (`logits_to_keep=1`): the head
     (V x d) over a whole prompt cost ~20% of a SmolLM2 prefill and B x T x V floats of memory.
-    The prefill is the model's own forward (it reads `inputs_embeds`); the steps run on a KV
-    cache sized for the whole answer (`StaticKV`) through `decode_step` (`fast=False`: the
-    model's forward at every step too, the path before the fast step, same tokens); the fast
-    step reads the layers' 4-bit GGUF weights where the LLM has them (`q4=False`: its bf16
-    weights; `FrozenLLM.q4_weights`)."""
-    batch = llm.batch(rows, padding_side="left")
-    positions = batch.lengths.to(llm.device)  # (B,) each row's next position
-    llm.check_fits(int(positions.max()) + max_new_tokens)
-    logits, kv = prefill(llm, batch, max_new_tokens)  # (B, V)
+    The steps run on a KV cache sized for the whole answer (`StaticKV`) through `decode_step`
+    (`fast=False`: the model's forward at every step too, the path before the fast step); the
+    fast step reads the layers' 4-bit GGUF weights where the LLM has them (`q4=False`: its
+    bf16 weights; `FrozenLLM.q4_weights`). With the fast step a row's tokens do not depend on
+    the batch it shares: the same bits alone, in any batch (`StaticKV`'s layout)."""
+    lengths = [row_length(row) for row in rows]
+    llm.check_fits(max(lengths) + max_new_tokens)
+    logits, kv = prefill(llm, rows, max_new_tokens)  # (B, V)
+    positions = kv.lengths.clone()  # (B,) each row's next position
     if max_new_tokens <= 0:
         return
     step = decode_step(llm.model, fast, llm.q4_weights() if q4 else None)
@@ -114,9 +120,9 @@ def generate_ids(llm: FrozenLLM, row: Row, cfg: GenerationConfig) -> Iterator[in
 def generate_batch(
     llm: FrozenLLM, rows: Sequence[Row], max_new_tokens: int, repeat_stop: int = 8
 ) -> list[list[int]]:
-    """Greedy decoding of several prompts at once (left-padded, one KV cache): per row the
-    same tokens as `generate_ids` up to low-precision noise. A row stops at end-of-sequence
-    or a loop (`loops`)."""
+    """Greedy decoding of several prompts at once (one KV cache): per row the same tokens as
+    `generate_ids` (on the fast step, bit for bit: `decode_steps`). A row stops at
+    end-of-sequence or a loop (`loops`)."""
     stop = torch.tensor(sorted(llm.eos_token_ids), device=llm.device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=llm.device)
     generated: list[list[int]] = [[] for _ in rows]
