@@ -32,6 +32,7 @@ from extok_rag.config import RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.torch_thread import TorchThread
 from extok_rag.serve.chat import add_chat_routes
 from extok_rag.serve.errors import (
     error_body,
@@ -86,11 +87,13 @@ def build_app(
     snapshot: IndexSnapshot | None = None,
 ) -> tuple[FastAPI, ServeState]:
     """The served app and its state: the index opened (`snapshot`: one opened already), the
-    models loaded by `load_llm` and `Embedder.load`, the worker started."""
+    models loaded by `load_llm` and `Embedder.load` on the thread that then decodes
+    (`models.torch_thread`), the worker started."""
     if snapshot is None:
         snapshot = open_index(options.index_dir, notice=notice)
-    llm = load_llm(options.llm, options.runtime)
-    embedder = Embedder.load(options.embedder, options.runtime)
+    thread = TorchThread("extok-serve-worker")
+    llm = thread.call(load_llm, options.llm, options.runtime)
+    embedder = thread.call(Embedder.load, options.embedder, options.runtime)
     state = ServeState.create(
         llm,
         embedder,
@@ -102,6 +105,7 @@ def build_app(
         options.max_batch,
         options.tokenizer,
         notice=notice,
+        thread=thread,
     )
     return create_app(state, options.api_key), state
 

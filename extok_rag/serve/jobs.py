@@ -25,6 +25,7 @@ from extok_rag.config import AskConfig, GenerationConfig
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.torch_thread import TorchThread
 from extok_rag.serve.errors import (
     RequestLimitError,
     describe,
@@ -93,13 +94,15 @@ class ServeState:
         max_batch: int = 16,
         tokenizer: Path | None = None,
         notice: Callable[[str], None] = print,
+        thread: TorchThread | None = None,
     ) -> ServeState:
         """Check the index against the LLM (as `ask` does) and start the worker. `tokenizer`:
         the checkpoint that condenses long chats (default: the shipped one for this LLM),
-        loaded when a chat first needs it."""
+        loaded when a chat first needs it. `thread`: the one that loaded the models (the
+        worker's loop runs on it, `models.torch_thread`)."""
         check_models(snapshot, llm, embedder)  # at start, and on every reload
         index = LiveIndex(index_dir, snapshot, accept=lambda s: check_models(s, llm, embedder))
-        worker = Worker(llm, max_queue, max_batch)
+        worker = Worker(llm, max_queue, max_batch, thread)
         condenser = Condenser(lambda: load_tokenizer(llm, tokenizer, notice))
         return cls(llm, embedder, index, worker, limits, facts, condenser)
 

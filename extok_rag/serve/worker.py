@@ -2,7 +2,8 @@
 
 CPU torch is neither safe nor faster when several threads run the model at once (they share the
 same intra-op threads, and a fast tokenizer raises "Already borrowed" when two threads use it),
-so one thread does all model work. It still serves requests together: each loop it takes new
+so one thread does all model work (`models.torch_thread`: the one that loaded the models, or
+decoding steps run ~60% slower). It still serves requests together: each loop it takes new
 requests up to `max_batch` live rows, prepares them (retrieval and prompt: `Job.prepare`, their
 PREPARED event), admits them into the batch (`models.batch_decode.DecodeBatch`), steps the batch
 once, and hands every row's new text to its own request. A row leaves at its own end, so a short
@@ -31,6 +32,7 @@ from extok_rag.models.batch_decode import DecodeBatch, Emitted
 from extok_rag.models.generation import TextPieces
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row
+from extok_rag.models.torch_thread import TorchThread
 
 Event = tuple[str, Any]
 PREPARED = "prepared"  # value: what the request reports besides the answer (its metadata)
@@ -98,21 +100,28 @@ class QueueStats:
 
 class Worker:
     """The model thread (a daemon): at most `max_batch` rows decode together, at most
-    `max_queue` requests wait beyond them."""
+    `max_queue` requests wait beyond them. `thread`: the thread that loaded the models (a new
+    one when None), which then runs the loop."""
 
-    def __init__(self, llm: FrozenLLM, max_queue: int, max_batch: int = 16):
+    def __init__(
+        self,
+        llm: FrozenLLM,
+        max_queue: int,
+        max_batch: int = 16,
+        thread: TorchThread | None = None,
+    ):
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be at least 1")
         self.llm, self.max_queue, self.max_batch = llm, max_queue, max_batch
-        self._batch = DecodeBatch(llm)
+        self._thread = thread or TorchThread("extok-serve-worker")
+        self._batch = self._thread.call(DecodeBatch, llm)  # packs weights: torch work
         self._live: dict[Job, TextPieces] = {}  # the batch's rows, and their text so far
         self._waiting: deque[Job] = deque()
         self._taken = 0  # jobs out of the queue, not yet finished (preparing or live)
         self._served = self._cancelled = 0
         self._closed = False
         self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name="extok-serve-worker", daemon=True)
-        self._thread.start()
+        self._running = self._thread.submit(self._loop)
 
     def submit(self, prepare: Callable[[], Prepared]) -> Job:
         """Queue a request for the calling event loop; QueueFullError when the batch is full
@@ -148,7 +157,7 @@ class Worker:
         with self._wake:
             self._closed = True
             self._wake.notify()
-        self._thread.join(timeout)
+        self._thread.join(timeout)  # the loop ends, then the thread
 
     # -- the thread --------------------------------------------------------------------------
     def _loop(self) -> None:
