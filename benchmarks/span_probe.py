@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ from extok_rag.ask.build import build_prompt
 from extok_rag.ask.retrieval import Retrieved, retrieve
 from extok_rag.chunking import Chunker
 from extok_rag.cli.console import quiet_transformers
-from extok_rag.config import RETRIEVERS, AskConfig, RuntimeConfig, home_dir
+from extok_rag.config import FRAMES, RETRIEVERS, AskConfig, RuntimeConfig, home_dir
 from extok_rag.datasets.qa_splits import EVAL_DRAWS
 from extok_rag.evaluation.qa_data import answer_contained, load_qa_set, write_corpus
 from extok_rag.indexes import open_index
@@ -131,6 +132,8 @@ def run(name: str, retrieval: str) -> dict:
         snapshot = draw_index(qa, llm)
     started = time.monotonic()
     hits = {f"{scorer}@{share}": [] for scorer in SCORERS for share in SHARES}
+    overhead = {f"{frame}@{share}": [] for frame in FRAMES for share in SHARES}
+    budgets = {str(share): [] for share in SHARES}
     ceiling = []
     for item in items:
         if retrieval == "vector":
@@ -146,6 +149,14 @@ def run(name: str, retrieval: str) -> dict:
             prompt = build_prompt(llm, item.question, top, cfg, DEFAULT_STRIDE, 32, embedder)
             text = " ".join(s.text for s in prompt.expanded)
             flags.append(bool(answer_contained(text, item.answers)))
+        for key, spent in overhead.items():  # positions not spent on raw spans, per frame
+            frame, share = key.split("@")
+            budget = round(float(share) * raw.positions)
+            cfg = AskConfig(mode="spans", budget=budget, frame=frame)
+            prompt = build_prompt(llm, item.question, top, cfg, DEFAULT_STRIDE, 32, embedder)
+            spent.append(prompt.positions - sum(s.end - s.start for s in prompt.expanded))
+            if frame == FRAMES[0]:
+                budgets[share].append(budget)
     return {
         "set": name,
         "retrieval": retrieval,
@@ -153,6 +164,8 @@ def run(name: str, retrieval: str) -> dict:
         "questions": len(items),
         "ceiling": ceiling,
         "hits": hits,
+        "overhead": overhead,  # per frame@share: each question's positions outside raw spans
+        "budgets": budgets,
         "seconds": round(time.monotonic() - started, 1),
         "machine": machine_line(),
         "frame": AskConfig.frame,  # the budget frame the spans were chosen in
@@ -173,6 +186,25 @@ def share_rate(res: dict, scorer: str, share: float) -> float:
     return 100 * sum(res["hits"][f"{scorer}@{share}"]) / res["questions"]
 
 
+def frame_table(res: dict) -> str:
+    """The frame's share of the budget: each frame's median positions outside the raw spans
+    (template, question, context slots) against the median budget, `AskConfig.scorer`."""
+    lines = [
+        "| share | budget (median) | "
+        + " | ".join(f"{f} frame: positions outside the spans" for f in FRAMES)
+        + " |",
+        "|---:|---:|" + "---:|" * len(FRAMES),
+    ]
+    for s in SHARES:
+        budget = statistics.median(res["budgets"][str(s)])
+        cells = []
+        for f in FRAMES:
+            spent = statistics.median(res["overhead"][f"{f}@{s}"])
+            cells.append(f"{spent:.0f} ({100 * spent / budget:.0f}%)")
+        lines.append(f"| {s} | {budget:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def section(results: list[dict]) -> str:
     parts = [
         "## Span scorers: is the answer in the spans read raw? (`benchmarks/span_probe.py`)",
@@ -191,7 +223,10 @@ def section(results: list[dict]) -> str:
         "29: the question twice, a slot for every chunk). Same questions for every scorer; "
         "the paired "
         "columns compare `learned` with `both` (the default): questions only one of the two "
-        "gets, and the exact sign-test p of those.",
+        "gets, and the exact sign-test p of those. The frame tables (issue 29: the frame's "
+        "share of the budget) give, for the default scorer, the median positions of the spans "
+        "prompt outside its raw spans (chat template, question, context slots) in each frame, "
+        "against the median budget.",
     ]
     target = [
         f"`{r.get('retrieval', 'vector')}` retrieval: both {share_rate(r, 'both', 0.35):.1f}%, "
@@ -233,6 +268,8 @@ def section(results: list[dict]) -> str:
             "\n".join(lines),
             "\n".join(paired),
         ]
+        if "overhead" in res:
+            parts.append(frame_table(res))
     return "\n\n".join(parts)
 
 
