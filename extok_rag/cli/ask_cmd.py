@@ -20,7 +20,7 @@ from extok_rag.errors import ExtokError
 Mode = StrEnum("Mode", {m: m for m in MODES})  # the one list of modes (ask.modes)
 Scorer = StrEnum("Scorer", {s: s for s in SCORERS})
 Retrieval = StrEnum("Retrieval", {r: r for r in RETRIEVERS})
-DEFAULT_MODE_OPTION, DEFAULT_SCORER = Mode(DEFAULT_MODE), Scorer("both")
+DEFAULT_MODE_OPTION, DEFAULT_SCORER = Mode(DEFAULT_MODE), Scorer(AskConfig.scorer)
 DEFAULT_RETRIEVAL = Retrieval(AskConfig.retrieval)
 MODE_HELP = "How retrieved chunks reach the LLM: " + "; ".join(
     f"{m}: {h}" for m, h in MODES.items()

@@ -213,7 +213,7 @@ def qa(
     ] = "",
     expand_scorer: Annotated[
         str, typer.Option(help=f"Span scorer of the expand rows: {', '.join(SCORERS)}.")
-    ] = "both",
+    ] = AskConfig.scorer,
     frames: Annotated[
         str,
         typer.Option(

@@ -27,7 +27,7 @@ class QAEvalConfig:
     budget_ks: tuple[int, ...] = (4,)  # compressed top-(k·n): raw top-n's position budget
     expand_budgets: tuple[float, ...] = ()  # expand / spans / truncated at these shares of
     # each question's raw top-n positions (issue: 0.25, 0.35, 0.5)
-    expand_scorer: str = "both"
+    expand_scorer: str = AskConfig.scorer
     frames: tuple[str, ...] = (AskConfig.frame,)  # the budget rows' frames (FRAMES); a row
     # in another than AskConfig's is named "... <frame> frame"
     max_new_tokens: int = 32
@@ -48,7 +48,7 @@ class Condition:
     top_n: int
     k: int | None = None
     share: float | None = None  # budget modes: this share of the question's raw positions
-    scorer: str = "both"
+    scorer: str = AskConfig.scorer
     frame: str = AskConfig.frame
 
     def ask_config(self, budget: int | None = None) -> AskConfig:
