@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import write_section
+from report import machine_line, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 STYLE = {  # row family -> (marker, colour)
@@ -143,10 +143,30 @@ def set_section(result: dict) -> str:
 
 
 def merged(runs: list[dict]) -> dict:
-    """Runs of one setting (e.g. one `eval qa` per set) as one: their sets in order."""
-    if any(run["config"] != runs[0]["config"] for run in runs):
+    """Runs of one setting (e.g. one `eval qa` per set) as one: their sets in order. The
+    runs may differ in their frames only (each set's budget rows then name their frame)."""
+
+    def setting(run: dict) -> dict:
+        return {k: v for k, v in run["config"].items() if k != "frames"}
+
+    if any(setting(run) != setting(runs[0]) for run in runs):
         raise SystemExit("the eval qa runs differ in settings: plot one run, or runs of one")
-    return {"config": runs[0]["config"], "sets": [s for run in runs for s in run["sets"]]}
+    frames = {
+        s["name"]: run["config"].get("frames", ["standard"]) for run in runs for s in run["sets"]
+    }
+    return {
+        "config": runs[0]["config"],
+        "frames": frames,
+        "sets": [s for run in runs for s in run["sets"]],
+    }
+
+
+def frames_text(frames: dict[str, list[str]]) -> str:
+    """`--frames` as run: one list, or each set's where they differ."""
+    lists = {",".join(f) for f in frames.values()}
+    if len(lists) == 1:
+        return f"--frames {lists.pop()}"
+    return "--frames " + "; ".join(f"{','.join(f)} ({name})" for name, f in frames.items())
 
 
 def main() -> None:
@@ -169,12 +189,12 @@ def main() -> None:
             "## Query-aware expansion: accuracy against positions (`benchmarks/expand_qa.py`)",
             f"From `extok-rag eval qa` with `--expand-budgets "
             f"{','.join(map(str, cfg['expand_budgets']))} --expand-scorer "
-            f"{cfg['expand_scorer']} --frames {','.join(cfg.get('frames', ['standard']))}` "
+            f"{cfg['expand_scorer']} {frames_text(data['frames'])}` "
             f"({cfg['questions']} questions per set, top-{cfg['top_n']}, retrieval "
             f"{cfg.get('retrieval', 'vector')}). Budget frames: light, the question once "
             "after the chunks read and no default system prompt; standard, the frame before "
             "issue 29 (the question twice, a slot for every chunk), dotted. Positions: the "
-            "whole chat prompt.",
+            f"whole chat prompt. Run on {machine_line()}.",
             f"![accuracy against prompt positions]({args.png.relative_to(DOCS)})",
             *(set_section(r) for r in data["sets"]),
         ]
