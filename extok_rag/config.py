@@ -369,8 +369,9 @@ class AskConfig:
     mode: str = "auto"
     source_lines: bool = False  # head each chunk with a short raw line naming its document
     budget: int | None = None
-    scorer: str = "both"  # expand / spans: how spans are scored against the question
-    # (both = MiniLM + lexical: the answer in the raw spans most often, benchmarks/expand_probe)
+    scorer: str = "learned"  # expand / spans: how spans are scored against the question
+    # (learned: the shipped span selector, the answer in the raw spans most often,
+    # docs/benchmarks.md "span-probe"; confirmed on eval qa, "span-scorer-qa")
     frame: str = "light"  # expand / spans / truncated: one of FRAMES
     retrieval: str = "two-hop"  # one of RETRIEVERS: vectors, BM25, both fused, or two hops
     # (hybrid: recall@4 and accuracy up on SQuAD and HotpotQA, docs/benchmarks.md "retrieval-qa")
