@@ -136,12 +136,10 @@ def test_step_on_4bit_weights_matches_the_bf16_step(tmp_path):
         for _ in range(cfg.num_hidden_layers)
     ]
     tokens, positions = torch.tensor([5, 9]), torch.tensor([T, T])
-    mask = torch.ones(B, T, dtype=torch.bool)
+    rows = [[(k[b : b + 1], v[b : b + 1]) for k, v in layers] for b in range(B)]
     with torch.inference_mode():
-        bf16 = LlamaStep(model)(StaticKV.from_layers(layers, mask, T + 4), tokens, positions)
-        four = LlamaStep(model, weights)(
-            StaticKV.from_layers(layers, mask, T + 4), tokens, positions
-        )
+        bf16 = LlamaStep(model)(StaticKV.from_rows(rows, 4), tokens, positions)
+        four = LlamaStep(model, weights)(StaticKV.from_rows(rows, 4), tokens, positions)
     assert four.shape == bf16.shape == (B, cfg.vocab_size)
     rel = (four.float() - bf16.float()).norm() / bf16.float().norm()
     assert rel < 5e-2  # 4 layers of bf16-rounded scales, as the real model's ~0.3% per matmul

@@ -73,21 +73,6 @@ class StaticKV:
                 kv.values[i, b, :, :T] = v[0]
         return kv
 
-    @classmethod
-    def from_layers(cls, layers: Layers, mask: torch.Tensor, capacity: int) -> StaticKV:
-        """A buffer of `capacity` columns holding `layers` (per layer keys, values (B, H_kv, T,
-        D), e.g. a padded batch's prefill), each row's real columns (`mask` (B, T)) moved, in
-        order, to the front."""
-        mask = mask.bool()
-        lengths = mask.sum(1)
-        kv = cls.empty(layers[0][0], len(layers), lengths, max(capacity, mask.shape[1]))
-        keys, values = torch.stack([k for k, _ in layers]), torch.stack([v for _, v in layers])
-        for b in range(mask.shape[0]):
-            cols = mask[b].nonzero().flatten()  # (T_b,)
-            kv.keys[:, b, :, : len(cols)] = keys[:, b].index_select(2, cols)
-            kv.values[:, b, :, : len(cols)] = values[:, b].index_select(2, cols)
-        return kv
-
     @property
     def batch_size(self) -> int:
         return self.keys.shape[1]

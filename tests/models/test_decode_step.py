@@ -115,7 +115,7 @@ def test_static_kv_grows_extends_and_selects():
 
     torch.manual_seed(0)
     k1, v1 = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)  # one row, 3 columns
-    a = StaticKV.from_layers([(k1, v1)], torch.ones(1, 3, dtype=torch.long), 3)
+    a = StaticKV.from_rows([[(k1, v1)]], 0)
     assert a.capacity == ALIGN and a.lengths.tolist() == [3]
     a.open_column()
     keys, _ = a.write(0, torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
@@ -129,15 +129,15 @@ def test_static_kv_grows_extends_and_selects():
     a.close_column()
     assert a.lengths.tolist() == [4] and torch.equal(a.keys[0, 0, :, :3], k1[0])
     assert bool(a.keys[0, 0, :, 3].eq(1).all())
-    k2, v2 = torch.randn(2, 2, 2, 4), torch.randn(2, 2, 2, 4)  # two rows, left-padded
-    b = StaticKV.from_layers([(k2, v2)], torch.tensor([[1, 1], [0, 1]]), 2)
+    k2, v2 = torch.randn(2, 2, 2, 4), torch.randn(2, 2, 2, 4)  # two rows: 2 columns, then 1
+    b = StaticKV.from_rows([[(k2[:1], v2[:1])], [(k2[1:, :, 1:], v2[1:, :, 1:])]], 0)
     assert b.lengths.tolist() == [2, 1] and torch.equal(b.keys[0, 1, :, 0], k2[1, :, 1])
     both = a.extend(b)
     assert both.batch_size == 3 and both.lengths.tolist() == [4, 2, 1]
     assert both.used_mask().tolist() == [[1] * 4, [1, 1, 0, 0], [1, 0, 0, 0]]
     last = both.select([2])
     assert last.lengths.tolist() == [1] and torch.equal(last.keys[0, 0, :, 0], k2[1, :, 1])
-    full = StaticKV.from_layers([(k1, v1)], torch.ones(1, 3, dtype=torch.long), 3)
+    full = StaticKV.from_rows([[(k1, v1)]], 0)
     full.lengths = torch.tensor([ALIGN - 1])  # the step's width passes the buffer: it grows
     full.open_column()
     assert full.width == ALIGN and full.capacity == ALIGN
