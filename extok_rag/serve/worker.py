@@ -23,6 +23,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,13 @@ class QueueStats:
     cancelled: int
 
 
+def _report_crash(loop: Future) -> None:
+    """Log a decoding loop that ended by an exception (a plain thread's excepthook did so
+    before the loop ran on a `TorchThread`, whose future would keep it silent)."""
+    if not loop.cancelled() and loop.exception() is not None:
+        _log.error("the decoding loop stopped", exc_info=loop.exception())
+
+
 class Worker:
     """The model thread (a daemon): at most `max_batch` rows decode together, at most
     `max_queue` requests wait beyond them. `thread`: the thread that loaded the models (a new
@@ -121,7 +129,7 @@ class Worker:
         self._served = self._cancelled = 0
         self._closed = False
         self._wake = threading.Condition()
-        self._running = self._thread.submit(self._loop)
+        self._thread.submit(self._loop).add_done_callback(_report_crash)
 
     def submit(self, prepare: Callable[[], Prepared]) -> Job:
         """Queue a request for the calling event loop; QueueFullError when the batch is full

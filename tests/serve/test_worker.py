@@ -131,3 +131,22 @@ def test_a_full_queue_refuses_and_a_cancelled_waiting_request_never_starts(tiny_
     answer(tiny_llm, first, row, cfg)
     assert waiting == [(END, None)] and not prepared
     assert (stats.served, stats.cancelled) == (1, 1)
+
+
+def test_a_crashed_decoding_loop_is_logged(caplog):
+    """The loop runs as a TorchThread task: an exception that ends it is logged, not kept
+    silently in its future."""
+    from concurrent.futures import Future
+
+    from extok_rag.serve.worker import _report_crash
+
+    loop: Future = Future()
+    loop.set_exception(RuntimeError("boom"))
+    with caplog.at_level("ERROR", logger="extok_rag.serve"):
+        _report_crash(loop)
+    assert "the decoding loop stopped" in caplog.text and "boom" in caplog.text
+    done: Future = Future()
+    done.set_result(None)
+    caplog.clear()
+    _report_crash(done)
+    assert caplog.text == ""
