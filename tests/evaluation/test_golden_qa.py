@@ -2,7 +2,8 @@
 controls at two budgets), on the tiny models. Recorded before the read path moved into one
 package (issue 26); the answers, positions and k of every row must stay identical through any
 refactoring of the read path. The budget rows run in both frames: the light one (issue 29) and
-the standard one, whose rows are those recorded before it. A deliberate change of prompts
+the standard one, whose rows were those recorded before it until the learned span scorer
+became the default (issue 29). A deliberate change of prompts
 rewrites the file:
 
     EXTOK_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/evaluation/test_golden_qa.py
