@@ -100,7 +100,9 @@ class DecodeBatch:
         tokens = self._pick(logits, rows)  # n ints
         start = len(self.rows)
         self._merge(kv, rows)
-        return self._record(start, tokens)
+        emitted = self._record(start, tokens)
+        self._sort()
+        return emitted
 
     @torch.inference_mode()
     def step(self) -> list[Emitted]:
@@ -161,8 +163,19 @@ class DecodeBatch:
         self.kv, self.positions = kv, positions
         self.rows = self.rows + rows
 
+    def _sort(self) -> None:
+        """Rows shortest first (`StaticKV.runs`: rows of one attention width side by side, one
+        attention call per run). Steps lengthen every row by one, so the order holds until
+        the next `admit`."""
+        if self.kv is None:
+            return
+        lengths = self.kv.lengths.tolist()
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        if order != sorted(order):
+            self._keep(order)
+
     def _keep(self, keep: list[int]) -> None:
-        """Only rows `keep` stay."""
+        """Only rows `keep` stay, in this order."""
         if not keep:
             self.clear()
             return

@@ -21,11 +21,12 @@ model's own rotary module computed; SDPA called as transformers calls it for one
 mask, GQA-packed queries), and each gives a row the same bits at any batch size: a fused
 matmul's output column is the same dot product as the separate matmul's, oneDNN's packed bf16
 matmul and torch's int4 kernel compute each row apart, and the attention reads every row's
-cache from column 0 over a width that is a multiple of 64, always with a mask (`StaticKV`).
-So on bf16 a row's logits are the same bits alone or in any batch (tests; on SmolLM2, 37/37
-HotpotQA answers unchanged when the batches were re-cut, against 30/37 with left-padded
-rows). In float32 `F.linear` (MKL) rounds a batch of one otherwise (~1e-7): float noise. The
-model's forward (`ForwardStep`) gives the same greedy tokens, its logits up to float noise.
+cache from column 0 over its own width, a multiple of 64, always with a mask (`StaticKV`), with
+the query groups padded so that every thread computes a head alike (`_attend`). So on bf16 a
+row's logits are the same bits alone or in any batch (tests; on SmolLM2, eval qa's raw row
+alone and in batches of 16: docs/benchmarks.md, `q4-answers`).
+In float32 `F.linear` (MKL) rounds a batch of one otherwise (~1e-7): float noise. The model's
+forward (`ForwardStep`) gives the same greedy tokens, its logits up to float noise.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from transformers import DynamicCache
 
 from extok_rag.models.q4 import Q4Packed, Q4Projection
 from extok_rag.models.static_kv import StaticKV
+
+_GROUP_ROWS = 4  # queries per key head as SDPA sees them, padded (`LlamaStep._attend`)
 
 
 def _packable(weight: torch.Tensor) -> bool:
@@ -152,30 +155,58 @@ class LlamaStep:
         cos = self.cos[positions][:, None, None]  # (B, 1, 1, D)
         sin = self.sin[positions][:, None, None]
         kv.open_column()
-        mask = kv.attention_mask()  # (B, 1, 1, width)
+        mask = kv.attention_mask()  # (B, 1, 1, width) bool
+        # as SDPA turns a bool mask into a float one (0 / -inf in the query's dtype), once
+        # per step instead of once per layer: the same values, one op instead of 30
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=mask.device)
+        bias.masked_fill_(~mask, float("-inf"))
+        # each run of rows of one own width attends over that width (`StaticKV.runs`)
+        runs = [(a, b, bias[a:b, ..., :w]) for a, b, w in kv.runs]
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(_rms_norm(x, layer.norm_in, self.eps))  # (B, 1, (H + 2 Hkv) D)
             qk = qkv[..., : (H + Hkv) * D].view(B, 1, H + Hkv, D).transpose(1, 2)
             qk = _rotate(qk, cos, sin)  # (B, H + Hkv, 1, D): q and k rotated in one go
             v = qkv[..., (H + Hkv) * D :].view(B, 1, Hkv, D).transpose(1, 2)  # (B, Hkv, 1, D)
             keys, values = kv.write(i, qk[:, H:], v)  # (B, Hkv, width, D)
-            x = x + layer.out(self._attend(qk[:, :H], keys, values, mask))
+            x = x + layer.out(self._attend(qk[:, :H], keys, values, runs))
             gate, up = layer.gate_up(_rms_norm(x, layer.norm_post, self.eps)).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)  # (B, 1, d)
         kv.close_column()
         return self.head(_rms_norm(x, self.norm, self.eps))[:, -1]  # (B, V)
 
-    def _attend(self, q, keys, values, mask) -> torch.Tensor:
+    def _attend(self, q, keys, values, runs) -> torch.Tensor:
         """q (B, H, 1, D) over keys, values (B, Hkv, width, D) -> (B, 1, H D). The queries are
         packed (B, Hkv, H / Hkv, D), one key head serving its group, and a mask is always
         given: transformers' own call for one query with a mask, 5x faster on a CPU than its
         unmasked batch-1 call (`enable_gqa`, 280 vs 57 us per layer here), and the same kernel
-        path for a row alone as in a batch (`StaticKV`)."""
+        path for a row alone as in a batch (`StaticKV`).
+
+        Each group is padded with zero queries to a multiple of `_GROUP_ROWS` (SmolLM2: 3 -> 4;
+        their outputs are dropped). Why: torch's CPU flash kernel gives each thread a scratch
+        buffer of `group x (kv block + head_dim + 2)` floats cut from one allocation, so with a
+        group of 3 the second thread's buffer is only 8-byte aligned, and its bf16 matmuls then
+        sum in another order than the first thread's (1 ulp, in ~1 of 600 calls on random
+        data; found on HotpotQA, where 6 of 300 answers changed with the batch they shared).
+        Which thread computes a (row, head) depends on the batch size, so a row's attention
+        depended on its batch. With 4 rows per group every thread's buffer is 32-byte
+        aligned: no thread-dependent result in 7,000 random calls, against 7 in 4,000
+        unpadded; and 10-20% faster than 3 rows."""
         B, H, D = q.shape[0], self.heads, self.head_dim
-        packed = q.reshape(B, self.kv_heads, H // self.kv_heads, D)
-        out = F.scaled_dot_product_attention(
-            packed, keys, values, attn_mask=mask, scale=self.scaling
-        )
+        group = H // self.kv_heads
+        packed = q.reshape(B, self.kv_heads, group, D)
+        if group % _GROUP_ROWS:
+            packed = F.pad(packed, (0, 0, 0, _GROUP_ROWS - group % _GROUP_ROWS))
+        outs = [
+            F.scaled_dot_product_attention(
+                packed[a:b],
+                keys[a:b, :, : bias.shape[-1]],
+                values[a:b, :, : bias.shape[-1]],
+                attn_mask=bias,
+                scale=self.scaling,
+            )
+            for a, b, bias in runs
+        ]  # each (rows, Hkv, padded group, D)
+        out = (outs[0] if len(outs) == 1 else torch.cat(outs))[:, :, :group]  # (B, Hkv, group, D)
         return out.reshape(B, H, 1, D).transpose(1, 2).reshape(B, 1, H * D)
 
 

@@ -76,16 +76,22 @@ def decode_steps(
     the batch it shares: the same bits alone, in any batch (`StaticKV`'s layout)."""
     lengths = [row_length(row) for row in rows]
     llm.check_fits(max(lengths) + max_new_tokens)
-    logits, kv = prefill(llm, rows, max_new_tokens)  # (B, V)
+    # the cache holds the rows shortest first (`StaticKV.runs`: rows of one attention width
+    # side by side); the caller sees them in its own order
+    order = sorted(range(len(rows)), key=lengths.__getitem__)
+    logits, kv = prefill(llm, [rows[i] for i in order], max_new_tokens)  # (B, V)
     positions = kv.lengths.clone()  # (B,) each row's next position
     if max_new_tokens <= 0:
         return
     step = decode_step(llm.model, fast, llm.q4_weights() if q4 else None)
+    shuffled = order != sorted(order)
+    to_cache = torch.tensor(order, device=logits.device)  # cache row -> caller's row
+    to_caller = torch.argsort(to_cache)  # caller's row -> cache row
     for n in range(max_new_tokens):
-        tokens = pick(logits)  # (B,)
+        tokens = pick(logits[to_caller] if shuffled else logits)  # (B,) in the caller's order
         yield tokens
         if n + 1 < max_new_tokens:
-            logits = step(kv, tokens, positions + n)
+            logits = step(kv, tokens[to_cache] if shuffled else tokens, positions + n)
 
 
 def loops(ids: Sequence[int], min_run: int) -> bool:

@@ -4,14 +4,16 @@ decoding step writes one column of, instead of a Hugging Face `DynamicCache` tha
 
 Layout: every row starts at column 0. Row b holds its `lengths[b]` positions in columns
 `[0, lengths[b])`, and its next step writes column `lengths[b]`; the columns after a row's own
-are masked. A step attends over the first `width` columns: the longest row + 1, rounded up to a
-multiple of `ALIGN`. So a row's attention is the same computation, bit for bit, alone or in any
-batch beside rows of any length: SDPA's CPU kernel computes each (row, head) apart, and the
-masked columns past a row's own end add exact zeros in blocks whose boundaries depend only on
-the width being a multiple of 64. Measured on SmolLM2's shapes (bf16, lengths 100 to 1,500,
-widths up to 4,096): equal bits at every multiple of 64, while a left-padded row (the layout
-before) or a width off the multiple moved outputs by up to 1e-3, and with them 16% of greedy
-answers on HotpotQA when the batch a question shared changed.
+are masked. A step attends each row over its own width: its length + 1 rounded up to a
+multiple of `ALIGN`, which depends on the row alone. `runs` groups consecutive rows of one
+width, one attention call each (callers keep rows shortest first, so a batch of similar
+lengths is one run). So a row's attention is the same computation, bit for bit, alone or in
+any batch beside rows of any length: SDPA's CPU kernel computes each (row, head) apart (once
+its per-thread scratch is aligned: `decode_step.LlamaStep._attend`), over the same width.
+Measured on SmolLM2: a left-padded row (the layout before) moved outputs by up to 1e-3, and with
+them 16% of greedy answers on HotpotQA when the batch a question shared changed; one width for
+the whole batch (the longest row's) still moved 2 of 300 answers (the kernel's last block of
+keys is as wide as the width makes it, and its sums run in another order).
 
 Columns `[width, capacity)` are free space for the next steps; when they run out the buffer
 grows (doubles), which `decode_steps` never needs (it sizes the buffer for the prompt and its
@@ -43,6 +45,8 @@ class StaticKV:
         self.lengths = lengths  # (B,) long
         self.width = 0  # the open step's attention width (`open_column`)
         self.step_mask: torch.Tensor | None = None  # (B, 1, 1, width) bool, the open step's
+        # the open step's runs of consecutive rows of one own width: (first, stop, width)
+        self.runs: list[tuple[int, int, int]] = []
         self._views()
 
     def _views(self) -> None:
@@ -107,6 +111,13 @@ class StaticKV:
             self._grow(max(2 * self.capacity, self.width))
         columns = torch.arange(self.width, device=self.lengths.device)
         self.step_mask = (columns[None] <= self.lengths[:, None])[:, None, None]
+        self.runs = []
+        for b, length in enumerate(self.lengths.tolist()):
+            width = aligned(length + 1)
+            if self.runs and self.runs[-1][2] == width and self.runs[-1][1] == b:
+                self.runs[-1] = (self.runs[-1][0], b + 1, width)
+            else:
+                self.runs.append((b, b + 1, width))
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store one step's keys and values (B, H_kv, 1, D) of `layer`, each row's in its own

@@ -22,8 +22,11 @@ def bf16_llm(tiny_llm_dir):
 
 
 def prompts(llm):
+    """Rows of three attention widths (`StaticKV.runs`), the longest first (`decode_steps`
+    keeps its cache shortest first)."""
     torch.manual_seed(0)
     return [
+        llm.chat_row(["Tell me a long story about a cat. " * 12]),
         llm.chat_row(["Tell me a story about a cat."]),
         llm.chat_row(["Context: ", torch.randn(5, llm.hidden_size).to(llm.dtype), " Short?"]),
         llm.chat_row(["A much longer question, padded less than the others are, surely?"]),
@@ -165,3 +168,52 @@ def test_decode_batch_fast_and_forward_steps_agree(bf16_llm):
                 out.setdefault(e.key, []).append(e.token)
         got[fast] = out
     assert got[True] == got[False] and len(got[True]) == 3
+
+
+def test_static_kv_runs_group_rows_of_one_width():
+    """Each row attends over its own width (its length + 1 rounded up to ALIGN); consecutive
+    rows of one width are one run."""
+    from extok_rag.models.static_kv import ALIGN
+
+    def runs(lengths):
+        kv = StaticKV.empty(torch.zeros(1, 1, 1, 2), 1, torch.tensor(lengths), 4 * ALIGN)
+        kv.open_column()
+        return kv.runs
+
+    assert runs([3, 2 * ALIGN - 1, ALIGN - 5, 2 * ALIGN + 1]) == [
+        (0, 1, ALIGN),
+        (1, 2, 2 * ALIGN),
+        (2, 3, ALIGN),
+        (3, 4, 3 * ALIGN),
+    ]
+    assert runs([3, ALIGN - 5, ALIGN, 2 * ALIGN - 1]) == [(0, 2, ALIGN), (2, 4, 2 * ALIGN)]
+
+
+@pytest.mark.parametrize("seed", [483, 527, 1110])
+def test_attention_gives_a_head_the_same_bits_on_every_thread(seed):
+    """SmolLM2's shapes (9 query heads on 3 key heads of 64): four copies of one row in a batch
+    land on both threads; each copy gets the same bits. The seeds are cases where torch's CPU
+    flash kernel, given groups of 3 queries unpadded, computed them otherwise on the second
+    thread (its scratch buffer misaligned; found on an AMD EPYC with AVX512-BF16)."""
+    from types import SimpleNamespace
+
+    from extok_rag.models.static_kv import aligned
+
+    g = torch.Generator().manual_seed(seed)
+    n = 450 + seed % 700  # the row's length
+    q = (torch.randn(1, 3, 3, 64, generator=g) * 3).bfloat16().reshape(1, 9, 1, 64)
+    k = (torch.randn(1, 3, 2048, 64, generator=g) * 2).bfloat16()
+    v = torch.randn(1, 3, 2048, 64, generator=g).bfloat16()
+    width = aligned(n + 1)
+    bias = torch.zeros(4, 1, 1, width, dtype=torch.bfloat16)
+    bias[..., n + 1 :] = float("-inf")
+    step = SimpleNamespace(heads=9, kv_heads=3, head_dim=64, scaling=0.125)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = LlamaStep._attend(
+            step, q.repeat(4, 1, 1, 1), k.repeat(4, 1, 1, 1), v.repeat(4, 1, 1, 1), [(0, 4, bias)]
+        )  # (4, 1, 9 * 64)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(out[i], out[0]) for i in range(1, 4))
