@@ -24,7 +24,7 @@ matmul and torch's int4 kernel compute each row apart, and the attention reads e
 cache from column 0 over its own width, a multiple of 64, always with a mask (`StaticKV`), with
 the query groups padded so that every thread computes a head alike (`_attend`). So on bf16 a
 row's logits are the same bits alone or in any batch (tests; on SmolLM2, eval qa's raw row
-alone and in batches of 16: docs/benchmarks.md, `q4-answers`).
+alone and in batches of 16: 600/600 answers the same, docs/benchmarks.md, `q4-answers`).
 In float32 `F.linear` (MKL) rounds a batch of one otherwise (~1e-7): float noise. The model's
 forward (`ForwardStep`) gives the same greedy tokens, its logits up to float noise.
 """
