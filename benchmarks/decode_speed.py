@@ -176,7 +176,10 @@ def main() -> None:
         f"- Greedy tokens identical to before: bf16 step {same}/{total} rows of the timed "
         f"batches ({args.steps} tokens each) and {one_same}/{args.prompts} batch-1 answers of "
         f"{args.tokens} tokens; 4-bit step {same_q4}/{total} rows and "
-        f"{one_same_q4}/{args.prompts} answers.",
+        f"{one_same_q4}/{args.prompts} answers. Before is the forward as transformers calls "
+        "SDPA (3 queries per key head); the step pads each group to 4 queries, so that a "
+        "row's bits do not depend on its batch (`LlamaStep._attend`): a batch-1 answer can part "
+        "from before's where one attention sum rounds otherwise.",
         "",
         "| batch | prefill | step before | bf16 step | 4-bit step | speed-up | 4-bit / floor "
         "| tokens/s |",

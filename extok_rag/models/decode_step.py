@@ -7,7 +7,7 @@ last-position logits (B, V). Two implementations of the same step:
 - `ForwardStep`, the Hugging Face forward over a `DynamicCache` view of the buffer: any model.
 
 `LlamaStep` reads the layers' weights in 4 bits where the LLM has them (`models.q4`: the GGUF
-it was dequantised from; 12.6 against 21.4 ms at batch 1 here), else its bf16 weights.
+it was dequantised from; 13.7 against 21.7 ms at batch 1 here), else its bf16 weights.
 
 Why `LlamaStep` is fast. A batch-1 step must read every weight once (270 MB in bf16 for
 SmolLM2-135M); at this machine's copy bandwidth that takes ~6 ms, yet the HF forward took ~40.
