@@ -164,13 +164,14 @@ class DecodeBatch:
         self.rows = self.rows + rows
 
     def _sort(self) -> None:
-        """Rows shortest first (`StaticKV.runs`: rows of one attention width side by side, one
+        """Rows longest first (`StaticKV.runs`: rows of one attention width side by side, one
         attention call per run). Steps lengthen every row by one, so the order holds until
-        the next `admit`."""
+        the next `admit`; a newcomer is most often the shortest, so appending it keeps the
+        order and no copy of the cache is needed."""
         if self.kv is None:
             return
         lengths = self.kv.lengths.tolist()
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         if order != sorted(order):
             self._keep(order)
 

@@ -76,9 +76,9 @@ def decode_steps(
     the batch it shares: the same bits alone, in any batch (`StaticKV`'s layout)."""
     lengths = [row_length(row) for row in rows]
     llm.check_fits(max(lengths) + max_new_tokens)
-    # the cache holds the rows shortest first (`StaticKV.runs`: rows of one attention width
-    # side by side); the caller sees them in its own order
-    order = sorted(range(len(rows)), key=lengths.__getitem__)
+    # the cache holds the rows longest first, as `DecodeBatch` does (`StaticKV.runs`: rows of
+    # one attention width side by side); the caller sees them in its own order
+    order = sorted(range(len(rows)), key=lambda i: -lengths[i])
     logits, kv = prefill(llm, [rows[i] for i in order], max_new_tokens)  # (B, V)
     positions = kv.lengths.clone()  # (B,) each row's next position
     if max_new_tokens <= 0:

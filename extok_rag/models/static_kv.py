@@ -6,7 +6,7 @@ Layout: every row starts at column 0. Row b holds its `lengths[b]` positions in 
 `[0, lengths[b])`, and its next step writes column `lengths[b]`; the columns after a row's own
 are masked. A step attends each row over its own width: its length + 1 rounded up to a
 multiple of `ALIGN`, which depends on the row alone. `runs` groups consecutive rows of one
-width, one attention call each (callers keep rows shortest first, so a batch of similar
+width, one attention call each (callers keep rows longest first, so a batch of similar
 lengths is one run). So a row's attention is the same computation, bit for bit, alone or in
 any batch beside rows of any length: SDPA's CPU kernel computes each (row, head) apart (once
 its per-thread scratch is aligned: `decode_step.LlamaStep._attend`), over the same width.

@@ -22,12 +22,12 @@ def bf16_llm(tiny_llm_dir):
 
 
 def prompts(llm):
-    """Rows of three attention widths (`StaticKV.runs`), the longest first (`decode_steps`
-    keeps its cache shortest first)."""
+    """Rows of two attention widths (`StaticKV.runs`), out of length order (`decode_steps`
+    keeps its cache longest first)."""
     torch.manual_seed(0)
     return [
-        llm.chat_row(["Tell me a long story about a cat. " * 12]),
         llm.chat_row(["Tell me a story about a cat."]),
+        llm.chat_row(["Tell me a long story about a cat. " * 12]),
         llm.chat_row(["Context: ", torch.randn(5, llm.hidden_size).to(llm.dtype), " Short?"]),
         llm.chat_row(["A much longer question, padded less than the others are, surely?"]),
     ]
