@@ -175,18 +175,19 @@ class LlamaStep:
         return self.head(_rms_norm(x, self.norm, self.eps))[:, -1]  # (B, V)
 
     def _attend(self, q, keys, values, runs) -> torch.Tensor:
-        """q (B, H, 1, D) over keys, values (B, Hkv, width, D) -> (B, 1, H D). The queries are
-        packed (B, Hkv, H / Hkv, D), one key head serving its group, and a mask is always
-        given: transformers' own call for one query with a mask, 5x faster on a CPU than its
-        unmasked batch-1 call (`enable_gqa`, 280 vs 57 us per layer here), and the same kernel
-        path for a row alone as in a batch (`StaticKV`).
+        """q (B, H, 1, D) over keys, values (B, Hkv, width, D) -> (B, 1, H D), one SDPA call
+        per run of `StaticKV.runs` (`runs`: first row, stop, its additive mask (rows, 1, 1, w)),
+        each over its own width w. The queries are packed (B, Hkv, H / Hkv, D), one key head
+        serving its group, and a mask is always given: transformers' own call for one query
+        with a mask, 5x faster on a CPU than its unmasked batch-1 call (`enable_gqa`, 280 vs
+        57 us per layer here), and the same kernel path for a row alone as in a batch.
 
         Each group is padded with zero queries to a multiple of `_GROUP_ROWS` (SmolLM2: 3 -> 4;
         their outputs are dropped). Why: torch's CPU flash kernel gives each thread a scratch
         buffer of `group x (kv block + head_dim + 2)` floats cut from one allocation, so with a
         group of 3 the second thread's buffer is only 8-byte aligned, and its bf16 matmuls then
         sum in another order than the first thread's (1 ulp, in ~1 of 600 calls on random
-        data; found on HotpotQA, where 6 of 300 answers changed with the batch they shared).
+        data; found tracing HotpotQA answers that changed with the batch they shared).
         Which thread computes a (row, head) depends on the batch size, so a row's attention
         depended on its batch. With 4 rows per group every thread's buffer is 32-byte
         aligned: no thread-dependent result in 7,000 random calls, against 7 in 4,000
