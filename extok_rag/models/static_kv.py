@@ -22,6 +22,7 @@ whole answer) and a long-lived `DecodeBatch` needs rarely.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -106,18 +107,17 @@ class StaticKV:
     def open_column(self) -> None:
         """Make room for one more position in every row and fix the step's attention width
         and mask; `write` fills each row's new column per layer, `close_column` commits it."""
-        self.width = aligned(self.longest + 1)
+        widths = [aligned(n + 1) for n in self.lengths.tolist()]  # each row's own
+        self.width = max(widths)
         if self.width > self.capacity:
             self._grow(max(2 * self.capacity, self.width))
         columns = torch.arange(self.width, device=self.lengths.device)
         self.step_mask = (columns[None] <= self.lengths[:, None])[:, None, None]
-        self.runs = []
-        for b, length in enumerate(self.lengths.tolist()):
-            width = aligned(length + 1)
-            if self.runs and self.runs[-1][2] == width and self.runs[-1][1] == b:
-                self.runs[-1] = (self.runs[-1][0], b + 1, width)
-            else:
-                self.runs.append((b, b + 1, width))
+        self.runs, first = [], 0
+        for width, rows in itertools.groupby(widths):
+            stop = first + len(list(rows))
+            self.runs.append((first, stop, width))
+            first = stop
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store one step's keys and values (B, H_kv, 1, D) of `layer`, each row's in its own
