@@ -1,7 +1,8 @@
 """The peer, side by side in one run: llama.cpp (`llama-cpp-python`) on the very GGUF this
 project ships (SmolLM2-135M-Instruct Q4_1) against our path before (`decode_steps(fast=False)`,
 the Hugging Face forward at every step) and after (`decode_steps(fast=True)` with its defaults:
-whatever fast step `decode_step` gives it), on the same CPU with the same number of threads.
+whatever fast step `decode_step` gives it, in C++ and in its Python loop), on the same CPU
+with the same number of threads.
 
     .venv/bin/python benchmarks/decode_peer.py [--threads 2] [--repeats 3] [--steps 24]
 
@@ -44,6 +45,7 @@ from report import DOC, machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig
+from extok_rag.models import native
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.defaults import gguf_path
 from extok_rag.models.generation import decode_steps
@@ -118,16 +120,17 @@ class Peer:
 
 
 class Ours:
-    """Our `decode_steps` over raw token rows, greedy; `fast` picks before / after."""
+    """Our `decode_steps` over raw token rows, greedy; `fast` picks before / after, `native`
+    the fast step's C++ or Python loop (the same bits)."""
 
-    def __init__(self, llm: FrozenLLM, fast: bool):
-        self.llm, self.fast = llm, fast
+    def __init__(self, llm: FrozenLLM, fast: bool, native: bool = True):
+        self.llm, self.fast, self.native = llm, fast, native
 
     def decode(self, ids: list[int], steps: int) -> tuple[float, float, list[int]]:
         row = [TokenSegment(torch.tensor(ids, dtype=torch.long))]
         stamps, tokens = [time.perf_counter()], []
         pick = lambda logits: logits.argmax(-1)  # noqa: E731
-        for t in decode_steps(self.llm, [row], steps, pick, fast=self.fast):
+        for t in decode_steps(self.llm, [row], steps, pick, fast=self.fast, native=self.native):
             stamps.append(time.perf_counter())
             tokens.append(int(t[0]))
         return (*timings(stamps), tokens)
@@ -247,7 +250,9 @@ def section(llm: FrozenLLM, rows: dict, floors: dict, info: dict, args) -> str:
         f"- Ours: SmolLM2-135M-Instruct loaded from that GGUF (`FrozenLLM.load`), "
         f"{llm.dtype}, {torch.get_num_threads()} torch threads; before: "
         "`decode_steps(fast=False)` (the Hugging Face forward at every step); after: "
-        "`decode_steps(fast=True)`, the default fast step. Untimed warm-up (one-time costs "
+        "`decode_steps(fast=True)`, the default fast step (4-bit weights), in C++ "
+        "(`models/native_step.cpp`, the default) and in its Python loop (`native=False`; "
+        "the same logits bit for bit). Untimed warm-up (one-time costs "
         "included): " + ", ".join(f"{k} {r['first']:.2f} s" for k, r in rows.items()) + ".",
         "- Same raw prompts, as our token ids (llama.cpp's own tokenizer gives the same ids for "
         f"the chat prompt: {info['same_ids']}): prefill = time to the first greedy token at "
@@ -267,7 +272,11 @@ def section(llm: FrozenLLM, rows: dict, floors: dict, info: dict, args) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
-        label = {"before": "ours, before", "after": "ours, after"}.get(name, name)
+        label = {
+            "before": "ours, before",
+            "after, Python": "ours, after: its Python loop",
+            "after": "**ours, after: C++ (the default)**",
+        }.get(name, name)
         step_ms = row["step"] * 1e3
         lines.append(
             f"| {label} | {row[PREFILLS[0]] * 1e3:.0f} ms | {row[PREFILLS[1]] * 1e3:.0f} ms | "
@@ -309,7 +318,13 @@ def main() -> None:
     prompt_text = llm.tokenizer.decode(chat, skip_special_tokens=False)
     same = peer.llama.tokenize(prompt_text.encode(), add_bos=False, special=True) == chat
     floors = floors_ms(llm, path)
-    engines = {"llama.cpp": peer, "before": Ours(llm, False), "after": Ours(llm, True)}
+    assert native.load(build=True) is not None, f"no C++ step here: {native.failure()}"
+    engines = {
+        "llama.cpp": peer,
+        "before": Ours(llm, False),
+        "after, Python": Ours(llm, True, native=False),
+        "after": Ours(llm, True),
+    }
     rows = measure(engines, corpus_ids(llm), chat, args)
     info = {
         "version": llama_cpp.__version__,

@@ -2,8 +2,9 @@
 8 and 16 over a ~400-token context, the Hugging Face forward on a `DynamicCache` ("before",
 `decode_steps(fast=False)`) against the fast step on a pre-allocated cache (`LlamaStep` over
 `StaticKV`) on the model's bf16 weights ("bf16 step", `q4=False`) and on the layers' 4-bit
-GGUF weights ("4-bit step", the default: `models/q4.py`), in the dtype
-`RuntimeConfig().resolve_dtype()` picks here.
+GGUF weights ("4-bit step": `models/q4.py`), each in its Python loop and in C++ (`models/
+native_step.cpp`; "4-bit C++" is the default), in the dtype `RuntimeConfig().resolve_dtype()`
+picks here.
 
     .venv/bin/python benchmarks/decode_speed.py [--steps 16] [--prompts 8] [--tokens 32]
 
@@ -13,17 +14,20 @@ times are medians over `--steps` steps after the first; the batch rows are promp
 of 400 to 400 - 7 (B - 1) tokens of the project's example corpus. "Tokens identical" compares
 the greedy tokens of each step against before: every row of the timed batches, then
 `--prompts` batch-1 answers of `--tokens` tokens each. Also timed: the one-time weight packing
-of the fast step, building the 4-bit cache (it is deleted first) and loading it, and the
-prefill. Writes section `decode-speed` of docs/benchmarks.md.
+of the fast step, building the 4-bit cache (it is deleted first) and loading it, building
+the C++ step (in a fresh home) and loading it, and the prefill. Writes section `decode-speed`
+of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from report import machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig
+from extok_rag.models import native
 from extok_rag.models.decode_step import LlamaStep, decode_step
 from extok_rag.models.generation import decode_steps
 from extok_rag.models.llm import FrozenLLM
@@ -78,15 +83,38 @@ def rows(llm: FrozenLLM, batch: int, shift: int = 0) -> list:
     ]
 
 
-def decode(llm, batch_rows, steps: int, fast: bool, q4: bool = False):
+def decode(llm, batch_rows, steps: int, fast: bool, q4: bool = False, native: bool = True):
     """Prefill seconds, median step seconds, greedy tokens (steps, B)."""
     stamps, tokens = [time.perf_counter()], []
     pick = lambda logits: logits.argmax(-1)  # noqa: E731
-    for t in decode_steps(llm, batch_rows, steps, pick, fast=fast, q4=q4):
+    for t in decode_steps(llm, batch_rows, steps, pick, fast=fast, q4=q4, native=native):
         stamps.append(time.perf_counter())
         tokens.append(t)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     return gaps[0], statistics.median(gaps[2:]), torch.stack(tokens)
+
+
+def native_build_seconds() -> tuple[float, float]:
+    """Seconds to build the C++ step in a fresh home (a child process), then to load it."""
+    code = (
+        "import time; from extok_rag.models import native; t = time.perf_counter(); "
+        "m = native.load(build={}); print(m is not None, time.perf_counter() - t)"
+    )
+    out = []
+    with tempfile.TemporaryDirectory(prefix="native-home-") as home:
+        for build in (True, False):
+            run = subprocess.run(
+                [sys.executable, "-c", code.format(build)],
+                env={**os.environ, "EXTOK_RAG_HOME": home},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            ok, seconds = run.stdout.split()
+            assert ok == "True", run.stderr
+            out.append(float(seconds))
+    native.load(build=True)  # this process's (the home's) build
+    return out[0], out[1]
 
 
 def q4_bytes(llm: FrozenLLM) -> int:
@@ -124,35 +152,46 @@ def main() -> None:
     again.q4_weights()
     q4_load_s = time.perf_counter() - start
     del again
+    build_s, native_load_s = native_build_seconds()
+    assert native.load() is not None, f"no C++ step here: {native.failure()}"
     weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
     bandwidth = copy_bandwidth()
     floor_ms = weight_bytes / bandwidth * 1e3
     q4_floor_ms = q4_bytes(llm) / bandwidth * 1e3
-    table, same, same_q4, total = [], 0, 0, 0
+    # rows: (fast, q4, native); "before" is the Hugging Face forward
+    paths = {
+        "before": (False, False, False),
+        "bf16": (True, False, False),
+        "bf16 C++": (True, False, True),
+        "4-bit": (True, True, False),
+        "4-bit C++": (True, True, True),
+    }
+    table, total = [], 0
+    same = dict.fromkeys(paths, 0)
     for b in BATCHES:
         batch_rows = rows(llm, b)
-        decode(llm, batch_rows, 3, True)  # warm-up
-        decode(llm, batch_rows, 3, True, q4=True)
-        _, old, tok_old = decode(llm, batch_rows, args.steps, False)
-        pre_new, new, tok_new = decode(llm, batch_rows, args.steps, True)
-        _, four, tok_four = decode(llm, batch_rows, args.steps, True, q4=True)
-        same += int((tok_old == tok_new).all(dim=0).sum())
-        same_q4 += int((tok_old == tok_four).all(dim=0).sum())
-        total += b
-        table.append((b, pre_new, old, new, four))
-        print(
-            b,
-            f"prefill {pre_new * 1e3:.0f} ms, step {old * 1e3:.1f} -> {new * 1e3:.1f} ms, "
-            f"4-bit {four * 1e3:.1f} ms",
+        for fast, q4, nat in paths.values():  # warm-up
+            if fast:
+                decode(llm, batch_rows, 3, fast, q4, nat)
+        ms, toks, prefill_s = {}, {}, 0.0
+        for name, (fast, q4, nat) in paths.items():
+            pre, ms[name], toks[name] = decode(llm, batch_rows, args.steps, fast, q4, nat)
+            prefill_s = pre if name == "4-bit C++" else prefill_s
+        for name in paths:
+            same[name] += int((toks["before"] == toks[name]).all(dim=0).sum())
+        same["C++ = Python"] = same.get("C++ = Python", 0) + int(
+            (toks["bf16"] == toks["bf16 C++"]).all(dim=0).sum()
+            + (toks["4-bit"] == toks["4-bit C++"]).all(dim=0).sum()
         )
-    one_same, one_same_q4 = 0, 0
+        total += b
+        table.append((b, prefill_s, ms))
+        print(b, f"prefill {prefill_s * 1e3:.0f} ms", {k: f"{v * 1e3:.1f}" for k, v in ms.items()})
+    answers = dict.fromkeys(paths, 0)
     for i in range(args.prompts):
         row = rows(llm, 1, shift=97 * (i + 1))
-        _, _, a = decode(llm, row, args.tokens, False)
-        _, _, c = decode(llm, row, args.tokens, True)
-        _, _, f = decode(llm, row, args.tokens, True, q4=True)
-        one_same += bool(torch.equal(a, c))
-        one_same_q4 += bool(torch.equal(a, f))
+        toks = {n: decode(llm, row, args.tokens, *p)[2] for n, p in paths.items()}
+        for name in paths:
+            answers[name] += bool(torch.equal(toks["before"], toks[name]))
     lines = [
         "## Decoding speed against the memory-bandwidth floor",
         "",
@@ -160,11 +199,13 @@ def main() -> None:
         f"SmolLM2-135M-Instruct in {runtime.resolve_dtype()}, ~{CONTEXT}-token context "
         f"(rows of {CONTEXT} down to {CONTEXT} − 7 (B − 1) tokens), median of "
         f"{args.steps} steps after the first. Before: the Hugging Face forward on a growing "
-        "`DynamicCache` (`decode_steps(fast=False)`); bf16 step: `LlamaStep` on a pre-allocated "
+        "`DynamicCache` (`decode_steps(fast=False)`); bf16: `LlamaStep` on a pre-allocated "
         "`StaticKV` cache, oneDNN-packed bf16 weights, fused q|k|v and gate|up "
-        "(`q4=False`); 4-bit step, the default: the same step reading the layers' Q4_1 "
-        "weights from the GGUF the model was dequantised from, through torch's int4 kernel "
-        "(`models/q4.py`; the vocabulary head stays bf16).",
+        "(`q4=False`); 4-bit: the same step reading the layers' Q4_1 weights from the GGUF "
+        "the model was dequantised from, through torch's int4 kernel (`models/q4.py`; the "
+        "vocabulary head stays bf16). Each in its Python loop (`native=False`) and in C++ "
+        "(`models/native_step.cpp`: the same ATen matmuls, SDPA and SiLU, the small ops "
+        "fused into loops that round as ATen's do). **4-bit C++ is the default.**",
         "",
         f"- Floor: {weight_bytes / 1e6:.0f} MB of weights read per step at "
         f"{bandwidth / 1e9:.1f} GB/s (256 MB copy, bytes read + written) = **{floor_ms:.1f} ms**; "
@@ -172,25 +213,35 @@ def main() -> None:
         f"{q4_bytes(llm) / 1e6:.0f} MB: its own floor is {q4_floor_ms:.1f} ms.",
         f"- One-time costs: packing the bf16 weights {pack_s:.2f} s; the 4-bit weights "
         f"{q4_build_s:.1f} s to read from the GGUF, check against the model and pack (once, "
-        f"then kept beside the model: {CACHE_FILE}), {q4_load_s:.2f} s to load on later runs.",
-        f"- Greedy tokens identical to before: bf16 step {same}/{total} rows of the timed "
-        f"batches ({args.steps} tokens each) and {one_same}/{args.prompts} batch-1 answers of "
-        f"{args.tokens} tokens; 4-bit step {same_q4}/{total} rows and "
-        f"{one_same_q4}/{args.prompts} answers. Before is the forward as transformers calls "
-        "SDPA (3 queries per key head); the step pads each group to 4 queries, so that a "
-        "row's bits do not depend on its batch (`LlamaStep._attend`): a batch-1 answer can part "
-        "from before's where one attention sum rounds otherwise.",
+        f"then kept beside the model: {CACHE_FILE}), {q4_load_s:.2f} s to load on later runs; "
+        f"building the C++ step {build_s:.0f} s (once per machine and torch version, "
+        f"`models/native.py`; serve, chat, read and eval build it on a thread, `ask` never "
+        f"waits for it), {native_load_s * 1e3:.0f} ms to load on later runs.",
+        f"- C++ against Python, the same weights: greedy tokens identical in "
+        f"{same['C++ = Python']}/{2 * total} rows of the timed batches (bf16 and 4-bit; the "
+        "logits are the same bits: tests/models/test_native_step.py).",
+        f"- Greedy tokens identical to before, rows of the timed batches ({args.steps} tokens "
+        f"each) / batch-1 answers of {args.tokens} tokens: "
+        + "; ".join(
+            f"{name} {same[name]}/{total} / {answers[name]}/{args.prompts}"
+            for name in paths
+            if name != "before"
+        )
+        + ". Before is the forward as transformers calls SDPA (3 queries per key head); the "
+        "step pads each group to 4 queries, so that a row's bits do not depend on its batch "
+        "(`LlamaStep._attend`): a batch-1 answer can part from before's where one attention "
+        "sum rounds otherwise.",
         "",
-        "| batch | prefill | step before | bf16 step | 4-bit step | speed-up | 4-bit / floor "
-        "| tokens/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batch | prefill | before | bf16 | bf16 C++ | 4-bit | **4-bit C++** | speed-up "
+        "| 4-bit C++ / floor | tokens/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for b, pre, old, new, four in table:
-        best = min(new, four)
+    for b, pre, ms in table:
+        best = ms["4-bit C++"]
+        cells = " | ".join(f"{ms[n] * 1e3:.1f} ms" for n in paths)
         lines.append(
-            f"| {b} | {pre * 1e3:.0f} ms | {old * 1e3:.1f} ms | {new * 1e3:.1f} ms | "
-            f"{four * 1e3:.1f} ms | {old / best:.2f}× | {four * 1e3 / floor_ms:.1f}× | "
-            f"{b / four:.0f} |"
+            f"| {b} | {pre * 1e3:.0f} ms | {cells} | {ms['before'] / best:.2f}× | "
+            f"{best * 1e3 / floor_ms:.1f}× | {b / best:.0f} |"
         )
     write_section("decode-speed", "\n".join(lines))
     print("\n".join(lines))

@@ -16,6 +16,17 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+
+@pytest.fixture(autouse=True)
+def _no_background_native_build(monkeypatch):
+    """serve, chat, read and eval start compiling the C++ decoding step when the machine has
+    no build (`models.native`); in tests that would be a compiler beside the suite. The build
+    itself is tested in tests/models/test_native_step.py."""
+    from extok_rag.models import native
+
+    monkeypatch.setattr(native, "build_in_background", lambda: None)
+
+
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -74,7 +74,7 @@ def chat(
 
         snapshot = open_index(resolve_index_dir(index), notice=print_notice)
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
-    frozen = load_llm(llm, runtime)
+    frozen = load_llm(llm, runtime, decodes_long=True)
     if snapshot is not None:
         from extok_rag.ask.retrieval import check_models
         from extok_rag.models.embedder import Embedder

@@ -53,9 +53,12 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def load_llm(spec: str | None, runtime):
-    """Load the frozen LLM behind a status line that says when the one-time conversion runs."""
-    from extok_rag.models import defaults
+def load_llm(spec: str | None, runtime, decodes_long: bool = False):
+    """Load the frozen LLM behind a status line that says when the one-time conversion runs.
+    `decodes_long` (chat, read, eval qa: thousands of tokens): start building the C++ decoding
+    step if this machine has no build yet (`models.native`; decoding switches to it once it
+    lands). A one-shot answer never waits for that build."""
+    from extok_rag.models import defaults, native
     from extok_rag.models.llm import FrozenLLM
 
     quiet_transformers()
@@ -66,4 +69,7 @@ def load_llm(spec: str | None, runtime):
         else "loading the LLM"
     )
     with err_console.status(message):
-        return FrozenLLM.load(spec, runtime)
+        llm = FrozenLLM.load(spec, runtime)
+    if decodes_long:
+        native.build_in_background()
+    return llm

@@ -312,7 +312,7 @@ def qa(
         seed=seed,
     )
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
-    frozen = load_llm(llm, runtime)
+    frozen = load_llm(llm, runtime, decodes_long=True)
     checkpoint = resolve_tokenizer(tokenizer, frozen.identity)
     root = work_dir or home_dir() / "eval-qa"
     families = parse_choices(rows, "--rows", ROW_FAMILIES)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.table import Table
 
 from extok_rag.cli.console import human_bytes, out_console, reports_errors
 from extok_rag.config import DEFAULT_LLM_NAME
-from extok_rag.errors import ModelNotFoundError
+from extok_rag.errors import ExtokError, ModelNotFoundError
 
 
 @reports_errors
-def models() -> None:
+def models(
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--build",
+            help="Build the C++ decoding step now (once per machine and torch version, "
+            "~20 s); serve, chat, read and eval build it on their own.",
+        ),
+    ] = False,
+) -> None:
     """Show the default models: where each comes from, where it is cached, its size."""
+    if build:
+        build_native()
     table = Table(title="extok-rag default models", show_lines=True)
     table.add_column("role")
     table.add_column("model, source and path", overflow="fold", ratio=1)
@@ -38,7 +52,36 @@ def compute_line() -> str:
         else "the LLM's own weights"
     )
     lines = [f"compute (auto): {device}, {dtype}; {why}", f"decoding reads: {decode}"]
-    return "\n".join([*lines, f"CPU: {cpu_description()}"])
+    return "\n".join([*lines, native_line(), f"CPU: {cpu_description()}"])
+
+
+def native_line() -> str:
+    """Whether decoding steps run in C++ (`models.native`) here."""
+    from extok_rag.models import native
+
+    if not native.enabled():
+        return "decoding step: Python (EXTOK_RAG_NATIVE=0)"
+    if native.library_path().is_file():
+        return f"decoding step: C++, built: {native.library_path()}"
+    why = native.failure() or "not built yet"
+    return (
+        f"decoding step: Python ({why}); `extok-rag models --build` builds the C++ step, "
+        "as serve, chat, read and eval do on their own"
+    )
+
+
+def build_native() -> None:
+    from extok_rag.cli.console import err_console
+    from extok_rag.models import native
+
+    if not native.enabled():
+        err_console.print("the C++ decoding step is turned off (EXTOK_RAG_NATIVE=0)")
+        return
+    with err_console.status("building the C++ decoding step (~20 s)"):
+        module = native.load(build=True, retry=True)
+    if module is None:
+        raise ExtokError(f"the C++ decoding step was not built: {native.failure()}")
+    err_console.print(f"C++ decoding step ready: {native.library_path()}")
 
 
 def llm_row() -> tuple[str, str, str, str]:

@@ -66,7 +66,7 @@ def read(
     text = read_files(files)
     cfg = OnlineConfig(session_tokens=session_tokens, k=fixed_k, answer_tokens=max_new_tokens)
     runtime = RuntimeConfig(device=device, dtype=dtype)  # type: ignore[arg-type]
-    frozen = load_llm(llm, runtime)
+    frozen = load_llm(llm, runtime, decodes_long=True)
     condenser = load_tokenizer(frozen, tokenizer, notice=warn)
     ids = frozen.tokenize(text)
     reader = OnlineReader.for_tokens(frozen, condenser, len(ids), cfg)

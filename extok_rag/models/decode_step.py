@@ -7,7 +7,10 @@ last-position logits (B, V). Two implementations of the same step:
 - `ForwardStep`, the Hugging Face forward over a `DynamicCache` view of the buffer: any model.
 
 `LlamaStep` reads the layers' weights in 4 bits where the LLM has them (`models.q4`: the GGUF
-it was dequantised from; 13.7 against 21.7 ms at batch 1 here), else its bf16 weights.
+it was dequantised from; 13.7 against 21.7 ms at batch 1 here), else its bf16 weights. It runs
+its layers in C++ once `models.native` is loaded (`native_step.cpp`: the same ops and
+roundings, the same logits bit for bit, without ~6 ms of Python per step at batch 1), else in
+the Python loop below.
 
 Why `LlamaStep` is fast. A batch-1 step must read every weight once (270 MB in bf16 for
 SmolLM2-135M); at this machine's copy bandwidth that takes ~6 ms, yet the HF forward took ~40.
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
+from extok_rag.models import native
 from extok_rag.models.q4 import Q4Packed, Q4Projection
 from extok_rag.models.static_kv import StaticKV
 
@@ -71,6 +75,10 @@ class Projection:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
         outs = [F.linear(x, w) for w in self.weights]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+    def native(self) -> tuple[int, list[torch.Tensor]]:
+        """As `native_step.cpp`'s `Proj` takes it: kind (0 linear, 1 oneDNN), tensors."""
+        return (1, [self.packed]) if self.packed is not None else (0, list(self.weights))
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -131,7 +139,9 @@ class LlamaStep:
     packed copies of the weights in bf16 on a CPU (+ the model's size in memory), or with `q4`
     the layers' 4-bit weights (+ a quarter of theirs; the vocabulary head stays bf16)."""
 
-    def __init__(self, model: nn.Module, q4: Mapping[str, Q4Packed] | None = None):
+    def __init__(
+        self, model: nn.Module, q4: Mapping[str, Q4Packed] | None = None, native: bool = True
+    ):
         cfg, decoder = model.config, model.model
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = decoder.layers[0].self_attn.head_dim
@@ -147,6 +157,29 @@ class LlamaStep:
         with torch.no_grad():
             cos, sin = decoder.rotary_emb(self.embed[:1], positions[None])  # (1, P, D)
         self.cos, self.sin = cos[0], sin[0]  # (P, D), the values every forward computes
+        # the C++ step over these weights (`models.native`), made at the first step after the
+        # module is loaded; False where it does not apply
+        self._native = None if native and self._native_applies() else False
+
+    def _native_applies(self) -> bool:
+        return self.embed.device.type == "cpu" and self.embed.dtype in (
+            torch.bfloat16,
+            torch.float32,
+        )
+
+    def native_step(self):
+        """The C++ step if `models.native` is loaded in this process (else None)."""
+        if self._native is None and (module := native.loaded()) is not None:
+            step = module.Step(
+                self.heads, self.kv_heads, self.head_dim, _GROUP_ROWS, self.scaling, self.eps
+            )
+            for layer in self.layers:
+                maps = (layer.qkv, layer.out, layer.gate_up, layer.down)
+                kinds, tensors = zip(*(m.native() for m in maps), strict=True)
+                step.add_layer(layer.norm_in, layer.norm_post, list(kinds), list(tensors))
+            step.set_head(self.norm, *self.head.native())
+            self._native = step
+        return self._native or None
 
     def __call__(self, kv: StaticKV, tokens: torch.Tensor, positions: torch.Tensor):
         """tokens, positions (B,) -> logits (B, V); writes one column of `kv`."""
@@ -162,6 +195,21 @@ class LlamaStep:
         bias.masked_fill_(~mask, float("-inf"))
         # each run of rows of one own width attends over that width (`StaticKV.runs`)
         runs = [(a, b, bias[a:b, ..., :w]) for a, b, w in kv.runs]
+        if (fast := self.native_step()) is not None:  # the same computation in C++
+            firsts, stops, masks = (list(t) for t in zip(*runs, strict=True))
+            logits = fast(
+                x,
+                self.cos[positions],
+                self.sin[positions],
+                firsts,
+                stops,
+                masks,
+                kv.keys,
+                kv.values,
+                kv.lengths,
+            )  # (B, V)
+            kv.close_column()
+            return logits
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(_rms_norm(x, layer.norm_in, self.eps))  # (B, 1, (H + 2 Hkv) D)
             qk = qkv[..., : (H + Hkv) * D].view(B, 1, H + Hkv, D).transpose(1, 2)
@@ -239,19 +287,28 @@ class ForwardStep:
         return out.logits[:, -1]  # (B, V)
 
 
-_STEPS: weakref.WeakKeyDictionary[nn.Module, dict[bool, LlamaStep]] = weakref.WeakKeyDictionary()
+_STEPS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[bool, bool], LlamaStep]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def decode_step(
-    model: nn.Module, fast: bool = True, q4: Mapping[str, Q4Packed] | None = None
+    model: nn.Module,
+    fast: bool = True,
+    q4: Mapping[str, Q4Packed] | None = None,
+    native_step: bool = True,
 ) -> LlamaStep | ForwardStep:
     """The step for `model`: `LlamaStep` when it supports the model and `fast` (on `q4`'s 4-bit
-    weights when given, `FrozenLLM.q4_weights`), else `ForwardStep`. A model's `LlamaStep` (its
-    packed weights, built in ~0.1 s) is kept while the model lives: a frozen LLM's weights
-    never change."""
+    weights when given, `FrozenLLM.q4_weights`; in C++ where `models.native` has a build and
+    `native_step`, the same bits), else `ForwardStep`. A model's `LlamaStep` (its packed
+    weights, built in ~0.1 s) is kept while the model lives: a frozen LLM's weights never
+    change."""
     if not (fast and llama_supported(model)):
         return ForwardStep(model)
+    if native_step:
+        native.load()  # a cached build of the C++ step, if there is one (never a compile)
     steps = _STEPS.setdefault(model, {})
-    if bool(q4) not in steps:
-        steps[bool(q4)] = LlamaStep(model, q4)
-    return steps[bool(q4)]
+    key = (bool(q4), native_step)
+    if key not in steps:
+        steps[key] = LlamaStep(model, q4, native_step)
+    return steps[key]

@@ -63,6 +63,7 @@ def decode_steps(
     pick: Callable[[torch.Tensor], torch.Tensor],
     fast: bool = True,
     q4: bool = True,
+    native: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Prefill `rows` (each alone, `prefill`), then yield the next token of every row (B,),
     chosen by `pick` from the last-position logits (B, V), and feed it back at the row's next
@@ -72,7 +73,8 @@ def decode_steps(
     The steps run on a KV cache sized for the whole answer (`StaticKV`) through `decode_step`
     (`fast=False`: the model's forward at every step too, the path before the fast step); the
     fast step reads the layers' 4-bit GGUF weights where the LLM has them (`q4=False`: its
-    bf16 weights; `FrozenLLM.q4_weights`). With the fast step a row's tokens do not depend on
+    bf16 weights; `FrozenLLM.q4_weights`), in C++ where `models.native` has a build (`native=False`:
+    its Python loop, the same bits). With the fast step a row's tokens do not depend on
     the batch it shares: the same bits alone, in any batch (`StaticKV`'s layout)."""
     lengths = [row_length(row) for row in rows]
     llm.check_fits(max(lengths) + max_new_tokens)
@@ -83,7 +85,7 @@ def decode_steps(
     positions = kv.lengths.clone()  # (B,) each row's next position
     if max_new_tokens <= 0:
         return
-    step = decode_step(llm.model, fast, llm.q4_weights() if q4 else None)
+    step = decode_step(llm.model, fast, llm.q4_weights() if q4 else None, native)
     shuffled = order != sorted(order)
     to_cache = torch.tensor(order, device=logits.device)  # cache row -> caller's row
     to_caller = torch.argsort(to_cache)  # caller's row -> cache row

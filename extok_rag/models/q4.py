@@ -149,6 +149,10 @@ class Q4Projection:
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
+    def native(self) -> tuple[int, list[torch.Tensor]]:
+        """As `native_step.cpp`'s `Proj` takes it: kind 2, each map's packed and scales."""
+        return 2, [t for w in self.weights for t in (w.packed, w.scales_zeros)]
+
 
 def matches(blocks: Q4Weight, weight: torch.Tensor) -> bool:
     """Whether a model parameter is exactly these blocks dequantised, in its own dtype: the

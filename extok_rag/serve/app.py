@@ -30,6 +30,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from extok_rag.config import RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index
+from extok_rag.models import native
 from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.torch_thread import TorchThread
@@ -93,6 +94,7 @@ def build_app(
         snapshot = open_index(options.index_dir, notice=notice)
     thread = TorchThread("extok-serve-worker")
     llm = thread.call(load_llm, options.llm, options.runtime)
+    native.build_in_background()  # once per machine; decoding switches to it when it lands
     embedder = thread.call(Embedder.load, options.embedder, options.runtime)
     state = ServeState.create(
         llm,
