@@ -233,7 +233,7 @@ def main() -> None:
         "sum rounds otherwise.",
         "",
         "| batch | prefill | before | bf16 | bf16 C++ | 4-bit | **4-bit C++** | speed-up "
-        "| 4-bit C++ / floor | tokens/s |",
+        "| 4-bit C++ / bf16 floor | tokens/s |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b, pre, ms in table:
