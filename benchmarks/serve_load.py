@@ -97,7 +97,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 class Server:
     """`extok-rag serve` in a child process; its log goes to a temporary file."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
@@ -109,7 +109,9 @@ class Server:
             if getattr(args, option) is not None:
                 command += [f"--{option}", str(getattr(args, option))]
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         self.ready_s = self.wait_ready(args.start_timeout)
 
     def wait_ready(self, limit: float) -> float:
@@ -240,24 +242,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype")
     parser.add_argument("--smoke", action="store_true", help="4 requests a level, 4 tokens each")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--pair-python",
+        action="store_true",
+        help="then the same levels on a server decoding in Python (EXTOK_RAG_NATIVE=0)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.requests, args.max_new_tokens = min(args.requests, 4), min(args.max_new_tokens, 4)
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    server = Server(args)
+def serve_levels(args: argparse.Namespace, env: dict[str, str] | None = None):
+    """One server (`env` added to its environment): its /info, every level, peak RSS MB."""
+    server = Server(args, env)
     try:
         info = httpx.get(f"{server.url}/info", timeout=60).json()
         levels = []
         for clients in (int(c) for c in args.concurrency.split(",")):
             levels.append(run_level(server, clients, args))
             print(row(levels[-1]), flush=True)
-        peak = rss_mb(server.proc.pid)[1]
+        return server, info, levels, rss_mb(server.proc.pid)[1]
     finally:
         server.stop()
+
+
+def main() -> None:
+    args = parse_args()
+    server, info, levels, peak = serve_levels(args)
+    paired = serve_levels(args, {"EXTOK_RAG_NATIVE": "0"})[2] if args.pair_python else None
     threads = os.environ.get("OMP_NUM_THREADS", "torch's default")
     command = " ".join([".venv/bin/python benchmarks/serve_load.py", *sys.argv[1:]])
     body = "\n\n".join(
@@ -271,7 +284,18 @@ def main() -> None:
             f"level: {args.requests} requests "
             f"or {args.time_limit:.0f} s. Server ready {server.ready_s:.1f} s after start "
             f"(models loaded once); peak RSS {peak:,.0f} MB.",
+            "Decoding in the C++ step (`models/native_step.cpp`, built in the cache before the "
+            "run), the default:",
             table(levels),
+            *(
+                [
+                    "The same levels right after, on a server decoding in its Python loop "
+                    "(`EXTOK_RAG_NATIVE=0`; the same tokens):",
+                    table(paired),
+                ]
+                if paired
+                else []
+            ),
             "One worker thread decodes the live requests together (continuous batching: an "
             "arrival is prefilled and joins at the next step; each leaves at its own end), so "
             "answers/s grows with the clients while each step costs a little more; first-token "
@@ -279,9 +303,10 @@ def main() -> None:
         ]
     )
     print(body)
-    errors = sum(len(level.errors) for level in levels)
+    every = levels + (paired or [])
+    errors = sum(len(level.errors) for level in every)
     if errors:
-        print(f"{errors} errors: {sorted(set(e for lv in levels for e in lv.errors))}")
+        print(f"{errors} errors: {sorted(set(e for lv in every for e in lv.errors))}")
     if not args.no_write:
         write_section("serve-load", body)
 

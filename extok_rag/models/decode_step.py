@@ -162,9 +162,13 @@ class LlamaStep:
         self._native = None if native and self._native_applies() else False
 
     def _native_applies(self) -> bool:
-        return self.embed.device.type == "cpu" and self.embed.dtype in (
-            torch.bfloat16,
-            torch.float32,
+        """The C++ step computes bf16 or float32 on a CPU, every weight in one dtype (as
+        `_rms_norm` then keeps it: a float32 norm weight would promote a bf16 stream)."""
+        norms = [self.norm, *(w for layer in self.layers for w in (layer.norm_in, layer.norm_post))]
+        return (
+            self.embed.device.type == "cpu"
+            and self.embed.dtype in (torch.bfloat16, torch.float32)
+            and all(w.dtype == self.embed.dtype for w in norms)
         )
 
     def native_step(self):
