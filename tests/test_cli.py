@@ -117,3 +117,29 @@ def test_loading_the_models_draws_no_transformers_progress_bars(
     FrozenLLM.load(tiny_llm_dir, cpu)
     Embedder.load(tiny_embedder_dir, cpu)
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_models_says_where_decoding_runs_and_build_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXTOK_RAG_HOME", str(tmp_path))
+    monkeypatch.setenv("EXTOK_RAG_NATIVE", "0")
+    monkeypatch.setenv("COLUMNS", "250")
+    result = runner.invoke(app, ["models", "--build"])
+    assert result.exit_code == 0, result.output
+    assert "turned off (EXTOK_RAG_NATIVE=0)" in result.output
+    assert "decoding step: Python (EXTOK_RAG_NATIVE=0)" in result.output
+
+
+def test_models_build_without_a_compiler_is_one_line_and_written_down(tmp_path):
+    """In a child process (this one may hold a loaded build): exit 1, one line, no traceback;
+    the failure is kept beside the build, so `models` says why decoding stays in Python."""
+    import os
+
+    cli = [sys.executable, "-c", "from extok_rag.cli import main; main()", "models"]
+    env = {**os.environ, "EXTOK_RAG_HOME": str(tmp_path), "CXX": "/bin/false", "COLUMNS": "250"}
+    env.pop("EXTOK_RAG_NATIVE", None)
+    out = subprocess.run([*cli, "--build"], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "error: the C++ decoding step was not built:" in out.stderr
+    assert "Traceback" not in out.stderr
+    again = subprocess.run(cli, env=env, capture_output=True, text=True, check=True)
+    assert "decoding step: Python (" in again.stdout and "not built yet" not in again.stdout

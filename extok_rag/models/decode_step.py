@@ -201,18 +201,9 @@ class LlamaStep:
         runs = [(a, b, bias[a:b, ..., :w]) for a, b, w in kv.runs]
         if (fast := self.native_step()) is not None:  # the same computation in C++
             firsts, stops, masks = (list(t) for t in zip(*runs, strict=True))
-            logits = fast(
-                x,
-                self.cos[positions],
-                self.sin[positions],
-                firsts,
-                stops,
-                masks,
-                kv.keys,
-                kv.values,
-                kv.lengths,
-            )  # (B, V)
-            kv.close_column()
+            cos_sin = self.cos[positions], self.sin[positions]  # (B, D) each
+            logits = fast(x, *cos_sin, firsts, stops, masks, kv.keys, kv.values, kv.lengths)
+            kv.close_column()  # logits (B, V)
             return logits
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(_rms_norm(x, layer.norm_in, self.eps))  # (B, 1, (H + 2 Hkv) D)
