@@ -128,7 +128,9 @@ def main() -> None:
             "SmolLM2-135M, token prompts of eval qa's median sizes (236 positions ≈ compressed "
             "×4 top-4, 720 ≈ raw top-4). Before: vocabulary logits at every prompt position; "
             "after: at the last one only (`logits_to_keep=1` in `decode_steps`). Decoding "
-            "computes one position's logits either way. Medians after one warm-up.",
+            "computes one position's logits either way, through the default step (bf16: the "
+            "4-bit weights, in C++ where built; float32: its own weights, in C++; section "
+            "`decode-speed`). Medians after one warm-up.",
             table(rows),
             f"`--dtype auto` picks **{picked}** here: {why}.",
         ]
