@@ -167,7 +167,7 @@ def main() -> None:
         "4-bit C++": (True, True, True),
     }
     table, total = [], 0
-    same = dict.fromkeys(paths, 0)
+    same = dict.fromkeys([*paths, "C++ = Python"], 0)
     for b in BATCHES:
         batch_rows = rows(llm, b)
         for fast, q4, nat in paths.values():  # warm-up
@@ -179,7 +179,7 @@ def main() -> None:
             prefill_s = pre if name == "4-bit C++" else prefill_s
         for name in paths:
             same[name] += int((toks["before"] == toks[name]).all(dim=0).sum())
-        same["C++ = Python"] = same.get("C++ = Python", 0) + int(
+        same["C++ = Python"] += int(
             (toks["bf16"] == toks["bf16 C++"]).all(dim=0).sum()
             + (toks["4-bit"] == toks["4-bit C++"]).all(dim=0).sum()
         )

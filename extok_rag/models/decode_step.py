@@ -77,8 +77,10 @@ class Projection:
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
     def native(self) -> tuple[int, list[torch.Tensor]]:
-        """As `native_step.cpp`'s `Proj` takes it: kind (0 linear, 1 oneDNN), tensors."""
-        return (1, [self.packed]) if self.packed is not None else (0, list(self.weights))
+        """As `native_step.cpp`'s `Proj` takes it: kind, tensors."""
+        if self.packed is not None:
+            return native.PROJ_ONEDNN, [self.packed]
+        return native.PROJ_LINEAR, list(self.weights)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -50,6 +50,11 @@ FLAGS = ["-O3", "-ffp-contract=off"]  # no fused multiply-add where ATen rounds 
 FAILED = "build-failed.txt"  # beside the build: why the last build failed
 RETRY_AFTER_S = 24 * 3600
 
+# how a projection's weights reach the C++ step (`Proj::Kind` in native_step.cpp)
+PROJ_LINEAR = 0  # the weights themselves, one `at::linear` each (outputs concatenated)
+PROJ_ONEDNN = 1  # one oneDNN-packed bf16 weight
+PROJ_INT4 = 2  # torch's int4 kernel: packed, scales_zeros of each map
+
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _failure: str | None = None  # why this process's build failed (it is not retried)

@@ -66,7 +66,8 @@ Tensor onednn_linear(const Tensor& x, const Tensor& packed) {
   return op.call(x, packed, std::nullopt, "none", torch::List<std::optional<at::Scalar>>(), "");
 }
 
-// One `Projection` / `Q4Projection` (decode_step.py, q4.py): x (M, K) -> (M, sum N_i).
+// One `Projection` / `Q4Projection` (decode_step.py, q4.py): x (M, K) -> (M, sum N_i). The kinds
+// are native.py's PROJ_*.
 struct Proj {
   enum Kind : int64_t { kLinear = 0, kOneDNN = 1, kInt4 = 2 };
   int64_t kind = kLinear;

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from extok_rag.models import native
+
 GROUP = 32  # weights per Q4_1 block
 _BLOCK_BYTES = 2 + 2 + GROUP // 2  # d, m (float16), 32 nibbles
 _Q4_1 = 3  # ggml's type id of Q4_1
@@ -150,8 +152,8 @@ class Q4Projection:
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def native(self) -> tuple[int, list[torch.Tensor]]:
-        """As `native_step.cpp`'s `Proj` takes it: kind 2, each map's packed and scales."""
-        return 2, [t for w in self.weights for t in (w.packed, w.scales_zeros)]
+        """As `native_step.cpp`'s `Proj` takes it: kind, each map's packed and scales."""
+        return native.PROJ_INT4, [t for w in self.weights for t in (w.packed, w.scales_zeros)]
 
 
 def matches(blocks: Q4Weight, weight: torch.Tensor) -> bool:
