@@ -4,9 +4,11 @@ size of compressed ×4 top-4 and raw top-4 (236 / 720 positions, eval qa's SQuAD
 
     .venv/bin/python benchmarks/answer_latency.py [--reps 5] [--bf16-reps 1]
 
-"before" = the vocabulary head over every prompt position (the code before `logits_to_keep`),
-"after" = the head at the last position only, as `decode_steps` runs now. Both dtypes are
-timed: `--dtype auto` now picks fp32 on a CPU without native bf16; bf16 was the old default.
+Prefill computes the vocabulary head at the last position only (`logits_to_keep=1`). "before"
+= the head on that position as Hugging Face slices it out of (B, T, d), a strided 3-D input
+(torch's bf16 CPU matmul then copies the whole head weight, pytorch#151934); "after" = the head
+on packed rows, as `FrozenLLM` hands it (`models.llm.dense_head_input`). Both dtypes are
+timed: `--dtype auto` picks fp32 on a CPU without native bf16, bf16 where it is native.
 The batched row times one prefill of 8 prompts at once (eval qa's batch). Medians of `--reps`
 runs after one warm-up. Writes section `answer-latency` of docs/benchmarks.md.
 """
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_line, write_section
@@ -41,26 +44,35 @@ def prompt(llm: FrozenLLM, positions: int, shift: int = 0) -> list:
     return [TokenSegment(ids)]
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed(*fns, reps: int) -> list[float]:
+    """Median ms of each of `fns` over `reps` rounds after one warm-up, the calls interleaved
+    (a, b, a, b, …) so that a drifting CPU weighs on every one alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [1000 * statistics.median(spent) for spent in times]
 
 
 @torch.inference_mode()
-def prefill(llm: FrozenLLM, rows: list, keep: int) -> None:
+def prefill(llm: FrozenLLM, rows: list, packed: bool) -> torch.Tensor:
+    """The last position's logits (B, V): through the model (its head reads packed rows), or
+    through its decoder and then the head on Hugging Face's strided slice, as before."""
     batch = llm.batch(rows, padding_side="left")
-    llm.model(
-        inputs_embeds=batch.inputs_embeds,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=True,
-        logits_to_keep=keep,
-    )
+    inputs = {
+        "inputs_embeds": batch.inputs_embeds,  # (B, T, d)
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids,
+        "use_cache": True,
+    }
+    if packed:
+        return llm.model(**inputs, logits_to_keep=1).logits[:, -1]
+    hidden = llm.model.model(**inputs).last_hidden_state  # (B, T, d)
+    return F.linear(hidden[:, -1:], llm.model.get_output_embeddings().weight)[:, -1]
 
 
 def answer(llm: FrozenLLM, rows: list) -> None:
@@ -71,20 +83,34 @@ def answer(llm: FrozenLLM, rows: list) -> None:
 def measure(llm: FrozenLLM, positions: int, reps: int, batched: bool) -> dict[str, float]:
     one = [prompt(llm, positions)]
     batch = [prompt(llm, positions, shift=i) for i in range(BATCH)]
-    pre_before = timed(lambda: prefill(llm, one, 0), reps)
-    pre_after = timed(lambda: prefill(llm, one, 1), reps)
-    whole = timed(lambda: answer(llm, one), reps)
+    same = torch.equal(prefill(llm, one, False), prefill(llm, one, True))
+    assert same, "the packed head changed one row's logits"
+    batch_same = torch.equal(prefill(llm, batch, False), prefill(llm, batch, True))
+    pre_before, pre_after, whole = timed(
+        lambda: prefill(llm, one, False),
+        lambda: prefill(llm, one, True),
+        lambda: answer(llm, one),
+        reps=reps,
+    )
     nan = float("nan")
+    batch_before, batch_after = (
+        timed(
+            lambda: prefill(llm, batch, False),
+            lambda: prefill(llm, batch, True),
+            reps=max(1, reps // 2),
+        )
+        if batched
+        else (nan, nan)
+    )
     return {
+        "batch_same_bits": float(batch_same),
         "prefill_before": pre_before,
         "prefill_after": pre_after,
         "decode_per_token": (whole - pre_after) / (ANSWER_TOKENS - 1),
         "answer_before": whole - pre_after + pre_before,
         "answer_after": whole,
-        "batch_before": timed(lambda: prefill(llm, batch, 0), max(1, reps // 2))
-        if batched
-        else nan,
-        "batch_after": timed(lambda: prefill(llm, batch, 1), max(1, reps // 2)) if batched else nan,
+        "batch_before": batch_before,
+        "batch_after": batch_after,
     }
 
 
@@ -92,15 +118,16 @@ def table(rows: dict[tuple[str, int], dict[str, float]]) -> str:
     lines = [
         "| dtype | prompt positions | prefill ms before → after | decode ms/token | "
         f"{ANSWER_TOKENS}-token answer ms before → after | prefill of {BATCH} prompts ms "
-        "before → after |",
-        "|---|---:|---:|---:|---:|---:|",
+        "before → after | the 8 prompts' logits the same bits |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for (dtype, positions), m in rows.items():
         batch = f"{m['batch_before']:,.0f} → {m['batch_after']:,.0f}"
         lines.append(
             f"| {dtype} | {positions} | {m['prefill_before']:,.0f} → {m['prefill_after']:,.0f} | "
             f"{m['decode_per_token']:,.1f} | {m['answer_before']:,.0f} → "
-            f"{m['answer_after']:,.0f} | {batch.replace('nan → nan', 'not run')} |"
+            f"{m['answer_after']:,.0f} | {batch.replace('nan → nan', 'not run')} | "
+            f"{'yes' if m['batch_same_bits'] else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -126,8 +153,14 @@ def main() -> None:
             f"`.venv/bin/python benchmarks/answer_latency.py --reps {args.reps} --bf16-reps "
             f"{args.bf16_reps}` — {machine_line()}.",
             "SmolLM2-135M, token prompts of eval qa's median sizes (236 positions ≈ compressed "
-            "×4 top-4, 720 ≈ raw top-4). Before: vocabulary logits at every prompt position; "
-            "after: at the last one only (`logits_to_keep=1` in `decode_steps`). Decoding "
+            "×4 top-4, 720 ≈ raw top-4). Vocabulary logits at the last prompt position only "
+            "(`logits_to_keep=1`). Before: the head on Hugging Face's strided slice of the "
+            "last position (torch's bf16 CPU matmul copies the whole 49,152 × 576 head weight "
+            "for it, pytorch#151934); after: on packed rows (`models.llm.dense_head_input`), "
+            "one row's logits the same bits (checked each run). float32 folds the strided "
+            "rows itself and is left as it is, so its before and after run the same code: "
+            "their difference is this machine's noise. Each before / after pair is timed "
+            "interleaved. Decoding "
             "computes one position's logits either way, through the default step (bf16: the "
             "4-bit weights, in C++ where built; float32: its own weights, in C++; section "
             "`decode-speed`). Medians after one warm-up.",
