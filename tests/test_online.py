@@ -5,6 +5,8 @@ bad input in one line."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,8 @@ from extok_rag.models.generation import generate_ids
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
 
 SESSION = 48
-CFG = OnlineConfig(session_tokens=SESSION, question_tokens=32, answer_tokens=8)
+# two sessions at k=4 (12 positions each) run into the cache together
+CFG = OnlineConfig(session_tokens=SESSION, question_tokens=32, answer_tokens=8, append_positions=24)
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +77,14 @@ def test_the_cache_holds_only_the_condensed_history(tiny_llm, tokenizer):
     expected = reader.opening_positions
     assert reader.cache_length == expected > 0
     for session in stream(200).split(SESSION):  # 48, 48, 48, 48, 8
-        read = reader.read(session, score=True)[0]
+        read = reader.read(session, score=True)[0]  # scoring flushed the sessions before it
         expected += -(-len(session) // 8)
         assert read.condensed == -(-len(session) // 8)
-        assert reader.cache_length == reader.positions == expected
+        assert reader.positions == expected and reader.pending_positions == read.condensed
+        assert reader.cache_length == reader.cached == expected - read.condensed
     assert reader.history_positions == condensed_positions(200, SESSION, 8) == 25
+    reader.flush()
+    assert reader.cache_length == reader.cached == reader.positions and not reader.pending_positions
     assert (reader.tokens_read, reader.sessions) == (200, 5)
 
 
@@ -104,8 +110,9 @@ def test_an_answer_is_greedy_decoding_of_the_online_frame(tiny_llm, tokenizer):
 def test_a_read_interrupted_inside_the_llm_leaves_the_reader_as_it_was(tiny_llm, tokenizer):
     ids = stream(100)
     reader = OnlineReader(tiny_llm, tokenizer, k=4, cfg=CFG)
-    reader.read(ids[:SESSION])
-    before = reader.positions
+    reader.read(ids[:SESSION])  # pending: 12 of the 24 that run in together
+    before, cached = reader.positions, reader.cached
+    assert reader.pending_positions == 12
 
     def interrupt(*_):
         raise KeyboardInterrupt
@@ -117,7 +124,8 @@ def test_a_read_interrupted_inside_the_llm_leaves_the_reader_as_it_was(tiny_llm,
     finally:
         hook.remove()
     assert reader.positions == before and reader.sessions == 1
-    assert all(layer.get_seq_length() == before for layer in reader.cache.layers)
+    assert reader.pending_positions == 12  # the first session is still kept, not lost
+    assert all(layer.get_seq_length() == cached for layer in reader.cache.layers)
     reader.read(ids[SESSION:])
     fresh = OnlineReader(tiny_llm, tokenizer, k=4, cfg=CFG)
     fresh.read(ids)
@@ -144,7 +152,27 @@ def test_auto_k_keeps_a_long_input_in_the_window(tiny_llm, tokenizer):
     assert fits(reader.k) and not any(fits(k) for k in online_ks(None) if k < reader.k)
     reader.read(stream(n))
     assert reader.positions + 64 + 16 + 16 <= tiny_llm.max_positions
+    reader.flush()
     assert reader.cache_length == reader.positions
+
+
+@pytest.mark.parametrize("append", [1, 7, 1000])
+def test_sessions_run_into_the_cache_together_read_as_one_at_a_time(tiny_llm, tokenizer, append):
+    """Pending sessions run in together (every 1, 7 or 1000 positions: once, on demand) give
+    the history that one session at a time gives: the same scores and answers."""
+    ids, stretch = stream(300), stream(60, seed=2)
+    alone = OnlineReader(tiny_llm, tokenizer, k=4, cfg=replace(CFG, append_positions=1))
+    together = OnlineReader(tiny_llm, tokenizer, k=4, cfg=replace(CFG, append_positions=append))
+    alone.read(ids)
+    together.read(ids)
+    assert together.positions == alone.positions == alone.cached
+    assert together.pending_positions == {1: 0, 7: 3, 1000: 75}[append]  # 6 x 12 + 3
+    torch.testing.assert_close(together.score(stretch), alone.score(stretch), atol=1e-4, rtol=1e-4)
+    assert together.pending_positions == 0 and together.cache_length == together.positions
+    gen = GenerationConfig(max_new_tokens=6, repeat_stop=0)
+    assert together.answer("What was read?", gen) == alone.answer("What was read?", gen)
+    with pytest.raises(ExtokError, match="append positions"):
+        OnlineConfig(append_positions=0)
 
 
 def test_a_fixed_k_that_cannot_fit_is_refused_in_one_line(tiny_llm, tokenizer):

@@ -10,8 +10,12 @@ Why a cache and not a prompt rebuilt per session: each session costs one forward
 raw tokens (only when they are scored) and one over its ceil(L/k) embeddings, both against the
 cached history, so reading n tokens costs O(n) forward positions, and the cache only ever holds
 the condensed history: memory grows by L/k per session, never by the raw L. Nothing is
-recomputed from the start. k is fixed, or "auto": the smallest of `config.k_choices` whose
-condensed history, plus one raw session plus the question and the answer, fits the LLM window.
+recomputed from the start. The embeddings of consecutive sessions wait (pending) until
+`append_positions` of them run in one forward, or until the cache is read (`flush`): a
+forward's fixed costs, and the copy of the whole cache each forward makes, are paid once for
+eight sessions at ×8 (measured: 70 against 120 ms a session at 4K, 122 against 224 at 32K).
+k is fixed, or "auto": the smallest of `config.k_choices` whose condensed history, plus one
+raw session plus the question and the answer, fits the LLM window.
 
 The prompt frame. `ask` reads "Question: q\\n\\nContext:\\n [chunks]\\n\\n Answer the question: q"
 in the user turn (`models.ask_frame`): question first. A question asked after reading is unknown
@@ -52,17 +56,22 @@ class OnlineConfig:
     chunk (512: the chunk length the shipped tokenizer was trained on). `k`: fixed, or None
     for auto. `question_tokens` and `answer_tokens`: positions auto-k keeps free for the
     question's frame and the answer. `frame`: "ask" (the ask frame's opening before the
-    history) or "none" (nothing before it: scoring only)."""
+    history) or "none" (nothing before it: scoring only). `append_positions`: how many
+    condensed positions wait before they run into the cache in one forward (1: each session
+    at once)."""
 
     session_tokens: int = 512
     k: int | None = None
     question_tokens: int = 64
     answer_tokens: int = 256
     frame: Literal["ask", "none"] = "ask"
+    append_positions: int = 512  # condensed positions run into the cache in one forward
 
     def __post_init__(self) -> None:
         if self.session_tokens < 1 or self.question_tokens < 0 or self.answer_tokens < 0:
             raise ExtokError("session tokens must be positive, question and answer tokens >= 0")
+        if self.append_positions < 1:
+            raise ExtokError("append positions must be positive")
         online_ks(self.k)
 
 
@@ -147,9 +156,10 @@ def as_ids(llm: FrozenLLM, source: str | torch.Tensor | Sequence[int]) -> torch.
 class OnlineReader:
     """A stream read in sessions into the LLM's KV cache, then scored or asked about.
 
-    `positions` is what the cache holds for good: the frame's opening plus the condensed
-    history. Every operation that runs raw tokens (scoring, answering) crops the cache back
-    to it afterwards, so an interrupted call leaves the reader as it was before.
+    `positions` is what the reader keeps for good: the frame's opening plus the condensed
+    history, in the cache (`cached`) or still pending (`flush` runs them in). Every operation
+    that runs raw tokens (scoring, answering) flushes, then crops the cache back to the
+    history afterwards, so an interrupted call leaves the reader as it was before.
     """
 
     def __init__(
@@ -165,14 +175,17 @@ class OnlineReader:
         self.cfg = cfg or OnlineConfig()
         self.k = online_ks(k)[0]
         self.cache = DynamicCache(config=llm.config)
-        self.positions = 0  # cache positions kept: the opening + the condensed history
+        self.positions = 0  # positions kept: the opening + the condensed history
+        self.cached = 0  # of them, those in the cache (the rest are pending)
         self.tokens_read = 0
         self.sessions = 0
+        self._pending: list[torch.Tensor] = []  # (m_i, d) each, waiting for `flush`
         self._next_logits: torch.Tensor | None = None  # (V,) fp32: the prediction after them
         opening = frame_ids(llm, "")[0] if self.cfg.frame == "ask" else torch.zeros(0).long()
         self.opening_positions = len(opening)
         if len(opening):
-            self._append(llm.embed_tokens(opening))
+            self._keep(llm.embed_tokens(opening))
+            self.flush()
 
     @classmethod
     def for_tokens(
@@ -196,6 +209,10 @@ class OnlineReader:
     def cache_length(self) -> int:
         return self.cache.get_seq_length()
 
+    @property
+    def pending_positions(self) -> int:
+        return self.positions - self.cached
+
     # -- reading ----------------------------------------------------------------------------
     def read(
         self,
@@ -215,13 +232,34 @@ class OnlineReader:
     @torch.inference_mode()
     def read_session(self, ids: torch.Tensor, score: bool = False) -> SessionRead:
         """One session (L,): read raw against the history when scored, then condensed at k
-        and appended to the cache: it grows by ceil(L/k) positions."""
+        and kept: the history grows by ceil(L/k) positions (run into the cache once
+        `append_positions` are pending). Interrupted, the reader is as it was before."""
         nll = self.score(ids) if score else None
         condensed = self.condense(ids)  # (ceil(L/k), d)
-        self._append(condensed)
+        self._keep(condensed)
+        try:
+            if self.pending_positions >= self.cfg.append_positions:
+                self.flush()
+        except BaseException:  # e.g. Ctrl-C inside the forward: this session was not read
+            self._pending.pop()
+            self.positions -= len(condensed)
+            raise
         self.tokens_read += len(ids)
         self.sessions += 1
         return SessionRead(len(ids), len(condensed), nll)
+
+    def _keep(self, embeds: torch.Tensor) -> None:  # (m, d), pending until `flush`
+        self.llm.check_fits(self.positions + len(embeds))
+        self._pending.append(embeds)
+        self.positions += len(embeds)
+
+    @torch.inference_mode()
+    def flush(self) -> None:
+        """Run the pending embeddings into the cache in one forward (nothing when none wait).
+        Interrupted, they stay pending and the cache holds what it held."""
+        if self._pending:
+            self._append(torch.cat(self._pending))  # (pending, d)
+            self._pending.clear()
 
     @torch.inference_mode()
     def condense(self, ids: torch.Tensor) -> torch.Tensor:  # (L,) -> (ceil(L/k), d)
@@ -245,6 +283,7 @@ class OnlineReader:
         Read in slices of `session_tokens` (only one slice's vocabulary logits are ever held:
         6,656 tokens at once peaked at 5 GB); the tokens are dropped from the cache after."""
         ids = as_ids(self.llm, source)
+        self.flush()  # the prediction of ids[0] comes from the last pending position
         losses, previous = [], self._next_logits  # previous: (V,) the prediction of ids[0]
         for piece, logits in self._read_raw(ids, self.cfg.session_tokens):
             logits, targets = logits.float(), piece.to(logits.device)  # (m, V), (m,)
@@ -261,6 +300,7 @@ class OnlineReader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Raw ids (n,) read after the kept history in slices of `size`: each slice (m,) and its
         logits (m, V), the cache extended slice by slice, then cropped back to the history."""
+        self.flush()
         self._rewind()
         self.llm.check_fits(self.positions + len(ids))
         try:
@@ -296,6 +336,7 @@ class OnlineReader:
     def _answer_ids(self, closing: torch.Tensor, gen: GenerationConfig) -> Iterator[int]:
         """Token ids after the frame's closing (b,): until end of turn, a loop (`loops`) or
         `max_new_tokens`. Each step appends one token to the cache; all are cropped after."""
+        self.flush()
         self._rewind()
         rng = torch.Generator().manual_seed(gen.seed) if gen.seed is not None else None
         stop, ids = self.llm.eos_token_ids, []
@@ -329,22 +370,20 @@ class OnlineReader:
         )
         return out.logits[0]
 
-    @torch.inference_mode()
     def _append(self, embeds: torch.Tensor) -> None:
-        """Keep embeddings (m, d) in the cache for good, at positions P … P+m-1."""
+        """Put embeddings (m, d) in the cache for good, at positions P … P+m-1."""
         self._rewind()
-        self.llm.check_fits(self.positions + len(embeds))
         try:
             self._next_logits = self._forward(embeds, keep=1)[-1].float()  # (V,)
         except BaseException:
             self._rewind()  # e.g. Ctrl-C inside the forward: drop what some layers took
             raise
-        self.positions += len(embeds)
+        self.cached += len(embeds)
 
     def _rewind(self) -> None:
-        """Crop every layer's keys and values back to the kept positions (layer by layer: a
+        """Crop every layer's keys and values back to the cached history (layer by layer: a
         forward interrupted half-way has extended only the first layers)."""
         for layer in self.cache.layers:
-            extra = layer.get_seq_length() - self.positions
+            extra = layer.get_seq_length() - self.cached
             if extra > 0:
                 layer.crop(-extra)
