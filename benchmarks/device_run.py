@@ -37,7 +37,9 @@ def objective_rows(log: list[dict]) -> list[str]:
         recs = by[name]
         step = statistics.median(r["step_s"] for r in recs)
         tokens = statistics.median(r["tokens"] / r["step_s"] for r in recs)
-        rows.append(f"| {name} | {len(recs)} | {step:.2f} | {tokens:,.0f} |")
+        built = [r["build_s"] / r["step_s"] for r in recs if "build_s" in r]  # logs since 12-05
+        host = f"{statistics.median(built):.0%}" if built else "not logged"
+        rows.append(f"| {name} | {len(recs)} | {step:.2f} | {tokens:,.0f} | {host} |")
     return rows
 
 
@@ -98,8 +100,9 @@ def render(name: str, runs: list[Path]) -> str:
         "",
         "Per objective (optimiser steps that drew one objective in all their micro-steps):",
         "",
-        "| objective | steps | median s/step | median predicted tokens/s |",
-        "|---|---:|---:|---:|",
+        "| objective | steps | median s/step | median predicted tokens/s | host building "
+        "rows, median share of a step |",
+        "|---|---:|---:|---:|---:|",
         *objective_rows(log),
         "",
         f"Index-style encoding (the trained tokenizer, {enc['batch']} chunks × "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from extok_rag.config import QA_OBJECTIVES, TrainConfig
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
+from extok_rag.models.mixed_input import Row
 from extok_rag.training.frame import (
     FrameData,
     FrameExample,
@@ -110,23 +112,37 @@ def frame_examples(
     return examples
 
 
-def frame_losses(
+@dataclass(frozen=True)
+class FrameRows:
+    """A micro-step's frame rows, built on the host: the rows scored (`rows`), the teacher's
+    for distill (the same examples read raw), and each example's k."""
+
+    rows: list[Row]
+    teacher: list[Row] | None
+    ks: list[int]
+
+
+def frame_rows(
     llm: FrozenLLM,
     tokenizer: ExtensibleTokenizer,
     cfg: TrainConfig,
     examples: list[FrameExample],
     rng: random.Random,
     objective: str,
-) -> tuple[ChunkLosses, list[int]]:
-    """Losses of a batch of frame `examples`, each at its own k drawn from `rng`."""
+) -> FrameRows:
+    """The rows of a batch of frame `examples`, each at its own k drawn from `rng`."""
     ks = [rng.choice(cfg.k_choices) for _ in examples]
     max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
     if objective == "expand":
         shares = [rng.uniform(*cfg.expand_share) for _ in examples]
         rows = expand_rows(llm, tokenizer, examples, ks, shares, max_tokens, cfg.downscale)
-        return row_losses(llm, rows), ks
+        return FrameRows(rows, None, ks)
     student = compressed_rows(llm, tokenizer, examples, ks, max_tokens, cfg.downscale)
-    if objective == "distill":
-        teacher = raw_rows(llm, examples, max_tokens)
-        return distill_losses(llm, student, teacher, cfg.distill_temperature), ks
-    return row_losses(llm, student), ks
+    teacher = raw_rows(llm, examples, max_tokens) if objective == "distill" else None
+    return FrameRows(student, teacher, ks)
+
+
+def frame_rows_losses(llm: FrozenLLM, cfg: TrainConfig, batch: FrameRows) -> ChunkLosses:
+    if batch.teacher is not None:
+        return distill_losses(llm, batch.rows, batch.teacher, cfg.distill_temperature)
+    return row_losses(llm, batch.rows)

@@ -59,6 +59,7 @@ class StepStats:
     tokens: int  # raw tokens predicted this step
     seconds: float
     cpu_seconds: float  # CPU time of this process over the step (all its threads)
+    build_seconds: float  # of `seconds`, the host's building frame rows (examples, tokens, spans)
     objective_losses: dict[str, float]  # mean loss per objective drawn this step
 
 
@@ -111,6 +112,7 @@ class Trainer:
             ReconstructionProbe, probe_items, cfg.recon_probe_every, recon_len=cfg.recon_len
         )
         self.step, self.elapsed, self.cpu_elapsed = 0, 0.0, 0.0
+        self.build_seconds = 0.0  # this step's, so far (`frame_losses`)
         out_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
             self.initialise(train)
@@ -188,10 +190,15 @@ class Trainer:
         )
 
     def frame_losses(self, g: int, objective: str) -> tuple[ChunkLosses, list[int]]:
-        """A batch of `frame_rows` examples of a frame objective, each at its own k."""
+        """A batch of `frame_rows` examples of a frame objective, each at its own k. The
+        host's time building them counts into `build_seconds` (on a GPU the encoder's kernels
+        only queue meanwhile: what it measures is the host's share of a step)."""
         rng = random.Random(f"frame:{self.cfg.seed}:{g}")
+        start = time.perf_counter()
         examples = self.frame_examples(objective, rng, self.cfg.frame_rows)
-        return batches.frame_losses(self.llm, self.tokenizer, self.cfg, examples, rng, objective)
+        rows = batches.frame_rows(self.llm, self.tokenizer, self.cfg, examples, rng, objective)
+        self.build_seconds += time.perf_counter() - start
+        return batches.frame_rows_losses(self.llm, self.cfg, rows), rows.ks
 
     def frame_examples(self, objective: str, rng: random.Random, n: int) -> list[FrameExample]:
         return batches.frame_examples(self.llm, self.frame, self.cfg, objective, rng, n, self.step)
@@ -210,6 +217,7 @@ class Trainer:
     def train_step(self) -> StepStats:
         cfg = self.cfg
         start, cpu_start = time.perf_counter(), time.process_time()
+        self.build_seconds = 0.0
         self.tokenizer.train()
         total, count, ks = 0.0, 0, []
         by_objective: dict[str, list[float]] = {}
@@ -233,7 +241,9 @@ class Trainer:
         self.elapsed += seconds
         self.cpu_elapsed += cpu
         means = {name: sum(v) / len(v) for name, v in by_objective.items()}
-        return StepStats(self.step, total / max(count, 1), lr, ks, count, seconds, cpu, means)
+        return StepStats(
+            self.step, total / max(count, 1), lr, ks, count, seconds, cpu, self.build_seconds, means
+        )
 
     def run(
         self, on_event: Callable[[dict], None] | None = None, stop_at: int | None = None
@@ -265,6 +275,7 @@ class Trainer:
                         "tokens_per_s": stats.tokens / stats.seconds,
                         "step_s": stats.seconds,
                         "cpu_s": stats.cpu_seconds,
+                        "build_s": stats.build_seconds,
                         "elapsed_s": self.elapsed,
                         "cpu_elapsed_s": self.cpu_elapsed,
                     }

@@ -25,6 +25,7 @@ from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
+from extok_rag.spans import token_starts
 from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe, gap_closed
 from extok_rag.training.frame import (
     BLANK,
@@ -36,6 +37,8 @@ from extok_rag.training.frame import (
     raw_rows,
     span_candidates,
     span_example,
+    text_tokens,
+    truncate_text,
 )
 from extok_rag.training.objective import distill_losses, row_losses
 from extok_rag.training.trainer import Trainer
@@ -132,6 +135,28 @@ def test_fastest_dtype_follows_the_hardware(monkeypatch):
 
 
 # -- examples and rows ------------------------------------------------------------------------
+def test_text_tokens_are_tokenised_once_and_cut_as_before(tiny_llm, monkeypatch):
+    """A text's cut ids, cut text and token starts come from one tokenisation per process, and
+    are what tokenising it each time gave: the text itself when it fits, else its first ids
+    decoded back; expand rows' starts are those of the cut ids decoded back."""
+    text = "The tower was built in 1889 by Gustave Eiffel's company. It is 330 metres tall."
+    calls = []
+    real = type(tiny_llm).tokenize
+    monkeypatch.setattr(type(tiny_llm), "tokenize", lambda llm, t: calls.append(t) or real(llm, t))
+    ids = real(tiny_llm, text)
+    for cut in (1000, 20):
+        first = text_tokens(tiny_llm, text, cut, starts=True)
+        again = text_tokens(tiny_llm, text, cut)
+        assert again is first and calls.count(text) == (1 if cut == 1000 else 2)
+        assert torch.equal(first.ids, ids[:cut])
+        decoded = tiny_llm.tokenizer.decode(ids[:cut].tolist())
+        expected = text if cut == 1000 else decoded
+        assert first.text == expected == truncate_text(tiny_llm, text, cut)
+        assert first.decoded == decoded
+        starts = token_starts(tiny_llm.tokenizer, decoded, len(first.ids))
+        assert np.array_equal(first.starts, starts)
+
+
 def test_span_candidates_find_numbers_and_names():
     sentence = "In 1843 the engine of Charles Babbage was described by Ada Lovelace."
     spans = {sentence[a:b] for a, b in span_candidates(sentence)}
@@ -194,6 +219,8 @@ def test_mixture_follows_its_phases(tiny_llm, data, frame, tmp_path):
     for _ in range(2):
         stats = trainer.train_step()
         assert np.isfinite(stats.loss) and stats.objective_losses
+        framed = set(stats.objective_losses) != {"ar"}  # rows built on the host: timed
+        assert (0 < stats.build_seconds < stats.seconds) if framed else not stats.build_seconds
     for name, param in tiny_llm.model.named_parameters():
         assert torch.equal(param, before[name]), name
 
