@@ -39,6 +39,7 @@ from extok_rag.models.checkpoint import (
     read_checkpoint_config,
 )
 from extok_rag.models.defaults import resolve_tokenizer
+from extok_rag.models.length_groups import batch_overhead, length_groups
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora, merge_lora
 
@@ -200,16 +201,28 @@ class ExtensibleTokenizer(nn.Module):
         ).last_hidden_state
         return self.adapter(h) if self.adapter is not None else h
 
-    def encode(self, chunks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Encode chunks (each (L_i,) ids), each on its own, in one padded batch."""
-        T = max(int(c.numel()) for c in chunks)
-        ids = torch.zeros(len(chunks), T, dtype=torch.long)
-        mask = torch.zeros(len(chunks), T, dtype=torch.long)
-        for i, c in enumerate(chunks):
-            ids[i, : c.numel()] = c
-            mask[i, : c.numel()] = 1
-        states = self(ids.to(self.device), mask.to(self.device))  # (B, T, d)
-        return [states[i, : c.numel()] for i, c in enumerate(chunks)]
+    def encode(
+        self, chunks: Sequence[torch.Tensor], overhead: int | None = None
+    ) -> list[torch.Tensor]:
+        """Encode chunks (each (L_i,) ids), each on its own: (L_i, d) each, in the chunks'
+        order. They run in a few padded batches of similar length (`length_groups`; `overhead`:
+        a batch's cost in positions, by default the device's): a training batch mixes
+        paragraphs of 20-256 tokens."""
+        lengths = [int(c.numel()) for c in chunks]
+        out: list[torch.Tensor] = [torch.empty(0)] * len(chunks)
+        if overhead is None:
+            overhead = batch_overhead(self.device)
+        for group in length_groups(lengths, overhead):
+            T = max(lengths[i] for i in group)
+            ids = torch.zeros(len(group), T, dtype=torch.long)
+            mask = torch.zeros(len(group), T, dtype=torch.long)
+            for row, i in enumerate(group):
+                ids[row, : lengths[i]] = chunks[i]
+                mask[row, : lengths[i]] = 1
+            states = self(ids.to(self.device), mask.to(self.device))  # (G, T, d)
+            for row, i in enumerate(group):
+                out[i] = states[row, : lengths[i]]
+        return out
 
     def downscale(
         self, states: torch.Tensor, k: int, method: DownscaleMethod | None = None

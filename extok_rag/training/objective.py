@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from extok_rag.config import DownscaleMethod
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.length_groups import batch_overhead, length_groups
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment
+from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment, row_length
 
 
 @dataclass
@@ -79,11 +80,24 @@ def reconstruction_rows(
     return [[EmbeddingSegment(e), TokenSegment(c)] for c, e in zip(raw, embeds, strict=True)]
 
 
-def row_losses(llm: FrozenLLM, rows: list[Row]) -> ChunkLosses:
-    """Pass 2: one batched LLM call; NLL of the scored raw tokens of each row."""
-    batch = llm.batch(rows, padding_side="right")
-    nll = llm.token_losses(batch)  # (R, T-1), 0 where no target
-    return ChunkLosses(nll.sum(dim=1), batch.next_token_targets.sum(dim=1))
+def row_losses(llm: FrozenLLM, rows: list[Row], overhead: int | None = None) -> ChunkLosses:
+    """Pass 2: NLL of the scored raw tokens of each row, in the rows' order. The rows run in a
+    few batches of similar length (`length_groups`; `overhead`: a batch's cost in positions,
+    by default the device's):
+    padded to the longest, a batch mixing k from 1 to 8 computed 2-3 positions per real one."""
+    lengths = [row_length(row) for row in rows]
+    nll, count, order = [], [], []
+    if overhead is None:
+        overhead = batch_overhead(llm.device)
+    for group in length_groups(lengths, overhead):
+        batch = llm.batch([rows[i] for i in group], padding_side="right")
+        nll.append(llm.token_losses(batch).sum(dim=1))  # (G,)
+        count.append(batch.next_token_targets.sum(dim=1))  # (G,)
+        order += group
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    back = back.to(nll[0].device)
+    return ChunkLosses(torch.cat(nll)[back], torch.cat(count)[back])
 
 
 def distill_losses(
