@@ -8,6 +8,12 @@ so the run takes two calls (docs/training.md, "The prepared GPU run"):
     # call 2 (carry .device/b): bash research/scripts/device_train.sh run
     python research/scripts/device_train.py unpack DIR --to CKPT  # here: returned files -> ckpt
 
+A later session continues that run rather than starting again, with a third part:
+
+    python research/scripts/device_train.py pack-init DIR       # here: .device/c (~57 MB)
+    # call 1 (carry .device/a): ... stage;  call 2 (carry .device/b): ... stage
+    # call 3 (carry .device/c): bash research/scripts/device_train.sh run --init
+
 Part a holds the first piece of the LLM's GGUF and the wheels of packages the device image
 lacks; part b the rest of the GGUF and the training data (a seeded subset of the token shards
 and the QA / paragraph / probe files, xz-compressed). `run` joins the GGUF (sha256 checked),
@@ -43,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 MIB = 1 << 20
 CALL_LIMIT = 64 * MIB  # what one device call may carry, working tree included
 RETURN_FILE_LIMIT = 15 * MIB  # under the tool's 16 MiB per returned file
-PART_A, PART_B = "a", "b"
+PART_A, PART_B, PART_INIT = "a", "b", "c"
 GGUF_PIECE = "llm.gguf.{}"
 MANIFEST = "manifest.json"
 DATA_ARCHIVE = "data.tar.xz"
@@ -141,9 +147,9 @@ def pack(args: argparse.Namespace) -> dict:
     out: Path = args.out
     gguf = args.gguf or gguf_path()
     data_dir = args.data or training_data_dir()
-    shutil.rmtree(out, ignore_errors=True)
-    (out / PART_A).mkdir(parents=True)
-    (out / PART_B).mkdir(parents=True)
+    for part in (PART_A, PART_B):  # part c (`pack-init`) stays
+        shutil.rmtree(out / part, ignore_errors=True)
+        (out / part).mkdir(parents=True)
     wheels = [] if args.no_wheels else download_wheels(out / PART_A / "wheels")
     room = args.call_limit - working_tree_bytes() - 2 * MIB  # per call, 2 MiB spare
     size = gguf.stat().st_size
@@ -179,6 +185,26 @@ def pack(args: argparse.Namespace) -> dict:
     for part in (PART_A, PART_B):
         (out / part / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def pack_init(src: Path, out: Path, call_limit: int = CALL_LIMIT) -> dict:
+    """Part c: a run's returned checkpoint (`tokenizer-*.safetensors` + config, as `run`
+    wrote them), carried by a third call so that `run --init` continues from it."""
+    from extok_rag.models.extensible_tokenizer import CONFIG_FILE
+
+    shards = sorted(src.glob("tokenizer-*.safetensors"))
+    if not shards or not (src / CONFIG_FILE).is_file():
+        raise SystemExit(f"{src} holds no returned checkpoint (tokenizer-*.safetensors + config)")
+    room = call_limit - working_tree_bytes() - 2 * MIB
+    size = sum(p.stat().st_size for p in [*shards, src / CONFIG_FILE])
+    if size > room:
+        raise SystemExit(f"the checkpoint ({size:,} bytes) does not fit a call of {room:,} bytes")
+    dest = out / PART_INIT
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for path in [*shards, src / CONFIG_FILE]:
+        shutil.copy(path, dest / path.name)
+    return {"init_from": str(src), "files": len(shards) + 1, "call_bytes": dir_bytes(dest)}
 
 
 def dir_bytes(path: Path) -> int:
@@ -313,6 +339,8 @@ def run(args: argparse.Namespace) -> dict:
     sets = list(args.set or [])
     if args.local:
         sets += [f"{k}={json.dumps(v)}" for k, v in LOCAL_OVERRIDES.items()]
+    if args.init:  # part c: continue from an earlier run's returned checkpoint
+        sets.append(f"init_from={unpack(args.parts / PART_INIT, work / 'init')}")
     data_dir = work / "home" / "training-data"
     run_dir = work / "run"
     cfg = load_config(
@@ -474,12 +502,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--max-steps", type=int, default=0)
     r.add_argument("--local", action="store_true", help="CPU, tiny batch")
     r.add_argument("--llm", help="an HF causal-LM directory instead of the joined GGUF (tests)")
+    r.add_argument(
+        "--init", action="store_true", help="start from part c (`pack-init`), not from scratch"
+    )
+    i = sub.add_parser("pack-init", help="here: a returned checkpoint -> part c, for run --init")
+    i.add_argument("src", type=Path, help="a run's returned files (tokenizer-*.safetensors)")
+    i.add_argument("--out", type=Path, default=ROOT / ".device")
+    i.add_argument("--call-limit", type=int, default=CALL_LIMIT)
     u = sub.add_parser("unpack", help="here: returned shards -> a checkpoint directory")
     u.add_argument("src", type=Path)
     u.add_argument("--to", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "pack":
         print(json.dumps(pack(args), indent=2))
+    elif args.command == "pack-init":
+        print(json.dumps(pack_init(args.src, args.out, args.call_limit), indent=2))
     elif args.command == "run":
         run(args)
     else:

@@ -4,6 +4,9 @@
 #   here:    .venv/bin/python research/scripts/device_train.py pack
 #   call 1:  carry [".device/a"]   bash research/scripts/device_train.sh stage
 #   call 2:  carry [".device/b"]   bash research/scripts/device_train.sh run [--minutes 6] [--set k=v]...
+# continuing an earlier run (here: device_train.py pack-init <its returned files>):
+#   call 2:  carry [".device/b"]   bash research/scripts/device_train.sh stage
+#   call 3:  carry [".device/c"]   bash research/scripts/device_train.sh run --init [--minutes 6]
 #   here:    bash research/scripts/device_train.sh local      # the identical path on the CPU, 2 minutes
 #   here:    .venv/bin/python research/scripts/device_train.py unpack <files_at> --to <checkpoint dir>
 # On the device the image's own python3 and packages apply (torch 2.11, transformers 5.17);
@@ -15,8 +18,8 @@ shift || true
 config=${EXTOK_DEVICE_CONFIG:-research/configs/v3/gpu.json}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 case "$cmd" in
-  stage)  # call 1: part a stays on the warm machine as an ignored path until call 2
-    du -sh .device/a
+  stage)  # a part stays on the warm machine as an ignored path until the run's call
+    du -sh .device/*
     nvidia-smi -L
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())'
     ;;

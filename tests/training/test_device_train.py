@@ -1,7 +1,8 @@
 """The prepared GPU run (research/scripts/device_train.py): packing into two calls, the join
-there, one training step through the identical `run` path on the CPU, and the returned shards
-back into a checkpoint `index` reads. Also the pieces it added to the trainer: batched packed
-sequences, the expand frame objective and the schedule on the clock."""
+there, one training step through the identical `run` path on the CPU, the returned shards
+back into a checkpoint `index` reads, and a later run continuing from them (part c). Also
+the pieces it added to the trainer: batched packed sequences, the expand frame objective and
+the schedule on the clock."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from extok_rag.config import AdapterConfig, TokenizerConfig, TrainConfig
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
@@ -158,6 +160,26 @@ def test_local_run_trains_a_step_and_returns_a_checkpoint_index_can_load(
     assert tokenizer.config.num_layers == 2 and tokenizer.config.downscale == "mean"
     states = tokenizer.compress(torch.arange(3, 35), k=4, chunk_len=16)
     assert [s.shape[0] for s in states] == [4, 4]
+
+    # a later session continues from the returned files (part c), not from scratch: at lr 0
+    # what comes back is exactly what was carried
+    done = device_train("pack-init", str(out), "--out", str(parts))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (parts / "a").iterdir())  # parts a and b stay
+    again = tmp_path / "out2"
+    args = [a if a != str(out) else str(again) for a in args]
+    args = [a if a != str(tmp_path / "work") else str(tmp_path / "work2") for a in args]
+    done = device_train(*args, "--init", "--set", "lr=0", "--set", "adapter_lr=0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["config"]["init_from"] == str(tmp_path / "work2" / "init")
+    assert summary["train"]["last_step"] == 1
+    log = (again / "log.jsonl").read_text()
+    assert "regression_init_r2" not in log  # the adapter came from the checkpoint
+    carried, back = (load_file(str(d / "tokenizer-00.safetensors")) for d in (out, again))
+    assert carried.keys() == back.keys()
+    for name, value in carried.items():
+        assert torch.equal(back[name], value), name
 
 
 def test_shards_stay_under_the_limit_and_round_trip(tmp_path, tiny_llm):
