@@ -64,6 +64,16 @@ def probe_rows(log: list[dict]) -> list[str]:
     return rows
 
 
+def memory_line(summary: dict) -> list[str]:
+    """The card's peak memory, when the run recorded it (runs since 2026-12-05)."""
+    mem = summary.get("gpu_memory")
+    if not mem:
+        return []
+    return [
+        f"Peak GPU memory allocated: {mem['peak_allocated_gib']:.1f} of {mem['total_gib']:.0f} GiB."
+    ]
+
+
 def render(name: str, runs: list[Path]) -> str:
     calls = [load(r) for r in runs]
     summary, log = calls[-1]
@@ -97,6 +107,7 @@ def render(name: str, runs: list[Path]) -> str:
         f"**{train['predicted_tokens_per_s']:,.0f} predicted tokens/s** (tokens scored by the "
         "loss; the encoder and the LLM read several times more), over "
         f"{train['steps']} steps and {train['train_s']:.0f} s.",
+        *memory_line(summary),
         "",
         "Per objective (optimiser steps that drew one objective in all their micro-steps):",
         "",

@@ -393,6 +393,7 @@ def run(args: argparse.Namespace) -> dict:
         export_shards(trainer.tokenizer, out)
         shutil.copy(run_dir / "log.jsonl", out / "log.jsonl")
         summary["train"] = throughput(run_dir / "log.jsonl")
+        summary["gpu_memory"] = gpu_memory()
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     summary["encode"] = encode_benchmark(trainer, val, local=args.local)
     summary["total_s"] = time.perf_counter() - started
@@ -431,6 +432,19 @@ def train_within_memory(trainer, on_event, attempts: int = 3) -> list[dict]:
             torch.cuda.empty_cache()
     trainer.run(on_event)
     return events
+
+
+def gpu_memory() -> dict | None:
+    """The card's peak allocated memory over the run and its total, in GiB (None on a CPU):
+    whether `seq_batch` / `frame_rows` can grow."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30,
+    }
 
 
 def throughput(log: Path) -> dict:
