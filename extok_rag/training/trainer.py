@@ -219,17 +219,17 @@ class Trainer:
         start, cpu_start = time.perf_counter(), time.process_time()
         self.build_seconds = 0.0
         self.tokenizer.train()
-        total, count, ks = 0.0, 0, []
-        by_objective: dict[str, list[float]] = {}
+        ks, objectives, sums, counts, means = [], [], [], [], []
         for micro in range(cfg.grad_accum):
             g = self.step * cfg.grad_accum + micro
             objective = self.objective_for(g)
             losses, micro_ks = self.micro_step(g, objective)
+            sums.append(losses.nll.detach().sum())
+            counts.append(losses.count.sum())
+            means.append(losses.mean().detach())
             (losses.mean() / cfg.grad_accum).backward()
-            total += float(losses.nll.detach().sum())
-            count += int(losses.count.sum())
             ks += micro_ks
-            by_objective.setdefault(objective, []).append(float(losses.mean().detach()))
+            objectives.append(objective)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
         self.optimizer.step()
@@ -237,6 +237,12 @@ class Trainer:
         lr = self.optimizer.param_groups[-1]["lr"]
         self.scheduler.step()
         self.step += 1
+        # The step's numbers are read here, once: reading them after each backward made the
+        # host wait for it on a GPU, instead of building the next micro-step's rows meanwhile.
+        total, count = float(torch.stack(sums).sum()), int(torch.stack(counts).sum())
+        by_objective: dict[str, list[float]] = {}
+        for objective, mean in zip(objectives, torch.stack(means).tolist(), strict=True):
+            by_objective.setdefault(objective, []).append(mean)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         self.elapsed += seconds
         self.cpu_elapsed += cpu
