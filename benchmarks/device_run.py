@@ -74,6 +74,31 @@ def memory_line(summary: dict) -> list[str]:
     ]
 
 
+def profile_rows(summary: dict) -> list[str]:
+    """Where a micro-step's time went, per objective (runs since 2026-12-05 profile a few
+    micro-steps after training: `device_train.profile_micro_steps`)."""
+    prof = summary.get("profile")
+    if not prof or "error" in prof:
+        return [f"Profile: {prof['error']}"] if prof else []
+    rows = [
+        "Where a micro-step's time goes (torch profiler, after training; means over "
+        f"{next(iter(prof.values()))['reps']} micro-steps): the card busy with kernels and "
+        "copies against the wall clock, the host building rows, and the op with the most "
+        "device time:",
+        "",
+        "| objective | wall s | card busy s | busy share | host building rows s | top op |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for objective, p in sorted(prof.items()):
+        top = p["top"][0] if p["top"] else ["—", 0, 0.0, 0.0]
+        rows.append(
+            f"| {objective} | {p['wall_s']:.3f} | {p['device_busy_s']:.3f} | "
+            f"{p['device_busy_s'] / p['wall_s']:.0%} | {p['host_build_s']:.3f} | "
+            f"{top[0]} ({top[2]:.0f} ms on the card, {top[3]:.0f} ms on the host) |"
+        )
+    return [*rows, ""]
+
+
 def render(name: str, runs: list[Path]) -> str:
     calls = [load(r) for r in runs]
     summary, log = calls[-1]
@@ -116,6 +141,7 @@ def render(name: str, runs: list[Path]) -> str:
         "|---|---:|---:|---:|---:|",
         *objective_rows(log),
         "",
+        *profile_rows(summary),
         f"Index-style encoding (the trained tokenizer, {enc['batch']} chunks × "
         f"{enc['chunk_len']} tokens per batch, bf16, no reading or storing): "
         f"**{enc['chunks_per_s']:,.0f} chunks/s, {enc['tokens_per_s']:,.0f} tokens/s** "

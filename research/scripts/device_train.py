@@ -395,6 +395,11 @@ def run(args: argparse.Namespace) -> dict:
         summary["train"] = throughput(run_dir / "log.jsonl")
         summary["gpu_memory"] = gpu_memory()
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    try:
+        summary["profile"] = profile_micro_steps(trainer, reps=1 if args.local else 3)
+    except Exception as err:  # a diagnostic never costs the run what it returns
+        summary["profile"] = {"error": repr(err)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     summary["encode"] = encode_benchmark(trainer, val, local=args.local)
     summary["total_s"] = time.perf_counter() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -461,6 +466,62 @@ def throughput(log: Path) -> dict:
         "predicted_tokens_per_s": sum(s["tokens"] for s in steps) / seconds,
         "last_step": steps[-1]["step"],
     }
+
+
+def profile_micro_steps(trainer, reps: int, top: int = 12) -> dict:
+    """Where a micro-step's time goes, per objective of the run's mix: `reps` micro-steps
+    (forward + backward, after training: its weights and curriculum; gradients dropped, so
+    the returned checkpoint is unchanged) under torch's profiler. Wall seconds against the
+    seconds the card was busy (kernels and copies), the host's row building, and the ops that
+    took most device (or, on a CPU, host) time: what bounds a step, before tuning it."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    GPU, HOST = DeviceType.CUDA, DeviceType.CPU
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    first = 10**8  # micro-step indices no run reaches: fresh rows
+    out = {}
+    for n, objective in enumerate(sorted(trainer.cfg.objectives())):
+        trainer.build_seconds = 0.0
+        sync()
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for rep in range(reps):
+                losses, _ = trainer.micro_step(first + n * reps + rep, objective)
+                losses.mean().backward()
+                trainer.optimizer.zero_grad(set_to_none=True)
+            sync()
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+        # kernels and copies are events of their own (their ops' device time repeats them)
+        device_us = sum(e.self_device_time_total for e in events if e.device_type == GPU)
+        ops = [e for e in events if e.device_type == HOST]
+        ranked = sorted(
+            ops, key=lambda e: e.self_device_time_total if cuda else e.self_cpu_time_total
+        )[::-1]
+        out[objective] = {
+            "reps": reps,
+            "wall_s": wall / reps,  # means over the reps
+            "device_busy_s": device_us / 1e6 / reps,
+            "host_build_s": trainer.build_seconds / reps,
+            "top": [
+                [e.key, e.count, e.self_device_time_total / 1e3, e.self_cpu_time_total / 1e3]
+                for e in ranked[:top]
+            ],  # name, calls, device ms, host ms (all reps)
+        }
+        print(
+            json.dumps(
+                {
+                    "profile": objective,
+                    **{k: out[objective][k] for k in ("wall_s", "device_busy_s", "host_build_s")},
+                }
+            ),
+            flush=True,
+        )
+    return out
 
 
 def encode_benchmark(trainer, val, local: bool) -> dict:

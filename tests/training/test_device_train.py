@@ -149,6 +149,9 @@ def test_local_run_trains_a_step_and_returns_a_checkpoint_index_can_load(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["steps"] == 1 and summary["train"]["last_step"] == 1
     assert summary["encode"]["tokens_per_s"] > 0
+    profile = summary["profile"]  # where a micro-step's time goes, per objective of the mix
+    assert sorted(profile) == sorted(TrainConfig().objectives())
+    assert all(p["wall_s"] > 0 and p["top"] for p in profile.values())
     assert sorted(p.name for p in out.glob("tokenizer-*.safetensors")) == [
         "tokenizer-00.safetensors"
     ]
