@@ -58,3 +58,26 @@ def test_token_losses_only_where_the_next_position_is_a_token(tiny_llm):
     # embeddings, so 6 losses. Row 1: 3 tokens -> 2 losses (padding never predicts).
     assert (losses[0] > 0).sum() == 6
     assert (losses[1] > 0).sum() == 2
+
+
+def test_all_token_segments_embedded_at_once_land_in_their_rows(tiny_llm):
+    d = tiny_llm.hidden_size
+    a, b, c = ids(5, 5), ids(2, 6), ids(7, 7)
+    emb = torch.randn(3, d, dtype=torch.float64)  # cast to the LLM's dtype
+    rows = [
+        [TokenSegment(a, scored=False), EmbeddingSegment(emb), TokenSegment(b)],
+        [EmbeddingSegment(emb[:1])],  # a row without tokens
+        [TokenSegment(c)],
+    ]
+    batch = tiny_llm.batch(rows, padding_side="left")
+    table = tiny_llm.embed_tokens
+    assert batch.inputs_embeds.dtype == table(a).dtype
+    assert torch.equal(batch.inputs_embeds[0], torch.cat([table(a), emb.float(), table(b)]))
+    assert torch.equal(batch.inputs_embeds[1, -1], emb[0].float())
+    assert torch.equal(batch.inputs_embeds[2, -7:], table(c))
+    assert batch.labels[0].tolist() == [IGNORE_INDEX] * 8 + b.tolist()
+    assert batch.labels[1].tolist() == [IGNORE_INDEX] * 10
+    assert batch.labels[2].tolist() == [IGNORE_INDEX] * 3 + c.tolist()
+    assert batch.attention_mask.sum(dim=1).tolist() == [10, 1, 7]
+    only_embeddings = tiny_llm.batch([[EmbeddingSegment(emb)]])
+    assert only_embeddings.inputs_embeds.dtype == table(a).dtype

@@ -66,17 +66,8 @@ def row_length(row: Row) -> int:
     return sum(len(seg) for seg in row)
 
 
-def embed_row(row: Row, embed_tokens: Callable[[torch.Tensor], torch.Tensor]):
-    """One row's embeddings (T, d) and labels (T,)."""
-    parts, labels = [], []
-    for seg in row:
-        if isinstance(seg, TokenSegment):
-            parts.append(embed_tokens(seg.ids))
-            labels.append(seg.ids if seg.scored else torch.full_like(seg.ids, IGNORE_INDEX))
-        else:
-            parts.append(seg.embeds)
-            labels.append(torch.full((len(seg),), IGNORE_INDEX, dtype=torch.long))
-    return parts, torch.cat(labels)
+def _ignored(n: int) -> torch.Tensor:  # (n,) labels of positions that are never targets
+    return torch.full((n,), IGNORE_INDEX, dtype=torch.long)
 
 
 def build_batch(
@@ -87,21 +78,33 @@ def build_batch(
     """Embed and pad rows. `embed_tokens` maps ids (n,) to (n, d) in the LLM's dtype/device.
 
     Left padding suits generation (every row ends at the last column); right padding suits
-    training. Embedding segments are cast to the token embeddings' dtype and device.
+    training. Every row's token ids are embedded in one call (one copy to the device, one
+    lookup: a training batch holds hundreds of token segments); mask and labels are built on
+    the host and copied once. Embedding segments are cast to the token embeddings' dtype and
+    device.
     """
-    embedded = [embed_row(row, embed_tokens) for row in rows]
-    ref = next(p for parts, _ in embedded for p in parts)
-    device, dtype, d = ref.device, ref.dtype, ref.shape[-1]
-    T = max(int(lab.numel()) for _, lab in embedded)
-    B = len(rows)
+    tokens = [seg for row in rows for seg in row if isinstance(seg, TokenSegment)]
+    ids = torch.cat([seg.ids.cpu() for seg in tokens]) if tokens else torch.zeros(0).long()
+    table = embed_tokens(ids)  # (all token positions, d)
+    device, dtype, d = table.device, table.dtype, table.shape[-1]
+    embedded = iter(table.split([len(seg) for seg in tokens]))
+    lengths = [row_length(row) for row in rows]
+    B, T = len(rows), max(lengths)
     inputs = torch.zeros(B, T, d, dtype=dtype, device=device)
-    mask = torch.zeros(B, T, dtype=torch.long, device=device)
-    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long, device=device)
-    for b, (parts, lab) in enumerate(embedded):
-        n = int(lab.numel())
+    mask = torch.zeros(B, T, dtype=torch.long)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    for b, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        parts, row_labels = [], []
+        for seg in row:
+            if isinstance(seg, TokenSegment):
+                parts.append(next(embedded))
+                row_labels.append(seg.ids.cpu() if seg.scored else _ignored(len(seg)))
+            else:
+                parts.append(seg.embeds.to(device=device, dtype=dtype))
+                row_labels.append(_ignored(len(seg)))
         span = slice(T - n, T) if padding_side == "left" else slice(0, n)
-        inputs[b, span] = torch.cat([p.to(device=device, dtype=dtype) for p in parts])
+        inputs[b, span] = torch.cat(parts)
         mask[b, span] = 1
-        labels[b, span] = lab.to(device)
+        labels[b, span] = torch.cat(row_labels)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    return MixedBatch(inputs, mask, positions, labels)
+    return MixedBatch(inputs, mask.to(device), positions.to(device), labels.to(device))
