@@ -91,9 +91,10 @@ def resolve_default_llm() -> ResolvedModel:
 def shared_gguf_reads() -> Iterator[None]:
     """transformers' GGUF loader with its repeated work done once: it parses the file's
     metadata (49K vocabulary strings, element by element) for the tokenizer, the config and the
-    weights, and builds gguf's tensor-name table once per module (397 times for this model):
-    16 of its 20 s here, 34 of 46 s on the H200's host. Both are pure functions of their
-    arguments, so a memo returns what they would have; the weights come out identical."""
+    weights, and builds gguf's tensor-name table once per module (397 times for this model).
+    Both are pure functions of their arguments, so a memo returns what they would have: the
+    converted directory came out byte-identical, in 5.5 s instead of 15-18 s here (on the
+    H200's host the load took 46 s with the conversion, 11.8 s without)."""
     from unittest import mock
 
     import gguf

@@ -83,8 +83,8 @@ def reconstruction_rows(
 def row_losses(llm: FrozenLLM, rows: list[Row], overhead: int | None = None) -> ChunkLosses:
     """Pass 2: NLL of the scored raw tokens of each row, in the rows' order. The rows run in a
     few batches of similar length (`length_groups`; `overhead`: a batch's cost in positions,
-    by default the device's):
-    padded to the longest, a batch mixing k from 1 to 8 computed 2-3 positions per real one."""
+    by default the device's): padded to the longest in one batch, a micro-step mixing k from
+    1 to 8 computed 2-2.5 positions per real one."""
     lengths = [row_length(row) for row in rows]
     nll, count, order = [], [], []
     if overhead is None:
