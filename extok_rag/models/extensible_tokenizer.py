@@ -42,6 +42,7 @@ from extok_rag.models.defaults import resolve_tokenizer
 from extok_rag.models.length_groups import batch_overhead, length_groups
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora, merge_lora
+from extok_rag.models.transfer import to_device
 
 MERGE_LEVELS = 5  # a learned merge tree serves k = 2, 4, ..., 32
 
@@ -219,7 +220,7 @@ class ExtensibleTokenizer(nn.Module):
             for row, i in enumerate(group):
                 ids[row, : lengths[i]] = chunks[i]
                 mask[row, : lengths[i]] = 1
-            states = self(ids.to(self.device), mask.to(self.device))  # (G, T, d)
+            states = self(to_device(ids, self.device), to_device(mask, self.device))  # (G, T, d)
             for row, i in enumerate(group):
                 out[i] = states[row, : lengths[i]]
         return out

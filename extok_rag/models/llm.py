@@ -28,6 +28,7 @@ from extok_rag.models.mixed_input import (
     build_batch,
 )
 from extok_rag.models.quiet import quiet_loading
+from extok_rag.models.transfer import to_device
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class FrozenLLM:
         return torch.tensor(ids, dtype=torch.long)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:  # (n,) -> (n, d)
-        return self.model.get_input_embeddings()(ids.to(self.device))
+        return self.model.get_input_embeddings()(to_device(ids, self.device))
 
     def batch(self, rows: Sequence[Row], padding_side: str = "right") -> MixedBatch:
         for row in rows:

@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from extok_rag.models.transfer import to_device
+
 IGNORE_INDEX = -100  # label of positions that carry no next-token target
 
 
@@ -107,4 +109,5 @@ def build_batch(
         mask[b, span] = 1
         labels[b, span] = torch.cat(row_labels)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    return MixedBatch(inputs, mask.to(device), positions.to(device), labels.to(device))
+    mask, positions, labels = (to_device(t, device) for t in (mask, positions, labels))
+    return MixedBatch(inputs, mask, positions, labels)

@@ -24,6 +24,7 @@ from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.length_groups import batch_overhead, length_groups
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment, row_length
+from extok_rag.models.transfer import to_device
 
 
 @dataclass
@@ -53,7 +54,7 @@ def encode_sequences(
     """Pass 1 for a batch: chunks (B, C, L) ids, sequence b down-scaled by ks[b] -> B lists
     of C tensors (ceil(L/k_b), d). Every chunk is encoded on its own, all in one call."""
     B, C, _L = chunks.shape
-    states = tokenizer(chunks.flatten(0, 1).to(tokenizer.device)).unflatten(0, (B, C))
+    states = tokenizer(to_device(chunks.flatten(0, 1), tokenizer.device)).unflatten(0, (B, C))
     return [
         list(tokenizer.downscale(s, k, method).unbind(0)) for s, k in zip(states, ks, strict=True)
     ]
@@ -96,7 +97,7 @@ def row_losses(llm: FrozenLLM, rows: list[Row], overhead: int | None = None) -> 
         order += group
     back = torch.empty(len(order), dtype=torch.long)
     back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    back = back.to(nll[0].device)
+    back = to_device(back, nll[0].device)
     return ChunkLosses(torch.cat(nll)[back], torch.cat(count)[back])
 
 
