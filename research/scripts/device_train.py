@@ -496,9 +496,11 @@ def profile_micro_steps(trainer, reps: int, top: int = 12) -> dict:
             sync()
             wall = time.perf_counter() - start
         events = prof.key_averages()
-        # kernels and copies are events of their own (their ops' device time repeats them)
+        # kernels and copies are events of their own; their ops' self device time repeats
+        # them (both kept: the two should agree)
         device_us = sum(e.self_device_time_total for e in events if e.device_type == GPU)
         ops = [e for e in events if e.device_type == HOST]
+        ops_device_us = sum(e.self_device_time_total for e in ops)
         ranked = sorted(
             ops, key=lambda e: e.self_device_time_total if cuda else e.self_cpu_time_total
         )[::-1]
@@ -506,6 +508,7 @@ def profile_micro_steps(trainer, reps: int, top: int = 12) -> dict:
             "reps": reps,
             "wall_s": wall / reps,  # means over the reps
             "device_busy_s": device_us / 1e6 / reps,
+            "device_time_of_ops_s": ops_device_us / 1e6 / reps,
             "host_build_s": trainer.build_seconds / reps,
             "top": [
                 [e.key, e.count, e.self_device_time_total / 1e3, e.self_cpu_time_total / 1e3]
