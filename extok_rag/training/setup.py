@@ -114,7 +114,9 @@ def fit_regression_init(tokenizer: ExtensibleTokenizer, llm: FrozenLLM, chunks: 
         h = (h - adapter.mean) / adapter.std
     x = adapter.norm(h)[:, 1:].reshape(-1, h.shape[-1])  # (N*(L-1), d), sink position left out
     y = llm.embed_tokens(ids[:, 1:]).float().reshape(-1, h.shape[-1])
-    w = torch.linalg.lstsq(x, y).solution  # (d, d): x @ w ≈ y
+    # in float64: float32 LAPACK gave last-bit differences between processes (its kernels
+    # follow the buffers' alignment), which bf16 training steps then amplified
+    w = torch.linalg.lstsq(x.double(), y.double()).solution.float()  # (d, d): x @ w ≈ y
     adapter.proj.weight.copy_(w.T)
     residual = (x @ w - y).pow(2).sum()
     return float(1 - residual / (y - y.mean(0)).pow(2).sum())
