@@ -219,14 +219,14 @@ class Trainer:
         start, cpu_start = time.perf_counter(), time.process_time()
         self.build_seconds = 0.0
         self.tokenizer.train()
-        ks, objectives, sums, counts, means = [], [], [], [], []
+        ks, objectives, sums, counts, micro_means = [], [], [], [], []
         for micro in range(cfg.grad_accum):
             g = self.step * cfg.grad_accum + micro
             objective = self.objective_for(g)
             losses, micro_ks = self.micro_step(g, objective)
             sums.append(losses.nll.detach().sum())
             counts.append(losses.count.sum())
-            means.append(losses.mean().detach())
+            micro_means.append(losses.mean().detach())
             (losses.mean() / cfg.grad_accum).backward()
             ks += micro_ks
             objectives.append(objective)
@@ -241,7 +241,7 @@ class Trainer:
         # host wait for it on a GPU, instead of building the next micro-step's rows meanwhile.
         total, count = float(torch.stack(sums).sum()), int(torch.stack(counts).sum())
         by_objective: dict[str, list[float]] = {}
-        for objective, mean in zip(objectives, torch.stack(means).tolist(), strict=True):
+        for objective, mean in zip(objectives, torch.stack(micro_means).tolist(), strict=True):
             by_objective.setdefault(objective, []).append(mean)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         self.elapsed += seconds

@@ -54,6 +54,7 @@ GGUF_PIECE = "llm.gguf.{}"
 MANIFEST = "manifest.json"
 DATA_ARCHIVE = "data.tar.xz"
 SHARD_NAME = "tokenizer-{:02d}.safetensors"
+SHARD_GLOB = "tokenizer-*.safetensors"
 # Wheels the device image lacks (its transformers 5.17 loads the GGUF to the same fingerprint
 # as this project's pin: checked 2026-12-04).
 DEVICE_WHEELS = ("gguf",)
@@ -190,19 +191,15 @@ def pack(args: argparse.Namespace) -> dict:
 def pack_init(src: Path, out: Path, call_limit: int = CALL_LIMIT) -> dict:
     """Part c: a run's returned checkpoint (`tokenizer-*.safetensors` + config, as `run`
     wrote them), carried by a third call so that `run --init` continues from it."""
-    from extok_rag.models.extensible_tokenizer import CONFIG_FILE
-
-    shards = sorted(src.glob("tokenizer-*.safetensors"))
-    if not shards or not (src / CONFIG_FILE).is_file():
-        raise SystemExit(f"{src} holds no returned checkpoint (tokenizer-*.safetensors + config)")
+    shards, config = returned_checkpoint(src)
     room = call_limit - working_tree_bytes() - 2 * MIB
-    size = sum(p.stat().st_size for p in [*shards, src / CONFIG_FILE])
+    size = sum(p.stat().st_size for p in [*shards, config])
     if size > room:
         raise SystemExit(f"the checkpoint ({size:,} bytes) does not fit a call of {room:,} bytes")
     dest = out / PART_INIT
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    for path in [*shards, src / CONFIG_FILE]:
+    for path in [*shards, config]:
         shutil.copy(path, dest / path.name)
     return {"init_from": str(src), "files": len(shards) + 1, "call_bytes": dir_bytes(dest)}
 
@@ -271,7 +268,7 @@ def export_shards(tokenizer, dest: Path, limit: int = RETURN_FILE_LIMIT) -> list
             used = 0
         shards[-1][name] = state[name]
         used += nbytes
-    for old in dest.glob("tokenizer-*.safetensors"):
+    for old in dest.glob(SHARD_GLOB):
         old.unlink()
     written = []
     for i, shard in enumerate(shards):
@@ -284,21 +281,29 @@ def export_shards(tokenizer, dest: Path, limit: int = RETURN_FILE_LIMIT) -> list
     return written
 
 
+def returned_checkpoint(src: Path) -> tuple[list[Path], Path]:
+    """The shards and the tokenizer config a run returned (`export_shards`) in `src`."""
+    from extok_rag.models.extensible_tokenizer import CONFIG_FILE
+
+    shards = sorted(src.glob(SHARD_GLOB))
+    if not shards or not (src / CONFIG_FILE).is_file():
+        raise SystemExit(f"{src} holds no returned checkpoint (tokenizer-*.safetensors + config)")
+    return shards, src / CONFIG_FILE
+
+
 def unpack(src: Path, to: Path) -> Path:
     """Returned shards -> one checkpoint directory that `index`/`ask` read (bf16 tensors)."""
     from safetensors.torch import load_file, save_file
 
-    from extok_rag.models.extensible_tokenizer import CONFIG_FILE, WEIGHTS_FILE
+    from extok_rag.models.extensible_tokenizer import WEIGHTS_FILE
 
-    shards = sorted(src.glob("tokenizer-*.safetensors"))
-    if not shards or not (src / CONFIG_FILE).is_file():
-        raise SystemExit(f"{src} holds no returned checkpoint (tokenizer-*.safetensors + config)")
+    shards, config = returned_checkpoint(src)
     state: dict = {}
     for shard in shards:
         state.update(load_file(str(shard)))
     to.mkdir(parents=True, exist_ok=True)
     save_file(state, str(to / WEIGHTS_FILE), metadata={"format": "pt"})
-    shutil.copy(src / CONFIG_FILE, to / CONFIG_FILE)
+    shutil.copy(config, to / config.name)
     return to
 
 
@@ -394,15 +399,15 @@ def run(args: argparse.Namespace) -> dict:
         shutil.copy(run_dir / "log.jsonl", out / "log.jsonl")
         summary["train"] = throughput(run_dir / "log.jsonl")
         summary["gpu_memory"] = gpu_memory()
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_summary(out, summary)
     try:
         summary["profile"] = profile_micro_steps(trainer, reps=1 if args.local else 3)
     except Exception as err:  # a diagnostic never costs the run what it returns
         summary["profile"] = {"error": repr(err)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_summary(out, summary)
     summary["encode"] = encode_benchmark(trainer, val, local=args.local)
     summary["total_s"] = time.perf_counter() - started
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_summary(out, summary)
     print(json.dumps({k: summary[k] for k in ("train", "encode", "total_s")}), flush=True)
     return summary
 
@@ -437,6 +442,11 @@ def train_within_memory(trainer, on_event, attempts: int = 3) -> list[dict]:
             torch.cuda.empty_cache()
     trainer.run(on_event)
     return events
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """summary.json as far as the run got (rewritten after each stage)."""
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def gpu_memory() -> dict | None:
