@@ -44,6 +44,7 @@ from extok_rag.config import GenerationConfig, k_choices
 from extok_rag.errors import ExtokError
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.generation import TextPieces, loops, next_token
+from extok_rag.models.hf_cache import cache_kwargs
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import TokenSegment
 
@@ -364,7 +365,7 @@ class OnlineReader:
         out = self.llm.model(
             inputs_embeds=embeds.to(self.llm.device, self.llm.dtype)[None],  # (1, n, d)
             position_ids=position_ids,  # (1, n)
-            cache=self.cache,
+            **cache_kwargs(self.cache),
             use_cache=True,
             logits_to_keep=keep,
         )

@@ -43,6 +43,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from extok_rag.models import native
+from extok_rag.models.hf_cache import cache_kwargs, returned_cache
 from extok_rag.models.q4 import Q4Packed, Q4Projection
 from extok_rag.models.static_kv import StaticKV
 
@@ -274,11 +275,11 @@ class ForwardStep:
             input_ids=tokens[:, None],  # (B, 1)
             attention_mask=mask.long(),  # (B, n + 1)
             position_ids=positions[:, None],  # (B, 1)
-            cache=cache,
+            **cache_kwargs(cache),
             use_cache=True,
             logits_to_keep=1,
         )
-        for i, layer in enumerate(out.cache.layers):
+        for i, layer in enumerate(returned_cache(out).layers):
             kv.write(i, layer.keys[:, :, -1:], layer.values[:, :, -1:])
         kv.close_column()
         return out.logits[:, -1]  # (B, V)

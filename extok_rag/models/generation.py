@@ -12,6 +12,7 @@ import torch
 
 from extok_rag.config import GenerationConfig
 from extok_rag.models.decode_step import decode_step
+from extok_rag.models.hf_cache import returned_cache
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row, row_length
 from extok_rag.models.static_kv import StaticKV
@@ -51,7 +52,7 @@ def prefill(llm: FrozenLLM, rows: Sequence[Row], room: int) -> tuple[torch.Tenso
             logits_to_keep=1,
         )
         logits.append(out.logits[:, -1])  # (1, V)
-        caches.append([(layer.keys, layer.values) for layer in out.cache.layers])
+        caches.append([(layer.keys, layer.values) for layer in returned_cache(out).layers])
     return torch.cat(logits), StaticKV.from_rows(caches, room)
 
 
