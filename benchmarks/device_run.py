@@ -47,21 +47,37 @@ def probe_rows(log: list[dict]) -> list[str]:
     rows = []
     seen = set()
     for rec in log:
-        if "answer_probe" not in rec or rec["step"] in seen:
+        ans = rec.get("answer_probe", {})
+        if not ans or "error" in ans or rec["step"] in seen:
             continue
         seen.add(rec["step"])
-        ans = rec["answer_probe"]
         rec_probe = next(
             (r["recon_probe"] for r in log if r["step"] == rec["step"] and "recon_probe" in r), {}
         )
         content = next((r["probe"] for r in log if r["step"] == rec["step"] and "probe" in r), {})
         ks = sorted(int(k[5:]) for k in ans if k.startswith("gap_k"))
-        cells = [" / ".join(f"{ans[f'gap_k{k}']:.0%}" for k in ks)]
-        cells.append(" / ".join(f"{rec_probe.get(f'gap_k{k}', float('nan')):.0%}" for k in ks))
         nan = float("nan")
+        cells = [" / ".join(f"{ans[f'gap_k{k}']:.0%}" for k in ks)]
+        cells.append(
+            " / ".join(
+                f"{ans.get(f'greedy_{k}', nan):.0%}"
+                for k in ("none", "raw", *(f"k{k}" for k in ks))
+            )
+        )
+        cells.append(" / ".join(f"{rec_probe.get(f'gap_k{k}', nan):.0%}" for k in ks))
         cells.append(f"{content.get('self_k2', nan):.2f} / {content.get('other_k2', nan):.2f}")
         rows.append(f"| {rec['step']} | " + " | ".join(cells) + " |")
     return rows
+
+
+def probe_errors(log: list[dict]) -> list[str]:
+    """Probes that raised and were dropped (`probe_failure` "record"): the run trained on."""
+    return [
+        f"- step {rec['step']}: {name} failed and was dropped: {rec[name]['error']}"
+        for rec in log
+        for name in ("probe", "answer_probe", "recon_probe")
+        if isinstance(rec.get(name), dict) and "error" in rec[name]
+    ]
 
 
 def memory_line(summary: dict) -> list[str]:
@@ -154,9 +170,11 @@ def render(name: str, runs: list[Path]) -> str:
         "reconstruction gap closed (128 tokens), and the content probe's perplexity of a chunk "
         "after its own / another chunk's ×2 embeddings:",
         "",
-        "| step | answer gap closed | reconstruction gap closed | self / other ×2 ppl |",
-        "|---:|---|---|---|",
+        "| step | answer gap closed | greedy accuracy none / raw / ×k | reconstruction gap "
+        "closed | self / other ×2 ppl |",
+        "|---:|---|---|---|---|",
         *probe_rows(log),
+        *(["", *probe_errors(log)] if probe_errors(log) else []),
     ]
     return "\n".join(lines)
 

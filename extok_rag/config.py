@@ -270,6 +270,8 @@ class TrainConfig:
     answer_probe_greedy: int = 0  # >0: the answer probe's greedy accuracy on that many items
     recon_probe_every: int = 0  # steps between reconstruction probes (answer-probe items'
     # first gold paragraph, cut to recon_len tokens, repeated back; 0 = never)
+    probe_failure: Literal["raise", "record"] = "raise"  # a probe that raises: stop the run,
+    # or log its error, drop that probe and train on (a lent GPU's minutes are the scarce thing)
     checkpoint_every: int = 10
     seed: int = 0
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # autocast and frozen LLM weights;

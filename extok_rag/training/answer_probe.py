@@ -44,6 +44,7 @@ from extok_rag.training.frame import (
     truncate_text,
 )
 from extok_rag.training.objective import ChunkLosses, row_losses
+from extok_rag.training.probe import evaluating
 
 
 def probe_examples(items: Sequence[QAExample]) -> list[FrameExample]:
@@ -91,15 +92,13 @@ class AnswerProbe:
                     llm, examples, frame_users(llm, examples, self.context_len)
                 ),
             }
-        was_training = tokenizer.training
-        tokenizer.eval()
-        out = dict(self._greedy_baselines)
-        for k in self.ks:
-            users = frame_users(
-                llm, examples, self.context_len, tokenizer, [k] * len(examples), self.method
-            )
-            out[f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
-        tokenizer.train(was_training)
+        with evaluating(tokenizer):
+            out = dict(self._greedy_baselines)
+            for k in self.ks:
+                users = frame_users(
+                    llm, examples, self.context_len, tokenizer, [k] * len(examples), self.method
+                )
+                out[f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
         return out
 
     @torch.no_grad()
@@ -113,18 +112,16 @@ class AnswerProbe:
                 "none": self.losses(llm, bare_rows(llm, examples)),
                 "raw": self.losses(llm, raw_rows(llm, examples, self.context_len)),
             }
-        was_training = tokenizer.training
-        tokenizer.eval()
-        result = dict(self._baselines)
-        for k in self.ks:
-            rows = []
-            for start in range(0, len(examples), self.batch_size):
-                part = examples[start : start + self.batch_size]
-                rows += compressed_rows(
-                    llm, tokenizer, part, [k] * len(part), self.context_len, self.method
-                )
-            result[f"k{k}"] = self.losses(llm, rows)
-        tokenizer.train(was_training)
+        with evaluating(tokenizer):
+            result = dict(self._baselines)
+            for k in self.ks:
+                rows = []
+                for start in range(0, len(examples), self.batch_size):
+                    part = examples[start : start + self.batch_size]
+                    rows += compressed_rows(
+                        llm, tokenizer, part, [k] * len(part), self.context_len, self.method
+                    )
+                result[f"k{k}"] = self.losses(llm, rows)
         return result
 
     def examples(self, llm: FrozenLLM) -> list[FrameExample]:

@@ -7,7 +7,9 @@ self-reconstruction (a chunk scored after its *own* embeddings beats another chu
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +21,18 @@ from extok_rag.models.mixed_input import EmbeddingSegment, Row, TokenSegment
 from extok_rag.training.objective import ChunkLosses, encode_sequence, row_losses
 
 PROBE_KS = (2, 16)
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """`module` in eval mode, its own mode back afterwards, also when a probe raises (a run
+    that records a failed probe and trains on must not train in eval mode)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @dataclass
@@ -48,23 +62,21 @@ class ContentProbe:
                     ],
                 ),
             }
-        was_training = tokenizer.training
-        tokenizer.eval()
-        result = dict(self._baselines)
-        for k in PROBE_KS:
-            embeds = [encode_sequence(tokenizer, s, k, self.method) for s in self.sequences]
-            rows = [
-                [EmbeddingSegment(torch.cat(e[:-1])), TokenSegment(s[-1])]
-                for s, e in zip(self.sequences, embeds, strict=True)
-            ]
-            result[f"k{k}"] = row_losses(llm, rows)
-            if k == PROBE_KS[0]:
-                own = [e[-1] for e in embeds]
-                other = own[1:] + own[:1]  # the last chunk of the next sequence
-                last = [s[-1] for s in self.sequences]
-                result[f"self_k{k}"] = row_losses(llm, self_rows(own, last))
-                result[f"other_k{k}"] = row_losses(llm, self_rows(other, last))
-        tokenizer.train(was_training)
+        with evaluating(tokenizer):
+            result = dict(self._baselines)
+            for k in PROBE_KS:
+                embeds = [encode_sequence(tokenizer, s, k, self.method) for s in self.sequences]
+                rows = [
+                    [EmbeddingSegment(torch.cat(e[:-1])), TokenSegment(s[-1])]
+                    for s, e in zip(self.sequences, embeds, strict=True)
+                ]
+                result[f"k{k}"] = row_losses(llm, rows)
+                if k == PROBE_KS[0]:
+                    own = [e[-1] for e in embeds]
+                    other = own[1:] + own[:1]  # the last chunk of the next sequence
+                    last = [s[-1] for s in self.sequences]
+                    result[f"self_k{k}"] = row_losses(llm, self_rows(own, last))
+                    result[f"other_k{k}"] = row_losses(llm, self_rows(other, last))
         return result
 
 

@@ -38,7 +38,7 @@ from extok_rag.training.checkpoint import (
 )
 from extok_rag.training.frame import FrameData, FrameExample
 from extok_rag.training.objective import ChunkLosses
-from extok_rag.training.probe import ContentProbe
+from extok_rag.training.probe import ContentProbe, evaluating
 from extok_rag.training.setup import (
     build_tokenizer,
     fit_regression_init,
@@ -306,8 +306,14 @@ class Trainer:
         ]
         for name, probe in due:
             start = time.perf_counter()
-            with self.autocast():
-                result = probe.run(self.llm, self.tokenizer)
+            try:
+                with self.autocast(), evaluating(self.tokenizer):
+                    result = probe.run(self.llm, self.tokenizer)
+            except Exception as e:
+                if cfg.probe_failure == "raise":
+                    raise
+                setattr(self, name, None)  # it would fail again at every later probe
+                result = {"error": f"{type(e).__name__}: {e}"}
             seconds = time.perf_counter() - start
             emit(
                 self.log(

@@ -120,6 +120,31 @@ def test_probe_reports_paired_rows_and_checkpoint_exports(tiny_llm, data, tmp_pa
     torch.testing.assert_close(loaded(x), trainer.tokenizer(x).detach())
 
 
+def test_a_failed_probe_is_recorded_and_training_goes_on(tiny_llm, data, tmp_path):
+    class Broken(RuntimeError):
+        pass
+
+    def explode(llm, tokenizer):
+        tokenizer.eval()  # as a probe does, then raises before putting the mode back
+        raise Broken("no cache attribute")
+
+    trainer = Trainer(replace(CFG, max_steps=3, probe_failure="record"), tiny_llm, *data, tmp_path)
+    trainer.probe.run = explode
+    events = []
+    trainer.run(events.append)
+    assert trainer.step == 3 and trainer.probe is None  # dropped after its first failure
+    failed = [e for e in events if "probe" in e]
+    assert [e["step"] for e in failed] == [0]
+    assert failed[0]["probe"] == {"error": "Broken: no cache attribute"}
+    assert trainer.tokenizer.training
+    assert [e["step"] for e in events if "loss" in e] == [1, 2, 3]
+
+    strict = Trainer(CFG, tiny_llm, *data, tmp_path / "strict")
+    strict.probe.run = explode
+    with pytest.raises(Broken):
+        strict.run()
+
+
 def test_a_run_in_parts_matches_a_straight_run(tiny_llm, data, tmp_path):
     straight = Trainer(CFG, tiny_llm, *data, tmp_path / "a")
     straight.run()
