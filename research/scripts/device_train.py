@@ -412,6 +412,16 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is the card running out of memory: torch's OutOfMemoryError, or cuBLAS
+    failing to allocate its workspace, which reaches Python as a plain RuntimeError."""
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or any(
+        s in str(err) for s in ("CUBLAS_STATUS_ALLOC_FAILED", "CUDA out of memory")
+    )
+
+
 def train_within_memory(trainer, on_event, attempts: int = 3) -> list[dict]:
     """`trainer.run`, halving the batch (seq_batch, frame_rows) after an out-of-memory error:
     the failed step's gradients are dropped and the run goes on from the same step."""
@@ -424,7 +434,9 @@ def train_within_memory(trainer, on_event, attempts: int = 3) -> list[dict]:
         try:
             trainer.run(on_event)
             return events
-        except torch.cuda.OutOfMemoryError:
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
+            if not out_of_memory(err):
+                raise
             cfg = trainer.cfg
             smaller = replace(
                 cfg, seq_batch=max(1, cfg.seq_batch // 2), frame_rows=max(1, cfg.frame_rows // 2)
@@ -565,6 +577,38 @@ def encode_benchmark(trainer, val, local: bool) -> dict:
     }
 
 
+# -- verify (here) --------------------------------------------------------------------------
+PROBES = ("probe", "answer_probe", "recon_probe")
+
+
+def verify(src: Path) -> list[str]:
+    """What went wrong in a run's returned files, [] if nothing: a run trains on past a failed
+    probe or profile (`probe_failure` "record"), so its exit status alone does not say."""
+    summary_file = src / "summary.json"
+    if not summary_file.is_file():
+        return [f"{summary_file}: missing (the run stopped before its first summary)"]
+    summary = json.loads(summary_file.read_text())
+    problems = []
+    steps = (summary.get("train") or {}).get("steps", 0)
+    if not steps:
+        problems.append("no training step logged")
+    if not summary.get("llm_fingerprint_matches_shipped"):
+        problems.append(f"LLM fingerprint {summary.get('llm_fingerprint')} is not the shipped one")
+    if not list(src.glob(SHARD_GLOB)):
+        problems.append(f"no {SHARD_GLOB} shards")
+    log = src / "log.jsonl"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        event = json.loads(line)
+        for name in PROBES:
+            if isinstance(event.get(name), dict) and "error" in event[name]:
+                problems.append(f"step {event['step']}: {name} failed: {event[name]['error']}")
+    for stage in ("profile", "encode"):
+        result = summary.get(stage)
+        if not isinstance(result, dict) or "error" in result:
+            problems.append(f"{stage}: {result.get('error') if result else 'missing'}")
+    return problems
+
+
 # -- command line -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -597,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("src", type=Path, help="a run's returned files (tokenizer-*.safetensors)")
     i.add_argument("--out", type=Path, default=ROOT / ".device")
     i.add_argument("--call-limit", type=int, default=CALL_LIMIT)
+    v = sub.add_parser("verify", help="here: what failed in a run's returned files (exit 1)")
+    v.add_argument("src", type=Path)
     u = sub.add_parser("unpack", help="here: returned shards -> a checkpoint directory")
     u.add_argument("src", type=Path)
     u.add_argument("--to", type=Path, required=True)
@@ -607,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pack_init(args.src, args.out, args.call_limit), indent=2))
     elif args.command == "run":
         run(args)
+    elif args.command == "verify":
+        problems = verify(args.src)
+        print("\n".join(problems) or f"{args.src}: every stage of the run came back")
+        return 1 if problems else 0
     else:
         print(unpack(args.src, args.to))
     return 0

@@ -8,6 +8,7 @@
 #   call 2:  carry [".device/b"]   bash research/scripts/device_train.sh stage
 #   call 3:  carry [".device/c"]   bash research/scripts/device_train.sh run --init [--minutes 6]
 #   here:    bash research/scripts/device_train.sh local      # the identical path on the CPU, 2 minutes
+#   here:    bash research/scripts/device_train.sh rehearse   # run + continuation under the image's packages
 #   here:    .venv/bin/python research/scripts/device_train.py unpack <files_at> --to <checkpoint dir>
 # On the device the image's own python3 and packages apply (torch 2.11, transformers 5.17);
 # only the wheels in .device/a/wheels are added, into /tmp/extok-site.
@@ -35,5 +36,33 @@ case "$cmd" in
     "$py" research/scripts/device_train.py run --local --work /tmp/extok-device-local \
       --out "${OUT:-/tmp/extok-device-local/out}" --config "$config" --minutes 2 "$@"
     ;;
-  *) echo "usage: $0 stage|run|local [run options]" >&2; exit 2 ;;
+  rehearse)  # here: run and continuation on the CPU under the device image's packages
+    # (research/scripts/device_image.txt: transformers 5.17 there, not this project's pin);
+    # run it before a GPU session's calls, after any change to what the run imports
+    [ -f .device/a/manifest.json ] && [ -f .device/b/manifest.json ] ||
+      { echo "rehearse: no .device/a and .device/b: run device_train.py pack first" >&2; exit 2; }
+    venv=${EXTOK_DEVICE_VENV:-$HOME/.cache/extok-rag/device-image/venv}
+    if [ ! -f "$venv/.complete" ]; then
+      py312=
+      for c in ${PYTHON312:-} python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+        "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { py312=$c; break; }
+      done
+      [ -n "$py312" ] || { echo "rehearse: no python3.12 here (set PYTHON312)" >&2; exit 2; }
+      rm -rf "$venv" && "$py312" -m venv "$venv"
+      "$venv/bin/python" -m pip install -q -r research/scripts/device_image.txt .device/a/wheels/*.whl
+      touch "$venv/.complete"
+    fi
+    tmp=$(mktemp -d /tmp/extok-rehearse.XXXXXX)
+    trap 'rm -rf "$tmp"' EXIT
+    mkdir "$tmp/parts" && ln -s "$PWD/.device/a" "$tmp/parts/a" && ln -s "$PWD/.device/b" "$tmp/parts/b"
+    there=("$venv/bin/python" research/scripts/device_train.py run --local --parts "$tmp/parts"
+           --config "$config" --checkpoint-minutes 10)
+    here=(.venv/bin/python research/scripts/device_train.py)
+    "${there[@]}" --work "$tmp/work" --out "$tmp/out" --minutes 1 "$@"
+    "${here[@]}" verify "$tmp/out"
+    "${here[@]}" pack-init "$tmp/out" --out "$tmp/parts" >/dev/null
+    "${there[@]}" --init --work "$tmp/work2" --out "$tmp/out2" --minutes 0.5 "$@"
+    "${here[@]}" verify "$tmp/out2"
+    ;;
+  *) echo "usage: $0 stage|run|local|rehearse [run options]" >&2; exit 2 ;;
 esac

@@ -155,6 +155,14 @@ def test_local_run_trains_a_step_and_returns_a_checkpoint_index_can_load(
     assert sorted(p.name for p in out.glob("tokenizer-*.safetensors")) == [
         "tokenizer-00.safetensors"
     ]
+    # every stage came back; only the tiny LLM is not the shipped one
+    fingerprint = f"LLM fingerprint {summary['llm_fingerprint']} is not the shipped one"
+    done = device_train("verify", str(out))
+    assert done.returncode == 1 and done.stdout.splitlines() == [fingerprint]
+    with (out / "log.jsonl").open("a") as log:  # a probe that failed and was dropped
+        log.write(json.dumps({"step": 1, "answer_probe": {"error": "KeyError: 'x'"}}) + "\n")
+    done = device_train("verify", str(out))
+    assert done.stdout.splitlines() == [fingerprint, "step 1: answer_probe failed: KeyError: 'x'"]
 
     ckpt = tmp_path / "ckpt"
     done = device_train("unpack", str(out), "--to", str(ckpt))
@@ -259,3 +267,32 @@ def test_schedule_on_the_clock_follows_the_budget(tiny_llm, tmp_path):
     assert trainer.lr_factor(5) == 0.0 and trainer.finished()
     steps = replace(cfg, schedule_clock="steps")
     assert Trainer(steps, tiny_llm, data, data, tmp_path / "run2").lr_factor(5) > 0.99
+
+
+def test_out_of_memory_halves_the_batch_and_other_errors_stop_the_run():
+    sys.path.insert(0, str(ROOT / "research" / "scripts"))
+    import device_train as dt
+
+    class FakeTrainer:  # fails its first `fails` runs with `error`, then trains
+        def __init__(self, error: Exception, fails: int):
+            self.cfg = TrainConfig(seq_batch=16, frame_rows=64)
+            self.step, self.error, self.fails, self.runs = 7, error, fails, 0
+            self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+        def run(self, on_event):
+            self.runs += 1
+            if self.runs <= self.fails:
+                raise self.error
+
+    # cuBLAS failing to allocate reaches Python as a plain RuntimeError: the same as an OOM
+    cublas = FakeTrainer(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling"), 2)
+    events = dt.train_within_memory(cublas, None)
+    assert [(e["seq_batch"], e["frame_rows"]) for e in events] == [(8, 32), (4, 16)]
+    assert cublas.runs == 3 and cublas.cfg.frame_rows == 16
+    broken = FakeTrainer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), 1)
+    try:
+        dt.train_within_memory(broken, None)
+    except RuntimeError as err:
+        assert "shapes" in str(err) and broken.cfg.frame_rows == 64
+    else:
+        raise AssertionError("a bug was taken for a full card")
