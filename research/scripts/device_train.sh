@@ -23,6 +23,19 @@ case "$cmd" in
     du -sh .device/*
     nvidia-smi -L
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())'
+    # the versions `rehearse` ran the code under, against the image's own: a difference is
+    # a version the code never ran under (the run still goes ahead)
+    python3 - <<'PY' || true
+from importlib.metadata import PackageNotFoundError, version
+pins = [l.split("#")[0].strip() for l in open("research/scripts/device_image.txt")]
+for name, want in (p.split("==") for p in pins if "==" in p):
+    try:
+        got = version(name)
+    except PackageNotFoundError:
+        got = "missing"
+    if got.split("+")[0] != want:
+        print(f"not rehearsed: {name} {got} here, {want} in research/scripts/device_image.txt")
+PY
     ;;
   run)    # call 2
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
