@@ -81,3 +81,40 @@ def test_all_token_segments_embedded_at_once_land_in_their_rows(tiny_llm):
     assert batch.attention_mask.sum(dim=1).tolist() == [10, 1, 7]
     only_embeddings = tiny_llm.batch([[EmbeddingSegment(emb)]])
     assert only_embeddings.inputs_embeds.dtype == table(a).dtype
+
+
+def test_the_model_reads_a_batch_with_no_host_reads_and_the_same_numbers(tiny_llm):
+    """The model gets no mask for a batch of one length and the 4D causal-and-padding mask
+    otherwise, the scored positions and their targets found on the host: the same bits as the
+    2D mask and boolean gathers (which make a GPU's host wait), with nothing read back."""
+    import torch.nn.functional as F
+    from would_sync import WouldSync
+
+    d = tiny_llm.hidden_size
+    weights = [*tiny_llm.model.parameters(), *tiny_llm.model.buffers()]
+    padded = [
+        [TokenSegment(ids(7, 1), scored=False), EmbeddingSegment(torch.randn(4, d))],
+        [EmbeddingSegment(torch.randn(2, d)), TokenSegment(ids(12, 3))],
+        [TokenSegment(ids(5, 4), scored=False), TokenSegment(ids(9, 2))],
+    ]
+    even = [[TokenSegment(ids(10, 5))], [EmbeddingSegment(torch.randn(4, d)), TokenSegment(ids(6))]]
+    for rows, is_padded in ((padded, True), (even, False)):
+        batch = tiny_llm.batch(rows)
+        assert batch.padded is is_padded
+        with WouldSync([*weights, batch.inputs_embeds, batch.attention_mask]) as watch:
+            losses = tiny_llm.token_losses(batch)
+        assert not watch.events
+        # before: the 2D mask and positions, and boolean gathers
+        h = tiny_llm.model.get_decoder()(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+        ).last_hidden_state
+        mask = batch.next_token_targets
+        logits = tiny_llm.model.get_output_embeddings()(h[:, :-1][mask]).float()
+        nll = F.cross_entropy(logits, batch.labels[:, 1:][mask], reduction="none")
+        assert torch.equal(losses, torch.zeros(mask.shape).masked_scatter(mask, nll))
+        assert torch.equal(tiny_llm.hidden_states(batch), h)
+    with WouldSync([*weights, batch.inputs_embeds]) as watch:  # the watch sees a gather
+        tiny_llm.hidden_states(batch)[:, :-1][batch.next_token_targets.to(torch.bool)]
+    assert sum(watch.events.values()) == 1

@@ -42,6 +42,7 @@ from extok_rag.models.defaults import resolve_tokenizer
 from extok_rag.models.length_groups import batch_overhead, length_groups
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora, merge_lora
+from extok_rag.models.mixed_input import causal_padding_mask
 from extok_rag.models.transfer import to_device
 
 MERGE_LEVELS = 5  # a learned merge tree serves k = 2, 4, ..., 32
@@ -196,7 +197,8 @@ class ExtensibleTokenizer(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """(B, L) ids, right-padded -> (B, L, d) output states (padding rows are junk)."""
+        """(B, L) ids, right-padded -> (B, L, d) output states (padding rows are junk). The
+        mask: (B, L), (B, 1, L, L) (`causal_padding_mask`) or None (no padding)."""
         h = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
@@ -220,7 +222,11 @@ class ExtensibleTokenizer(nn.Module):
             for row, i in enumerate(group):
                 ids[row, : lengths[i]] = chunks[i]
                 mask[row, : lengths[i]] = 1
-            states = self(to_device(ids, self.device), to_device(mask, self.device))  # (G, T, d)
+            # no mask for a group of one length; else the 4D mask, made on the device
+            # (`causal_padding_mask`: from the 2D one transformers checks on the host)
+            padded = min(lengths[i] for i in group) < T
+            mask = causal_padding_mask(to_device(mask, self.device)) if padded else None
+            states = self(to_device(ids, self.device), mask)  # (G, T, d)
             for row, i in enumerate(group):
                 out[i] = states[row, : lengths[i]]
         return out

@@ -221,34 +221,24 @@ class FrozenLLM:
 
     # -- computation ------------------------------------------------------------------------
     def logits(self, batch: MixedBatch) -> torch.Tensor:  # (B, T, V)
-        out = self.model(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        )
-        return out.logits
+        return self.model(**batch.model_inputs(), use_cache=False).logits
 
     def hidden_states(self, batch: MixedBatch) -> torch.Tensor:  # (B, T, d)
         """The decoder's final (normed) states, before the vocabulary head."""
-        out = self.model.get_decoder()(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        )
-        return out.last_hidden_state
+        return self.model.get_decoder()(**batch.model_inputs(), use_cache=False).last_hidden_state
 
     def scored_logits(self, batch: MixedBatch) -> torch.Tensor:  # (N, V) fp32
         """Vocabulary logits only where a position predicts a scored token (N of them, in
         row-major order of `batch.next_token_targets`). The head (V x d) dominates a step when
-        few positions are scored (answer tokens), so it is never applied elsewhere."""
-        h = self.hidden_states(batch)[:, :-1][batch.next_token_targets]  # (N, d)
+        few positions are scored (answer tokens), so it is never applied elsewhere. The
+        positions were found on the host (`batch.scored`): a boolean gather here would make
+        the host wait for the card."""
+        h = self.hidden_states(batch).flatten(0, 1).index_select(0, batch.scored)  # (N, d)
         return self.model.get_output_embeddings()(h).float()
 
     def token_losses(self, batch: MixedBatch) -> torch.Tensor:  # (B, T-1), 0 where no target
         """Next-token negative log-likelihood at every position whose next one is a token."""
-        mask = batch.next_token_targets  # (B, T-1)
-        targets = batch.labels[:, 1:][mask]  # (N,)
-        nll = F.cross_entropy(self.scored_logits(batch), targets, reduction="none")  # (N,)
-        return torch.zeros(mask.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll)
+        nll = F.cross_entropy(self.scored_logits(batch), batch.targets, reduction="none")  # (N,)
+        B, T = batch.labels.shape
+        flat = torch.zeros(B * T, dtype=nll.dtype, device=nll.device)
+        return flat.index_copy(0, batch.scored, nll).view(B, T)[:, :-1]

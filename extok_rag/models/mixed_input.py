@@ -45,14 +45,41 @@ Segment = TokenSegment | EmbeddingSegment
 Row = Sequence[Segment]
 
 
+def causal_padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) 1 = real position -> (B, 1, T, T) bool, True where query t may read key s:
+    s <= t and s is real. The mask transformers builds from a padded batch's 2D mask, built
+    here on the mask's device: handed the 2D mask, transformers first asks whether the batch
+    is padded at all with a Python bool, and on a GPU that waits for every queued kernel."""
+    T = mask.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+    return causal[None, None] & mask.bool()[:, None, None, :]
+
+
 @dataclass
 class MixedBatch:
-    """A padded batch of mixed rows."""
+    """A padded batch of mixed rows, and what the host knew of it when building it."""
 
     inputs_embeds: torch.Tensor  # (B, T, d)
     attention_mask: torch.Tensor  # (B, T) long, 1 = real position
     position_ids: torch.Tensor  # (B, T) long, contiguous over real positions
     labels: torch.Tensor  # (B, T) long: the token id at token positions, IGNORE_INDEX elsewhere
+    scored: torch.Tensor  # (N,) long: flat (B * T) indices of the positions predicting a
+    # scored token (`next_token_targets`' True entries, row-major), found on the host
+    targets: torch.Tensor  # (N,) long: the token each of them predicts
+    padded: bool  # some row is shorter than the batch
+
+    def model_inputs(self) -> dict[str, torch.Tensor | None]:
+        """What the model's forward reads, with nothing for transformers to check on the
+        host: no mask and its own positions (0 … T-1, the same) for a batch with no padding,
+        else the 4D causal-and-padding mask (`causal_padding_mask`). The same numbers as
+        handing it the 2D mask (tested to the bit)."""
+        if not self.padded:
+            return {"inputs_embeds": self.inputs_embeds, "attention_mask": None}
+        return {
+            "inputs_embeds": self.inputs_embeds,
+            "attention_mask": causal_padding_mask(self.attention_mask),
+            "position_ids": self.position_ids,
+        }
 
     @property
     def lengths(self) -> torch.Tensor:  # (B,)
@@ -109,5 +136,11 @@ def build_batch(
         mask[b, span] = 1
         labels[b, span] = torch.cat(row_labels)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    mask, positions, labels = (to_device(t, device) for t in (mask, positions, labels))
-    return MixedBatch(inputs, mask, positions, labels)
+    predicts = torch.zeros(B, T, dtype=torch.bool)  # position t predicts a scored token at t+1
+    predicts[:, :-1] = (labels[:, 1:] != IGNORE_INDEX) & (mask[:, :-1] == 1)
+    scored = predicts.flatten().nonzero().flatten()  # (N,)
+    targets = labels.flatten()[scored + 1]  # (N,) the next position's token, same row
+    mask, positions, labels, scored, targets = (
+        to_device(t, device) for t in (mask, positions, labels, scored, targets)
+    )
+    return MixedBatch(inputs, mask, positions, labels, scored, targets, min(lengths) < T)

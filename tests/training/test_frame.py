@@ -406,3 +406,39 @@ def test_the_reconstruction_probe_alone_loads_the_held_out_items(tmp_path):
     cfg = replace(CFG, mix=(), objective="ar", answer_probe_every=0, recon_probe_every=5)
     assert load_frame_data(cfg, tmp_path)[1] == [item]
     assert load_frame_data(replace(cfg, recon_probe_every=0), tmp_path)[1] is None
+
+
+def test_a_micro_step_never_makes_the_host_wait_for_the_card(
+    tiny_llm, data, frame, tmp_path, monkeypatch
+):
+    """Every objective's forward and backward reads no device value on the host (would_sync):
+    on a GPU the host then builds the next micro-step's rows while the card computes."""
+    from would_sync import WouldSync, watching_transfers
+
+    cfg = replace(CFG, answer_probe_every=0, frame_rows=6, seq_batch=2, k_choices=(1, 2, 4, 8))
+    trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame, QA)
+    models = (tiny_llm.model, trainer.tokenizer)
+    weights = [t for m in models for t in (*m.parameters(), *m.buffers())]
+    for objective in ("ar", "reconstruction", "span", "qa", "expand"):
+        with WouldSync(weights) as watch:
+            watching_transfers(monkeypatch, watch)
+            losses, _ = trainer.micro_step(3, objective)
+            losses.mean().backward()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        assert not watch.events, (objective, dict(watch.events))
+
+
+def test_encoding_chunks_of_several_lengths_matches_the_2d_mask(tok):
+    """`encode` hands the encoder no mask (one length) or the 4D one (`causal_padding_mask`):
+    the same bits as the 2D padding mask."""
+    chunks = [torch.arange(3, 3 + n) for n in (16, 5, 11, 16)]
+    ids = torch.zeros(4, 16, dtype=torch.long)
+    mask = torch.zeros(4, 16, dtype=torch.long)
+    for row, c in enumerate(chunks):
+        ids[row, : len(c)], mask[row, : len(c)] = c, 1
+    states = tok(ids, mask)
+    for row, (c, got) in enumerate(zip(chunks, tok.encode(chunks, overhead=10**9), strict=True)):
+        assert torch.equal(got, states[row, : len(c)])
+    full = [c for c in chunks if len(c) == 16]
+    for got in tok.encode(full, overhead=10**9):
+        assert torch.equal(got, tok(full[0][None])[0])
