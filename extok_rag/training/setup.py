@@ -115,8 +115,10 @@ def fit_regression_init(tokenizer: ExtensibleTokenizer, llm: FrozenLLM, chunks: 
     x = adapter.norm(h)[:, 1:].reshape(-1, h.shape[-1])  # (N*(L-1), d), sink position left out
     y = llm.embed_tokens(ids[:, 1:]).float().reshape(-1, h.shape[-1])
     # in float64: float32 LAPACK gave last-bit differences between processes (its kernels
-    # follow the buffers' alignment), which bf16 training steps then amplified
-    w = torch.linalg.lstsq(x.double(), y.double()).solution.float()  # (d, d): x @ w ≈ y
+    # follow the buffers' alignment), which bf16 training steps then amplified; on the host:
+    # CUDA's only driver (QR without pivoting) assumes x has full rank, the host's does not
+    solution = torch.linalg.lstsq(x.double().cpu(), y.double().cpu()).solution
+    w = solution.float().to(x.device)  # (d, d): x @ w ≈ y
     adapter.proj.weight.copy_(w.T)
     residual = (x @ w - y).pow(2).sum()
     return float(1 - residual / (y - y.mean(0)).pow(2).sum())
