@@ -312,7 +312,10 @@ class Trainer:
             except Exception as e:
                 if cfg.probe_failure == "raise":
                     raise
-                setattr(self, name, None)  # it would fail again at every later probe
+                if isinstance(e, torch.cuda.OutOfMemoryError):
+                    torch.cuda.empty_cache()  # the card was full this time: try it next time
+                else:
+                    setattr(self, name, None)  # it would fail again at every later probe
                 result = {"error": f"{type(e).__name__}: {e}"}
             seconds = time.perf_counter() - start
             emit(

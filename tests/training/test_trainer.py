@@ -139,6 +139,23 @@ def test_a_failed_probe_is_recorded_and_training_goes_on(tiny_llm, data, tmp_pat
     assert trainer.tokenizer.training
     assert [e["step"] for e in events if "loss" in e] == [1, 2, 3]
 
+    # a full card is not a broken probe: recorded, and tried again at the next probe
+    full_once = Trainer(replace(CFG, probe_failure="record"), tiny_llm, *data, tmp_path / "oom")
+    run, calls = full_once.probe.run, []
+
+    def out_of_memory_once(llm, tokenizer):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return run(llm, tokenizer)
+
+    full_once.probe.run = out_of_memory_once
+    events = []
+    full_once.run(events.append)
+    probes = [e["probe"] for e in events if "probe" in e]
+    assert probes[0] == {"error": "OutOfMemoryError: CUDA out of memory"}
+    assert len(probes) == 3 and "k2" in probes[1] and full_once.probe is not None
+
     strict = Trainer(CFG, tiny_llm, *data, tmp_path / "strict")
     strict.probe.run = explode
     with pytest.raises(Broken):
