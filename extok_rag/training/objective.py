@@ -113,10 +113,11 @@ def distill_losses(
     with torch.no_grad():
         t_batch = llm.batch(teacher, padding_side="right")
         target = F.log_softmax(llm.scored_logits(t_batch) / temperature, dim=-1)  # (N, V)
+    if len(s_batch.scored) != len(t_batch.scored):  # counted on the host: no device read
+        raise ValueError("teacher and student rows must score the same tokens")
     log_q = F.log_softmax(llm.scored_logits(s_batch) / temperature, dim=-1)  # (N, V)
     kl = F.kl_div(log_q, target, log_target=True, reduction="none").sum(-1) * temperature**2
-    mask = s_batch.next_token_targets  # (R, T-1)
-    if int(mask.sum()) != int(t_batch.next_token_targets.sum()):
-        raise ValueError("teacher and student rows must score the same tokens")
-    per_row = torch.zeros(mask.shape, dtype=kl.dtype, device=kl.device).masked_scatter(mask, kl)
-    return ChunkLosses(per_row.sum(dim=1), mask.sum(dim=1))
+    R, T = s_batch.labels.shape
+    flat = torch.zeros(R * T, dtype=kl.dtype, device=kl.device)
+    per_row = flat.index_copy(0, s_batch.scored, kl).view(R, T)[:, :-1]  # (R, T-1)
+    return ChunkLosses(per_row.sum(dim=1), s_batch.next_token_targets.sum(dim=1))

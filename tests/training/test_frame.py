@@ -419,7 +419,7 @@ def test_a_micro_step_never_makes_the_host_wait_for_the_card(
     trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame, QA)
     models = (tiny_llm.model, trainer.tokenizer)
     weights = [t for m in models for t in (*m.parameters(), *m.buffers())]
-    for objective in ("ar", "reconstruction", "span", "qa", "expand"):
+    for objective in ("ar", "reconstruction", "span", "qa", "expand", "distill"):
         with WouldSync(weights) as watch:
             watching_transfers(monkeypatch, watch)
             losses, _ = trainer.micro_step(3, objective)
