@@ -239,6 +239,4 @@ class FrozenLLM:
     def token_losses(self, batch: MixedBatch) -> torch.Tensor:  # (B, T-1), 0 where no target
         """Next-token negative log-likelihood at every position whose next one is a token."""
         nll = F.cross_entropy(self.scored_logits(batch), batch.targets, reduction="none")  # (N,)
-        B, T = batch.labels.shape
-        flat = torch.zeros(B * T, dtype=nll.dtype, device=nll.device)
-        return flat.index_copy(0, batch.scored, nll).view(B, T)[:, :-1]
+        return batch.per_position(nll)

@@ -81,6 +81,13 @@ class MixedBatch:
             "position_ids": self.position_ids,
         }
 
+    def per_position(self, values: torch.Tensor) -> torch.Tensor:
+        """Values at the scored positions (N,), in `scored`'s order -> (B, T-1), 0 elsewhere:
+        placed by the host's indices, where a boolean mask would need the device's values."""
+        B, T = self.labels.shape
+        flat = torch.zeros(B * T, dtype=values.dtype, device=values.device)
+        return flat.index_copy(0, self.scored, values).view(B, T)[:, :-1]
+
     @property
     def lengths(self) -> torch.Tensor:  # (B,)
         return self.attention_mask.sum(dim=1)

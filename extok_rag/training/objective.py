@@ -117,7 +117,5 @@ def distill_losses(
         raise ValueError("teacher and student rows must score the same tokens")
     log_q = F.log_softmax(llm.scored_logits(s_batch) / temperature, dim=-1)  # (N, V)
     kl = F.kl_div(log_q, target, log_target=True, reduction="none").sum(-1) * temperature**2
-    R, T = s_batch.labels.shape
-    flat = torch.zeros(R * T, dtype=kl.dtype, device=kl.device)
-    per_row = flat.index_copy(0, s_batch.scored, kl).view(R, T)[:, :-1]  # (R, T-1)
-    return ChunkLosses(per_row.sum(dim=1), s_batch.next_token_targets.sum(dim=1))
+    per_row = s_batch.per_position(kl).sum(dim=1)  # (R,)
+    return ChunkLosses(per_row, s_batch.next_token_targets.sum(dim=1))
