@@ -19,6 +19,8 @@ from pathlib import Path
 
 from report import write_section
 
+from extok_rag.training.trainer import failed_probes
+
 
 def load(run: Path) -> tuple[dict, list[dict]]:
     summary = json.loads((run / "summary.json").read_text())
@@ -71,13 +73,8 @@ def probe_rows(log: list[dict]) -> list[str]:
 
 
 def probe_errors(log: list[dict]) -> list[str]:
-    """Probes that raised and were dropped (`probe_failure` "record"): the run trained on."""
-    return [
-        f"- step {rec['step']}: {name} failed and was dropped: {rec[name]['error']}"
-        for rec in log
-        for name in ("probe", "answer_probe", "recon_probe")
-        if isinstance(rec.get(name), dict) and "error" in rec[name]
-    ]
+    """Probes that raised (`probe_failure` "record"): the run trained on."""
+    return [f"- step {step}: {name} failed: {err}" for step, name, err in failed_probes(log)]
 
 
 def memory_line(summary: dict) -> list[str]:

@@ -16,7 +16,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,20 @@ class StepStats:
     cpu_seconds: float  # CPU time of this process over the step (all its threads)
     build_seconds: float  # of `seconds`, the host's building frame rows (examples, tokens, spans)
     objective_losses: dict[str, float]  # mean loss per objective drawn this step
+
+
+PROBES = ("probe", "answer_probe", "recon_probe")  # their results' keys in the log
+
+
+def failed_probes(log: Iterable[dict]) -> list[tuple[int, str, str]]:
+    """(step, probe, error) of each probe a run's log records as failed (`probe_failure`
+    "record": one out of GPU memory is tried again at the next probe, any other dropped)."""
+    return [
+        (event["step"], name, event[name]["error"])
+        for event in log
+        for name in PROBES
+        if isinstance(event.get(name), dict) and "error" in event[name]
+    ]
 
 
 def hardware() -> dict:
@@ -295,13 +309,11 @@ class Trainer:
     def probes(self, emit: Callable[[dict], None], force: bool) -> None:
         """The content probe and the answer probe, each when due (or `force`d)."""
         cfg = self.cfg
+        probes = (self.probe, self.answer_probe, self.recon_probe)
+        periods = (cfg.probe_every, cfg.answer_probe_every, cfg.recon_probe_every)
         due = [
             (name, probe)
-            for name, probe, every in (
-                ("probe", self.probe, cfg.probe_every),
-                ("answer_probe", self.answer_probe, cfg.answer_probe_every),
-                ("recon_probe", self.recon_probe, cfg.recon_probe_every),
-            )
+            for name, probe, every in zip(PROBES, probes, periods, strict=True)
             if probe is not None and (force or self.step % every == 0)
         ]
         for name, probe in due:

@@ -593,12 +593,11 @@ def encode_benchmark(trainer, val, local: bool) -> dict:
 
 
 # -- verify (here) --------------------------------------------------------------------------
-PROBES = ("probe", "answer_probe", "recon_probe")
-
-
 def verify(src: Path) -> list[str]:
     """What went wrong in a run's returned files, [] if nothing: a run trains on past a failed
     probe or profile (`probe_failure` "record"), so its exit status alone does not say."""
+    from extok_rag.training.trainer import failed_probes
+
     summary_file = src / "summary.json"
     if not summary_file.is_file():
         return [f"{summary_file}: missing (the run stopped before its first summary)"]
@@ -612,11 +611,8 @@ def verify(src: Path) -> list[str]:
     if not list(src.glob(SHARD_GLOB)):
         problems.append(f"no {SHARD_GLOB} shards")
     log = src / "log.jsonl"
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        event = json.loads(line)
-        for name in PROBES:
-            if isinstance(event.get(name), dict) and "error" in event[name]:
-                problems.append(f"step {event['step']}: {name} failed: {event[name]['error']}")
+    events = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    problems += [f"step {step}: {name} failed: {err}" for step, name, err in failed_probes(events)]
     for stage in ("profile", "encode"):
         result = summary.get(stage)
         if not isinstance(result, dict) or "error" in result:
