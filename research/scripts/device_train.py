@@ -89,6 +89,12 @@ def working_tree_bytes(root: Path = ROOT) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
+def room_per_call(call_limit: int) -> int:
+    """Bytes a packed part may take: what one call carries, less the working tree every call
+    sends and 2 MiB spare for the tree's growth (`fits` checks it later)."""
+    return call_limit - working_tree_bytes() - 2 * MIB
+
+
 def data_archive(
     data_dir: Path, train_sequences: int, seq_len: int, seed: int
 ) -> tuple[bytes, int]:
@@ -152,7 +158,7 @@ def pack(args: argparse.Namespace) -> dict:
         shutil.rmtree(out / part, ignore_errors=True)
         (out / part).mkdir(parents=True)
     wheels = [] if args.no_wheels else download_wheels(out / PART_A / "wheels")
-    room = args.call_limit - working_tree_bytes() - 2 * MIB  # per call, 2 MiB spare
+    room = room_per_call(args.call_limit)
     size = gguf.stat().st_size
     cut = room - sum(w.stat().st_size for w in wheels)  # part a: the GGUF's head + wheels
     if cut <= 0 or size - cut > room:
@@ -192,7 +198,7 @@ def pack_init(src: Path, out: Path, call_limit: int = CALL_LIMIT) -> dict:
     """Part c: a run's returned checkpoint (`tokenizer-*.safetensors` + config, as `run`
     wrote them), carried by a third call so that `run --init` continues from it."""
     shards, config = returned_checkpoint(src)
-    room = call_limit - working_tree_bytes() - 2 * MIB
+    room = room_per_call(call_limit)
     size = sum(p.stat().st_size for p in [*shards, config])
     if size > room:
         raise SystemExit(f"the checkpoint ({size:,} bytes) does not fit a call of {room:,} bytes")
