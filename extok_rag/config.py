@@ -10,7 +10,9 @@ from typing import Literal
 
 from extok_rag.errors import ExtokError
 
-DownscaleMethod = Literal["strided", "mean", "merge"]
+DownscaleMethod = Literal["strided", "mean", "merge", "query_pool"]
+# down-scales with weights of their own, whose output an index cannot store once and pool later
+LEARNED_DOWNSCALES: tuple[DownscaleMethod, ...] = ("merge", "query_pool")
 AdapterKind = Literal["none", "rmsnorm_linear", "rmsnorm_linear2"]
 
 DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"

@@ -263,6 +263,9 @@ def score_spans(
 
 # -- composing and budgeting ----------------------------------------------------------------
 Part = str | torch.Tensor
+# a down-scale with weights (`ExtensibleTokenizer.downscale_from`): (states[:hi], lo, k) ->
+# states[lo:hi] down-scaled by k, free to read the states before lo
+Pooler = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
 def chunk_parts(
@@ -271,7 +274,7 @@ def chunk_parts(
     raw: set[tuple[int, int]],
     k: int,
     stride: int,
-    pooling: DownscaleMethod = "strided",
+    pooling: DownscaleMethod | Pooler = "strided",
 ) -> list[Part]:
     """One chunk in document order: each run of compressed spans as its stored states (n/s, d)
     down-scaled by k/s (by `pooling`), each expanded span as its text. `raw` holds (start, end)
@@ -282,7 +285,10 @@ def chunk_parts(
     def flush() -> None:
         if run:
             lo, hi = run[0].start // stride, -(-run[-1].end // stride)
-            parts.append(downscale(states[lo:hi], k // stride, pooling))
+            if callable(pooling):
+                parts.append(pooling(states[:hi], lo, k // stride))
+            else:
+                parts.append(downscale(states[lo:hi], k // stride, pooling))
             run.clear()
 
     for span in spans:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from extok_rag.config import DownscaleMethod
+from extok_rag.config import LEARNED_DOWNSCALES, DownscaleMethod
 from extok_rag.errors import ExtokError
 from extok_rag.evaluation.books import Book
 from extok_rag.evaluation.journal import Journal
@@ -203,9 +203,11 @@ def encode_context(
 
 
 def pooling_for(tokenizer: ExtensibleTokenizer, method: DownscaleMethod) -> DownscaleMethod:
-    """The run's down-scale for this row's tokenizer; one without merge weights (the untrained
-    row of a merge run) pools by mean, what an untrained merge tree computes."""
-    return "mean" if method == "merge" and tokenizer.merge is None else method
+    """The run's down-scale for this row's tokenizer; one without the learned down-scale's
+    weights (the untrained row of a merge or query-pool run) pools by mean, what an untrained
+    merge tree computes."""
+    learned = method in LEARNED_DOWNSCALES and tokenizer.config.downscale != method
+    return "mean" if learned else method
 
 
 def stored(states: torch.Tensor, encoding: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+from extok_rag.config import LEARNED_DOWNSCALES
 from extok_rag.errors import IncompatibleModelError
 from extok_rag.indexes import ModelIdentity
 
@@ -50,10 +51,10 @@ class IndexModels:
             return "strided"
         meta = read_checkpoint_config(self.tokenizer_path.expanduser())
         method = str(meta["tokenizer"].get("downscale", "strided"))
-        if method == "merge":
+        if method in LEARNED_DOWNSCALES:
             raise IncompatibleModelError(
-                f"{self.tokenizer_path}: a learned-merge tokenizer cannot be indexed yet (the "
-                "index stores states at stride 2 and pools them at query time)"
+                f"{self.tokenizer_path}: a tokenizer trained with {method} down-scaling cannot "
+                "be indexed yet (the index stores states at stride 2 and pools them at query time)"
             )
         return method
 

@@ -9,7 +9,8 @@ state per token. `downscale` keeps one state per k positions: these are the chun
                                                                               -> (ceil(L/k), d)
 
 Down-scaling is parameter-free (`strided`, `mean`) or learned (`merge`: a tree of pair merges,
-one level per factor of 2, each the pair mean plus a learned correction started at zero).
+one level per factor of 2, each the pair mean plus a learned correction started at zero;
+`query_pool`: the last layer held back and run on k-windows by pooled queries, `query_pool.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from extok_rag import __version__
 from extok_rag.config import (
+    LEARNED_DOWNSCALES,
     AdapterConfig,
     DownscaleMethod,
     ModelIdentity,
@@ -43,6 +45,7 @@ from extok_rag.models.length_groups import batch_overhead, length_groups
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.lora import add_lora, merge_lora
 from extok_rag.models.mixed_input import causal_padding_mask
+from extok_rag.models.query_pool import hold_back_last_layer, query_pool, window_mean
 from extok_rag.models.transfer import to_device
 
 MERGE_LEVELS = 5  # a learned merge tree serves k = 2, 4, ..., 32
@@ -73,15 +76,9 @@ def downscale(states: torch.Tensor, k: int, method: DownscaleMethod = "strided")
     if method == "strided":
         return states[..., downscale_indices(L, k).to(states.device), :]
     if method == "mean":
-        n = -(-L // k)
-        pad = n * k - L
-        padded = nn.functional.pad(states, (0, 0, 0, pad))
-        sums = padded.unflatten(-2, (n, k)).sum(dim=-2)  # (..., n, d)
-        counts = torch.full((n, 1), float(k), device=states.device, dtype=states.dtype)
-        counts[-1] = k - pad
-        return sums / counts
-    if method == "merge":
-        raise ValueError("merge down-scaling has weights: use ExtensibleTokenizer.downscale")
+        return window_mean(states, k)
+    if method in LEARNED_DOWNSCALES:
+        raise ValueError(f"{method} down-scaling has weights: use ExtensibleTokenizer.downscale")
     raise ValueError(f"unknown down-scale method {method!r}")
 
 
@@ -189,6 +186,8 @@ class ExtensibleTokenizer(nn.Module):
         encoder.norm = nn.Identity()  # output the residual stream; the adapter normalises
         if config.lora_rank > 0:
             add_lora(encoder, config.lora_rank, config.lora_alpha)
+        if config.downscale == "query_pool":
+            hold_back_last_layer(encoder)  # its forward stops one layer short; `downscale` runs it
         tokenizer = cls(encoder, config, llm.identity).to(llm.device, llm.dtype)
         return tokenizer.train(False).requires_grad_(False)
 
@@ -196,13 +195,28 @@ class ExtensibleTokenizer(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def pools_queries(self) -> bool:
+        return self.config.downscale == "query_pool"
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """(B, L) ids, right-padded -> (B, L, d) output states (padding rows are junk). The
-        mask: (B, L), (B, 1, L, L) (`causal_padding_mask`) or None (no padding)."""
+        mask: (B, L), (B, 1, L, L) (`causal_padding_mask`) or None (no padding). With query
+        pooling: the residual stream before the held-back layer, which `downscale` runs."""
         h = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
+        return h if self.pools_queries else self.adapt(h)
+
+    def adapt(self, h: torch.Tensor) -> torch.Tensor:
         return self.adapter(h) if self.adapter is not None else h
+
+    def unadapted_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(N, L) ids, unpadded -> (N, L, d): every position's state before the output
+        adapter (with query pooling: the held-back layer at k = 1). The adapter's fits read
+        these."""
+        h = self.encoder(input_ids=input_ids, use_cache=False).last_hidden_state
+        return query_pool(self.encoder, h, 1) if self.pools_queries else h
 
     def encode(
         self, chunks: Sequence[torch.Tensor], overhead: int | None = None
@@ -235,7 +249,19 @@ class ExtensibleTokenizer(nn.Module):
         self, states: torch.Tensor, k: int, method: DownscaleMethod | None = None
     ) -> torch.Tensor:
         """(..., L, d) -> (..., ceil(L/k), d), by default the way this tokenizer was trained."""
+        return self.downscale_from(states, 0, k, method)
+
+    def downscale_from(
+        self, states: torch.Tensor, start: int, k: int, method: DownscaleMethod | None = None
+    ) -> torch.Tensor:
+        """states[..., start:, :] down-scaled: (..., ceil((L - start)/k), d). Only query
+        pooling reads the states before `start` (its keys: the whole chunk up to each window)."""
         method = method or self.config.downscale
+        if method == "query_pool":
+            if not self.pools_queries:
+                raise ValueError("this tokenizer does not hold back a layer to pool queries")
+            return self.adapt(query_pool(self.encoder, states, k, start))
+        states = states[..., start:, :]
         if method != "merge":
             return downscale(states, k, method)
         if self.merge is None:

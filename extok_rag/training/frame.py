@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extok_rag.config import DownscaleMethod
+from extok_rag.config import LEARNED_DOWNSCALES, DownscaleMethod
 from extok_rag.datasets.training_files import (
     PARAGRAPHS_TRAIN_FILE,
     QA_TRAIN_FILE,
@@ -252,6 +252,7 @@ def expand_rows(
     tokens are, the rest of each paragraph compressed by the example's k in document order."""
     cut = [[text_tokens(llm, c, max_tokens, starts=True) for c in ex.contexts] for ex in examples]
     states = iter(tokenizer.encode([c.ids for row in cut for c in row]))
+    pooling = method if method not in LEARNED_DOWNSCALES else tokenizer.downscale_from
     users = []
     for ex, row, k, share in zip(examples, cut, ks, shares, strict=True):
         spans = [chunk_spans(i, c.decoded, c.starts, 1) for i, c in enumerate(row)]
@@ -263,7 +264,7 @@ def expand_rows(
                 {(s.start, s.end) for s in chunk if (s.chunk, s.start, s.end) in raw},
                 k,
                 1,
-                method,
+                pooling,
             )
             for chunk in spans
         ]

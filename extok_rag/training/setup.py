@@ -92,8 +92,8 @@ def fit_standardisation(tokenizer: ExtensibleTokenizer, chunks: torch.Tensor) ->
     adapter = tokenizer.adapter
     if adapter is None or not adapter.cfg.standardize:
         return
-    states = tokenizer.encoder(input_ids=chunks.to(tokenizer.device), use_cache=False)
-    h = states.last_hidden_state[:, 1:].float().reshape(-1, adapter.mean.numel())
+    states = tokenizer.unadapted_states(chunks.to(tokenizer.device))  # (N, L, d)
+    h = states[:, 1:].float().reshape(-1, adapter.mean.numel())
     adapter.mean.copy_(h.mean(dim=0))
     adapter.std.copy_(h.std(dim=0).clamp(min=1e-4))
 
@@ -109,7 +109,7 @@ def fit_regression_init(tokenizer: ExtensibleTokenizer, llm: FrozenLLM, chunks: 
     if adapter is None:
         raise ValueError("regression init needs an adapter")
     ids = chunks.to(tokenizer.device)
-    h = tokenizer.encoder(input_ids=ids, use_cache=False).last_hidden_state.float()
+    h = tokenizer.unadapted_states(ids).float()  # (N, L, d)
     if adapter.cfg.standardize:
         h = (h - adapter.mean) / adapter.std
     x = adapter.norm(h)[:, 1:].reshape(-1, h.shape[-1])  # (N*(L-1), d), sink position left out

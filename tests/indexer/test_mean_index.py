@@ -88,15 +88,16 @@ def test_an_unknown_down_scale_in_the_manifest_is_a_clear_error(mean_index, tmp_
     assert open_index(tmp_path / "idx").manifest.downscale == "strided"
 
 
-def test_a_merge_tokenizer_is_refused_in_one_line_before_any_data_is_written(
-    corpus, tmp_path, tiny_llm, tiny_embedder_dir, settings
+@pytest.mark.parametrize("method", ["merge", "query_pool"])
+def test_a_learned_downscale_tokenizer_is_refused_in_one_line_before_any_data_is_written(
+    corpus, tmp_path, tiny_llm, tiny_embedder_dir, settings, method
 ):
     from extok_rag.errors import IncompatibleModelError
 
-    merge = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1, downscale="merge"))
-    merge.save_pretrained(tmp_path / "merge-ckpt", full=False)
-    models = IndexModels(tiny_llm, tmp_path / "merge-ckpt", tiny_embedder_dir)
-    with pytest.raises(IncompatibleModelError, match="cannot be indexed yet") as err:
+    cfg = TokenizerConfig(num_layers=1, downscale=method)
+    ExtensibleTokenizer.from_llm(tiny_llm, cfg).save_pretrained(tmp_path / "ckpt", full=False)
+    models = IndexModels(tiny_llm, tmp_path / "ckpt", tiny_embedder_dir)
+    with pytest.raises(IncompatibleModelError, match=f"{method} down-scaling cannot") as err:
         build_index(corpus, tmp_path / "idx", models, settings)
     assert "\n" not in str(err.value)
     assert [p.name for p in (tmp_path / "idx").iterdir()] == ["writer.lock"]  # no data, no manifest

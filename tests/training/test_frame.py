@@ -397,6 +397,35 @@ def test_a_merge_run_from_a_mean_checkpoint_starts_at_the_mean_and_trains_its_tr
     )
 
 
+def test_a_query_pool_run_trains_its_held_back_layer_in_every_objective(
+    tiny_llm, data, frame, tmp_path
+):
+    """ARC-style pooled queries: the adapter's fits read the held-back layer at k = 1, every
+    objective (expand's compressed runs included) trains that layer, and the export says so."""
+    cfg = replace(
+        CFG,
+        answer_probe_every=0,
+        train_mode="full",
+        lora_rank=0,
+        downscale="query_pool",
+        adapter_init="regression",
+        k_choices=(1, 2, 4),
+        frame_rows=4,
+    )
+    trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame, QA)
+    held_back = trainer.tokenizer.encoder.layers[1].self_attn.q_proj.weight
+    assert held_back.requires_grad
+    for objective in ("ar", "reconstruction", "span", "qa", "expand", "distill"):
+        losses, _ = trainer.micro_step(0, objective)
+        losses.mean().backward()
+        assert held_back.grad is not None and held_back.grad.abs().sum() > 0, objective
+        trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.train_step()
+    trainer.export(tmp_path / "ckpt")
+    loaded = ExtensibleTokenizer.from_pretrained(tmp_path / "ckpt", tiny_llm)
+    assert loaded.config.downscale == "query_pool" and loaded.pools_queries
+
+
 def test_the_reconstruction_probe_alone_loads_the_held_out_items(tmp_path):
     from extok_rag.cli.train_cmd import load_frame_data
     from extok_rag.datasets.training_files import ANSWER_PROBE_FILE, write_jsonl
