@@ -150,9 +150,8 @@ def kept_rows(measured: set[str], doc: Path = DOC) -> dict[str, str]:
         return {}
     section = text.split(begin, 1)[1].split(end, 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
-    return {
-        row.split("|")[1].strip(): row for row in rows if row.split("|")[1].strip() not in measured
-    }
+    by_variant = {row.split("|")[1].strip(): row for row in rows}
+    return {v: row for v, row in by_variant.items() if v not in measured}
 
 
 # (control, variant) pairs trained in one session on the same batches (same seed and config

@@ -204,8 +204,8 @@ def encode_context(
 
 def pooling_for(tokenizer: ExtensibleTokenizer, method: DownscaleMethod) -> DownscaleMethod:
     """The run's down-scale for this row's tokenizer; one without the learned down-scale's
-    weights (the untrained row of a merge or query-pool run) pools by mean, what an untrained
-    merge tree computes."""
+    weights (the untrained row of a merge or query-pool run) pools by mean (what an untrained
+    merge tree computes, and what query pooling starts next to)."""
     learned = method in LEARNED_DOWNSCALES and tokenizer.config.downscale != method
     return "mean" if learned else method
 

@@ -18,6 +18,7 @@ reads them as `ask --mode expand` does (best-matching sentences raw, the rest co
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extok_rag.config import LEARNED_DOWNSCALES, DownscaleMethod
+from extok_rag.config import DownscaleMethod
 from extok_rag.datasets.training_files import (
     PARAGRAPHS_TRAIN_FILE,
     QA_TRAIN_FILE,
@@ -252,7 +253,8 @@ def expand_rows(
     tokens are, the rest of each paragraph compressed by the example's k in document order."""
     cut = [[text_tokens(llm, c, max_tokens, starts=True) for c in ex.contexts] for ex in examples]
     states = iter(tokenizer.encode([c.ids for row in cut for c in row]))
-    pooling = method if method not in LEARNED_DOWNSCALES else tokenizer.downscale_from
+    # the tokenizer's own down-scale: a learned one (query pooling) reads the chunk before a run
+    pooling = functools.partial(tokenizer.downscale_from, method=method)
     users = []
     for ex, row, k, share in zip(examples, cut, ks, shares, strict=True):
         spans = [chunk_spans(i, c.decoded, c.starts, 1) for i, c in enumerate(row)]
