@@ -356,6 +356,18 @@ def check_k(k: int, stride: int) -> int:
     return k
 
 
+def check_stored_stride(method: str, stride: int) -> int:
+    """`stride`, or a one-line error when a tokenizer down-scaling by `method` cannot be stored
+    at it: query pooling stores every position's state (stride 1), since its held-back layer
+    reads each position's key when a reader pools."""
+    if method == "query_pool" and stride != 1:
+        raise ValueError(
+            f"a tokenizer that pools queries is stored at stride 1 (every position), not "
+            f"{stride}: its held-back layer reads each position's key when a reader pools"
+        )
+    return stride
+
+
 @dataclass(frozen=True)
 class AskConfig:
     """How retrieved chunks reach the frozen LLM.

@@ -266,6 +266,14 @@ Part = str | torch.Tensor
 # a down-scale with weights (`ExtensibleTokenizer.downscale_from`): (states[:hi], lo, k) ->
 # states[lo:hi] down-scaled by k, free to read the states before lo
 Pooler = Callable[[torch.Tensor, int, int], torch.Tensor]
+Pooling = DownscaleMethod | Pooler  # how stored states are read at k (`ask/pooling.py`)
+
+
+def pool_run(states: torch.Tensor, lo: int, hi: int, k: int, pooling: Pooling) -> torch.Tensor:
+    """states[lo:hi] (of (n, d)) down-scaled by k by `pooling`: (ceil((hi - lo) / k), d)."""
+    if callable(pooling):
+        return pooling(states[:hi], lo, k)
+    return downscale(states[lo:hi], k, pooling)
 
 
 def chunk_parts(
@@ -274,7 +282,7 @@ def chunk_parts(
     raw: set[tuple[int, int]],
     k: int,
     stride: int,
-    pooling: DownscaleMethod | Pooler = "strided",
+    pooling: Pooling = "strided",
 ) -> list[Part]:
     """One chunk in document order: each run of compressed spans as its stored states (n/s, d)
     down-scaled by k/s (by `pooling`), each expanded span as its text. `raw` holds (start, end)
@@ -285,10 +293,7 @@ def chunk_parts(
     def flush() -> None:
         if run:
             lo, hi = run[0].start // stride, -(-run[-1].end // stride)
-            if callable(pooling):
-                parts.append(pooling(states[:hi], lo, k // stride))
-            else:
-                parts.append(downscale(states[lo:hi], k // stride, pooling))
+            parts.append(pool_run(states, lo, hi, k // stride, pooling))
             run.clear()
 
     for span in spans:

@@ -39,7 +39,7 @@ def retrieved(
     check_models(snapshot, llm, embedder)
     if cfg.mode == "none":
         return []
-    return retrieve(snapshot, embedder, question, cfg.top_n, cfg.retrieval)
+    return retrieve(snapshot, embedder, question, cfg.top_n, cfg.retrieval, llm)
 
 
 def describe(prompt: Prompt, chunks: list[Retrieved]) -> dict:

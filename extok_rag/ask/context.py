@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from extok_rag.ask.pooling import tokenizer_pooling
 from extok_rag.ask.retrieval import Retrieved
 from extok_rag.chunking import Chunker, ChunkingConfig
 from extok_rag.models.defaults import resolve_tokenizer
@@ -40,7 +41,7 @@ def context_chunks(
     pieces = Chunker(llm.tokenizer, ChunkingConfig(chunk_tokens=chunk_tokens)).split(name, text)
     ids = [torch.from_numpy(c.token_ids) for c in pieces]
     states = tokenizer.stored_states(ids, CONTEXT_STRIDE) if ids else []
-    pooling = tokenizer.config.downscale
+    pooling = tokenizer_pooling(tokenizer)
     return [
         Retrieved(-1, 0.0, c.doc_path, c.text, c.n_tokens, s, pooling)
         for c, s in zip(pieces, states, strict=True)

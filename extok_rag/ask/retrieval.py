@@ -3,8 +3,9 @@ stored states down-scaled to k.
 
 States are stored at the index's base stride s; a chunk is read at k (a multiple of s) by
 down-scaling the stored states by k / s, the way the tokenizer was trained (the manifest's
-`downscale`: strided sampling or window means). No extensible tokenizer runs here: the index
-already holds its output.
+`downscale`: strided sampling or window means). No extensible tokenizer runs here, the index
+already holds its output; except for a tokenizer that pools queries, whose held-back last
+layer pools the stored states (`ask/pooling.py`).
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extok_rag.config import RETRIEVERS, DownscaleMethod, check_k
+from extok_rag.ask.pooling import snapshot_pooling
+from extok_rag.config import RETRIEVERS, check_k
 from extok_rag.errors import ExtokError, IncompatibleModelError
 from extok_rag.indexes import IndexSnapshot
 from extok_rag.models.embedder import Embedder
-from extok_rag.models.extensible_tokenizer import downscale
 from extok_rag.models.llm import FrozenLLM
-from extok_rag.spans import Span, score_spans, sentence_starts, words
+from extok_rag.spans import Pooling, Span, pool_run, score_spans, sentence_starts, words
 
 
 @dataclass(frozen=True)
 class Retrieved:
     """One retrieved chunk: its score, text and stored states (n_states, d) float16, pooled
-    from the tokenizer's output by `pooling` (and read at larger k the same way)."""
+    from the tokenizer's output by `pooling` and read at larger k the same way (a method's
+    name, or the held-back layer of a tokenizer that pools queries: `ask/pooling.py`)."""
 
     row_id: int
     score: float
@@ -37,7 +39,7 @@ class Retrieved:
     text: str
     n_tokens: int
     states: np.ndarray
-    pooling: DownscaleMethod = "strided"
+    pooling: Pooling = "strided"
 
 
 def check_llm(snapshot: IndexSnapshot, llm: FrozenLLM) -> None:
@@ -81,11 +83,14 @@ def retrieve(
     question: str,
     n: int,
     method: str = "vector",
+    llm: FrozenLLM | None = None,
 ) -> list[Retrieved]:
     """Top-n chunks, best first, by `method` (one of RETRIEVERS): inner product of normalised
     MiniLM vectors (`vector`), LanceDB's full-text BM25 (`text`), both fused by reciprocal
     rank (`hybrid`: the second hop's paragraph often shares words, not meaning, with the
-    question; docs/benchmarks.md "hybrid-retrieval"), or `two-hop` (`second_hop`)."""
+    question; docs/benchmarks.md "hybrid-retrieval"), or `two-hop` (`second_hop`). `llm`:
+    the LLM the chunks are read by, which the index of a tokenizer that pools queries needs
+    to pool them (`snapshot_pooling`); a retriever that only ranks can leave it out."""
     if method not in RETRIEVERS:
         raise ExtokError(f"unknown retrieval {method!r}: one of {', '.join(RETRIEVERS)}")
     if snapshot.manifest.counts.chunks == 0:
@@ -97,7 +102,7 @@ def retrieve(
     else:
         hits = ranked_hits(snapshot, embedder, question, n, method)
         rows, scores = snapshot.table.fetch([i for i, _ in hits]), [s for _, s in hits]
-    pooling = snapshot.manifest.downscale
+    pooling = snapshot_pooling(snapshot, llm)
     return [
         Retrieved(r.row_id, s, r.doc_path, r.text, r.n_tokens, r.states, pooling)
         for r, s in zip(rows, scores, strict=True)
@@ -180,4 +185,4 @@ def ranked_hits(snapshot, embedder, question: str, n: int, method: str) -> list[
 def chunk_embeddings(chunk: Retrieved, k: int, stride: int) -> torch.Tensor:
     """Stored states (stride s) down-scaled to k: (ceil(n_states / (k/s)), d) float32."""
     states = torch.from_numpy(chunk.states.astype(np.float32))
-    return downscale(states, check_k(k, stride) // stride, chunk.pooling)
+    return pool_run(states, 0, len(states), check_k(k, stride) // stride, chunk.pooling)

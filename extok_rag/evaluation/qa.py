@@ -126,7 +126,9 @@ def evaluate_qa(
     items = qa.items[: cfg.questions]
     conds = [c for c in conditions(cfg) if family(c, cfg) in rows]
     depth = max(c.top_n for c in conds)
-    hits = [retrieve(snapshot, embedder, item.question, depth, cfg.retrieval) for item in items]
+    hits = [
+        retrieve(snapshot, embedder, item.question, depth, cfg.retrieval, llm) for item in items
+    ]
     raw = Condition("raw", "raw", cfg.top_n)
     raw_positions = (
         [
@@ -237,7 +239,7 @@ def time_questions(
     for item, budget in zip(items, budgets, strict=False):
         start = time.perf_counter()
         chunks = (
-            retrieve(snapshot, embedder, item.question, cond.top_n, cfg.retrieval)
+            retrieve(snapshot, embedder, item.question, cond.top_n, cfg.retrieval, llm)
             if cond.top_n
             else []
         )

@@ -20,14 +20,19 @@ from extok_rag.errors import IncompatibleModelError, IndexStoreError
 # int8 states, so a float16 index stays readable by releases that know version 1 only, and
 # those refuse an int8 index instead of misreading its bytes. 3: `downscale` recorded; written
 # only for mean-pooled states, which releases that know versions 1-2 would read as strided.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+# 4: states before the tokenizer's held-back layer (`downscale` query_pool, stride 1), which
+# readers pool by running that layer; releases that know versions 1-3 would read them as
+# extensible embeddings.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 MANIFEST_NAME = "manifest.json"
 DOWNSCALE_METHODS = get_args(DownscaleMethod)
 
 
 def format_for(state_encoding: str, downscale: str = "strided") -> int:
     """The format version a manifest with these states is written with."""
+    if downscale == "query_pool":
+        return 4
     if downscale != "strided":
         return 3
     return 1 if state_encoding == "float16" else 2
@@ -57,9 +62,10 @@ class Manifest:
     there); `vector_file`: the FAISS file, in the index folder, built from that version;
     `state_encoding`: how states are stored ("float16" or "int8", see indexes/table.py).
     `downscale`: how the tokenizer's states were pooled to the stride, and how readers pool
-    them further ("strided": the last state of each window; "mean": the window's mean), the
-    method the extensible tokenizer was trained with. Indexes made before it was recorded are
-    strided.
+    them further ("strided": the last state of each window; "mean": the window's mean;
+    "query_pool": the residual stream before the tokenizer's held-back layer at every position,
+    which readers run that layer on, `ask/pooling.py`), the method the extensible tokenizer was
+    trained with. Indexes made before it was recorded are strided.
     """
 
     llm: ModelIdentity

@@ -10,7 +10,6 @@ import json
 from functools import cached_property
 from pathlib import Path
 
-from extok_rag.config import LEARNED_DOWNSCALES
 from extok_rag.errors import IncompatibleModelError
 from extok_rag.indexes import ModelIdentity
 
@@ -44,16 +43,17 @@ class IndexModels:
     @cached_property
     def tokenizer_downscale(self) -> str:
         """The down-scale the extensible tokenizer was trained with, read from its config
-        (strided for the untrained one)."""
+        (strided for the untrained one). A merge tree's output depends on k, so it cannot be
+        stored once; query pooling's can, as the states before its held-back layer."""
         from extok_rag.models.checkpoint import read_checkpoint_config
 
         if self.tokenizer_path is None:
             return "strided"
         meta = read_checkpoint_config(self.tokenizer_path.expanduser())
         method = str(meta["tokenizer"].get("downscale", "strided"))
-        if method in LEARNED_DOWNSCALES:
+        if method == "merge":
             raise IncompatibleModelError(
-                f"{self.tokenizer_path}: a tokenizer trained with {method} down-scaling cannot "
+                f"{self.tokenizer_path}: a tokenizer trained with merge down-scaling cannot "
                 "be indexed yet (the index stores states at stride 2 and pools them at query time)"
             )
         return method

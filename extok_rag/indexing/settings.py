@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extok_rag.chunking import ChunkingConfig
+from extok_rag.config import check_stored_stride
 from extok_rag.errors import IncompatibleModelError, IndexStoreError
 from extok_rag.indexes import (
     DEFAULT_HNSW_THRESHOLD,
@@ -22,7 +23,8 @@ from extok_rag.indexing.models import IndexModels
 
 # Base stride 2: half the disk of stride 1 and every even k stays possible at query time,
 # which covers the paper's k in {2, 4, 8, 16, 32}; k = 1 (no compression) is what raw tokens
-# are for. Bytes per token measured in docs/indexing.md.
+# are for. Bytes per token measured in docs/indexing.md. A tokenizer that pools queries is
+# indexed at stride 1 (`resolve_target`).
 DEFAULT_STRIDE = 2
 # int8 (d + 2 bytes per state: about half of float16's 2·d; see indexes/table.py): on the same
 # questions and windows it answered as float16 does (eval qa ×4, both sets: 0 / 0 paired
@@ -88,7 +90,10 @@ def resolve_target(
     """The target of a run with these settings over the index of `manifest` (None: a new
     one); ValueError / IndexStoreError for a stride or state encoding that cannot be."""
     chunking = resolve_chunking(settings, manifest)
+    downscale = models.tokenizer_downscale
     stride = settings.stride or (manifest.stride if manifest else DEFAULT_STRIDE)
+    if downscale == "query_pool":  # every position's state (`check_stored_stride`)
+        stride = check_stored_stride(downscale, settings.stride or 1)
     encoding = settings.state_encoding or (
         manifest.state_encoding if manifest else DEFAULT_STATE_ENCODING
     )
@@ -105,7 +110,7 @@ def resolve_target(
         stride,
         chunking.to_dict(),
         encoding,
-        models.tokenizer_downscale,
+        downscale,
     )
 
 

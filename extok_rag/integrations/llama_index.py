@@ -35,6 +35,7 @@ from extok_rag.ask.answer import describe
 from extok_rag.ask.build import build_prompt
 from extok_rag.ask.conversation import Condenser, Turn, converse
 from extok_rag.ask.modes import SCORES_SPANS
+from extok_rag.ask.pooling import snapshot_pooling, tokenizer_pooling
 from extok_rag.ask.retrieval import Retrieved, check_embedder, check_llm, retrieve
 from extok_rag.config import AskConfig, GenerationConfig, RuntimeConfig
 from extok_rag.indexes import IndexSnapshot, open_index
@@ -167,7 +168,7 @@ class ExtokQueryEngine(CustomQueryEngine):
                 row.text,
                 row.n_tokens,
                 row.states,
-                self.snapshot.manifest.downscale,
+                snapshot_pooling(self.snapshot, self.llm),
             )
         return self.compress_node(node)
 
@@ -179,7 +180,7 @@ class ExtokQueryEngine(CustomQueryEngine):
         ids = self.llm.tokenize(text)
         states = self.tokenizer.stored_states([ids], self.stride)[0]  # (ceil(L/s), d)
         path = str(node.node.metadata.get("file_path", node.node.node_id))
-        pooling = self.tokenizer.config.downscale
+        pooling = tokenizer_pooling(self.tokenizer)
         return Retrieved(-1, node.score or 0.0, path, text, int(ids.numel()), states, pooling)
 
 

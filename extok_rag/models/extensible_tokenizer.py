@@ -31,6 +31,7 @@ from extok_rag.config import (
     DownscaleMethod,
     ModelIdentity,
     TokenizerConfig,
+    check_stored_stride,
     write_json,
 )
 from extok_rag.errors import CheckpointError, IncompatibleModelError
@@ -274,17 +275,23 @@ class ExtensibleTokenizer(nn.Module):
     ) -> list[np.ndarray]:
         """Text -> extensible embeddings as an index stores them: each chunk ((L_i,) ids)
         encoded on its own, down-scaled by the base stride the way this tokenizer was trained,
-        as float16 (ceil(L_i / stride), d). Chunks run sorted by length, in batches of at most
-        `batch_tokens` padded tokens. The indexer, `generate` and the LlamaIndex adapter all
-        encode here."""
+        as float16 (ceil(L_i / stride), d). With query pooling: every position's state before
+        the held-back layer (stride 1 only), which `downscale_from` pools at any k. Chunks run
+        sorted by length, in batches of at most `batch_tokens` padded tokens. The indexer,
+        `generate` and the LlamaIndex adapter all encode here."""
         from extok_rag.models.embedder import length_batches
 
+        check_stored_stride(self.config.downscale, stride)
         out: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(chunks)
         order = sorted(range(len(chunks)), key=lambda i: int(chunks[i].numel()))
         for batch in length_batches([int(chunks[i].numel()) for i in order], batch_tokens):
             rows = [order[j] for j in batch]
             for i, states in zip(rows, self.encode([chunks[i] for i in rows]), strict=True):
-                kept = downscale(states, stride, self.config.downscale)  # (ceil(L/s), d)
+                kept = (
+                    states
+                    if self.pools_queries
+                    else downscale(states, stride, self.config.downscale)
+                )  # (ceil(L/s), d)
                 out[i] = kept.to("cpu", torch.float16).numpy()
         return out
 

@@ -8,10 +8,12 @@ import pytest
 
 from extok_rag.errors import IncompatibleModelError, IndexStoreError
 from extok_rag.indexes.manifest import (
+    FORMAT_VERSION,
     IndexCounts,
     Manifest,
     ModelIdentity,
     check_compatible,
+    format_for,
     manifest_path,
     read_manifest,
     write_manifest,
@@ -67,10 +69,16 @@ def test_corrupt_manifest_is_one_line_index_store_error(tmp_path, content):
 
 
 def test_newer_format_version_refused(tmp_path):
-    data = make_manifest().to_dict() | {"format_version": 4}
+    data = make_manifest().to_dict() | {"format_version": FORMAT_VERSION + 1}
     manifest_path(tmp_path).write_text(json.dumps(data))
-    with pytest.raises(IndexStoreError, match="format version 4"):
+    with pytest.raises(IndexStoreError, match=f"format version {FORMAT_VERSION + 1}"):
         read_manifest(tmp_path)
+
+
+def test_each_kind_of_states_is_written_with_the_oldest_format_that_reads_it_right():
+    assert format_for("float16") == 1 and format_for("int8") == 2
+    assert format_for("int8", "mean") == 3 and format_for("float16", "query_pool") == 4
+    assert FORMAT_VERSION == 4
 
 
 def test_a_version_1_manifest_reads_as_float16_states(tmp_path):
