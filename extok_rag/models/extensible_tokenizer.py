@@ -269,6 +269,34 @@ class ExtensibleTokenizer(nn.Module):
             raise ValueError("this tokenizer has no merge weights")
         return self.merge(states, k)
 
+    def downscale_each(
+        self,
+        states: Sequence[torch.Tensor],
+        ks: Sequence[int],
+        method: DownscaleMethod | None = None,
+    ) -> list[torch.Tensor]:
+        """Each (L_i, d) down-scaled by its k_i, in order. Pooled queries run in a few padded
+        batches per k (`length_groups`), not one chunk at a time: a training batch pools
+        hundreds of paragraphs, and on a GPU each call is a few dozen kernel launches."""
+        method = method or self.config.downscale
+        if method != "query_pool" or not states:
+            return [self.downscale(s, k, method) for s, k in zip(states, ks, strict=True)]
+        if not self.pools_queries:
+            raise ValueError("this tokenizer does not hold back a layer to pool queries")
+        out: list[torch.Tensor] = [torch.empty(0)] * len(states)
+        lengths = [int(s.shape[0]) for s in states]
+        for k in sorted(set(ks)):
+            rows = [i for i, ki in enumerate(ks) if ki == k]
+            for group in length_groups([lengths[i] for i in rows], batch_overhead(self.device)):
+                idx = [rows[g] for g in group]
+                h = nn.utils.rnn.pad_sequence([states[i] for i in idx], batch_first=True)
+                lens = torch.tensor([lengths[i] for i in idx], device=h.device)
+                padded = bool((lens < h.shape[1]).any())
+                y = self.adapt(query_pool(self.encoder, h, k, lengths=lens if padded else None))
+                for row, i in enumerate(idx):
+                    out[i] = y[row, : -(-lengths[i] // k)]  # (ceil(L_i / k), d)
+        return out
+
     @torch.inference_mode()
     def stored_states(
         self, chunks: Sequence[torch.Tensor], stride: int, batch_tokens: int = 16_384

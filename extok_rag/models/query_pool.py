@@ -27,15 +27,19 @@ from torch.nn import functional as F
 from extok_rag.errors import IncompatibleModelError
 
 
+def window_sums(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., L, d) -> (..., ceil(L/k), d): the sum of each k-window (the last may be shorter)."""
+    n = -(-x.shape[-2] // k)
+    return F.pad(x, (0, 0, 0, n * k - x.shape[-2])).unflatten(-2, (n, k)).sum(dim=-2)
+
+
 def window_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     """(..., L, d) -> (..., ceil(L/k), d): the mean of each k-window (the last may be shorter)."""
     L = x.shape[-2]
     n = -(-L // k)
-    pad = n * k - L
-    sums = F.pad(x, (0, 0, 0, pad)).unflatten(-2, (n, k)).sum(dim=-2)  # (..., n, d)
     counts = torch.full((n, 1), float(k), device=x.device, dtype=x.dtype)
-    counts[-1] = k - pad
-    return sums / counts
+    counts[-1] = L - (n - 1) * k
+    return window_sums(x, k) / counts
 
 
 def held_back_layer(encoder: nn.Module) -> nn.Module:
@@ -58,10 +62,18 @@ def hold_back_last_layer(encoder: nn.Module) -> None:
     held_back_layer(encoder)
 
 
-def query_pool(encoder: nn.Module, h: torch.Tensor, k: int, start: int = 0) -> torch.Tensor:
+def query_pool(
+    encoder: nn.Module,
+    h: torch.Tensor,
+    k: int,
+    start: int = 0,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Run the held-back layer on k-windows of h[..., start:, :], its keys all of h.
 
-    h: (..., L, d), the residual stream after the encoder's N-1 layers (unpadded rows).
+    h: (..., L, d), the residual stream after the encoder's N-1 layers: unpadded rows, or
+    (B, L, d) rows padded past `lengths` (B,), each pooled to its own length (start 0; a
+    row's windows past its length are junk, for the caller to drop).
     Returns (..., ceil((L - start) / k), d), before the output adapter.
     """
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -73,8 +85,13 @@ def query_pool(encoder: nn.Module, h: torch.Tensor, k: int, start: int = 0) -> t
     lead, (L, d) = h.shape[:-2], h.shape[-2:]
     x = h.reshape(-1, L, d)  # (B, L, d)
     B, hd = x.shape[0], attn.head_dim
-    positions = torch.arange(L, device=x.device)[None].expand(B, L)
-    cos, sin = encoder.rotary_emb(x, positions)  # (B, L, hd) each
+    span = torch.arange(L, device=x.device)
+    length = torch.full((B, 1), L, device=x.device) if lengths is None else lengths[:, None]
+    if lengths is not None:
+        if start or len(lead) != 1:
+            raise ValueError("padded rows: (B, L, d) states from the chunk's start")
+        x = x * (span[None, :] < length)[..., None]  # (B, L, d), zero past each length
+    cos, sin = encoder.rotary_emb(x, span[None].expand(B, L))  # (B, L, hd) each
 
     xn = layer.input_layernorm(x)
     q = attn.q_proj(xn).view(B, L, -1, hd).transpose(1, 2)  # (B, H, L, hd)
@@ -82,15 +99,19 @@ def query_pool(encoder: nn.Module, h: torch.Tensor, k: int, start: int = 0) -> t
     value = attn.v_proj(xn).view(B, L, -1, hd).transpose(1, 2)  # (B, Hkv, L, hd)
     q, key = apply_rotary_pos_emb(q, key, cos, sin)
 
-    pooled_q = window_mean(q[..., start:, :], k)  # (B, H, n, hd)
-    n = pooled_q.shape[-2]
-    ends = (start + torch.arange(1, n + 1, device=x.device) * k).clamp(max=L)  # (n,)
-    visible = torch.arange(L, device=x.device)[None, :] < ends[:, None]  # (n, L)
+    n = -(-(L - start) // k)
+    window = torch.arange(n, device=x.device)  # (n,)
+    ends = torch.minimum(start + (window[None] + 1) * k, length)  # (B, n)
+    counts = (ends - start - window[None] * k).clamp(min=1).to(x.dtype)  # (B, n)
+    if lengths is not None:
+        q = q * (span[None, :] < length)[:, None, :, None]  # a padded query adds nothing
+    pooled_q = window_sums(q[..., start:, :], k) / counts[:, None, :, None]  # (B, H, n, hd)
+    visible = span[None, None, :] < ends[..., None]  # (B, n, L)
     out = F.scaled_dot_product_attention(
-        pooled_q, key, value, attn_mask=visible, scale=attn.scaling, enable_gqa=True
+        pooled_q, key, value, attn_mask=visible[:, None], scale=attn.scaling, enable_gqa=True
     )  # (B, H, n, hd)
     out = attn.o_proj(out.transpose(1, 2).reshape(B, n, -1))  # (B, n, d)
 
-    y = window_mean(x[:, start:], k) + out  # the residual, pooled
+    y = window_sums(x[:, start:], k) / counts[..., None] + out  # the residual, pooled
     y = y + layer.mlp(layer.post_attention_layernorm(y))
     return y.reshape(*lead, n, d)

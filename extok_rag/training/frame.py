@@ -185,7 +185,7 @@ def compress_texts(
     down-scaled by its k: (ceil(L_i / k_i), d) each."""
     ids = [text_tokens(llm, t, max_tokens).ids for t in texts]
     states = tokenizer.encode(ids)
-    return [tokenizer.downscale(s, k, method) for s, k in zip(states, ks, strict=True)]
+    return tokenizer.downscale_each(states, ks, method)
 
 
 def answer_row(llm: FrozenLLM, user: Sequence[str | torch.Tensor], answer: str) -> Row:

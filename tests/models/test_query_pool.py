@@ -118,3 +118,34 @@ def test_it_saves_loads_and_needs_its_held_back_layer(tiny_llm, tmp_path):
         ExtensibleTokenizer.from_llm(tiny_llm).downscale(torch.zeros(4, 64), 2, "query_pool")
     with pytest.raises(ValueError, match="at least one"):
         pooled(tiny_llm, num_layers=0)
+
+
+def test_rows_of_many_lengths_and_ks_pool_in_padded_batches_as_one_by_one(tiny_llm, monkeypatch):
+    from extok_rag.models import extensible_tokenizer
+
+    monkeypatch.setattr(extensible_tokenizer, "batch_overhead", lambda device: 10_000)
+    tok = pooled(tiny_llm, num_layers=2, adapter=AdapterConfig(kind="rmsnorm_linear"))
+    lengths, ks = [16, 5, 23, 9, 16, 1, 12], [4, 4, 4, 2, 2, 1, 8]
+    with torch.no_grad():
+        states = [tok(ids(n, seed)[None])[0] for seed, n in enumerate(lengths)]
+        one_by_one = [tok.downscale(s, k) for s, k in zip(states, ks, strict=True)]
+        batched = tok.downscale_each(states, ks)  # one padded group per k
+    for got, want in zip(batched, one_by_one, strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_batches_pass_gradients_to_the_held_back_layer_as_one_by_one(tiny_llm):
+    tok = pooled(tiny_llm, num_layers=2)
+    layer = tok.encoder.layers[-1]
+    layer.requires_grad_(True)
+    states = [tok(ids(n, n)[None])[0].detach() for n in (11, 4, 8)]
+    grads = []
+    for pool in (
+        lambda: tok.downscale_each(states, [4, 4, 4]),
+        lambda: [tok.downscale(s, 4) for s in states],
+    ):
+        layer.zero_grad()
+        sum(y.square().sum() for y in pool()).backward()
+        grads.append(layer.mlp.down_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
