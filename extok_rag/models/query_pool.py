@@ -15,7 +15,8 @@ A pooled query scores each key by the mean of its window's logits, so the window
 written by attention over the whole chunk rather than averaged after it. ARC-Encoder drops
 the residual there; here it is pooled, so at initialisation the output is mean pooling of a
 layer that reads its window's mean query, and at k = 1 it is the layer itself. The output
-depends on k, so an index cannot store it once and pool it later: research only for now.
+depends on k, so an index stores the layer's input instead (every position's residual stream,
+stride 1) and readers run the layer when they pool (`ask/pooling.py`).
 """
 
 from __future__ import annotations
