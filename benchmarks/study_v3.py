@@ -159,7 +159,9 @@ def kept_rows(measured: set[str], doc: Path = DOC) -> dict[str, str]:
 PAIRS = (
     ("d8-full-recon", "d8-full-query-pool-recon"),
     ("d8-full-again", "d8-full-query-pool"),
+    ("d8-full-recon-long", "d8-full-query-pool-recon-long"),  # the first pair to 75 CPU-min
 )
+PROBES = (("recon_probe", "reconstruction"), ("answer_probe", "answer"))
 
 
 def paired_losses(control: Path, variant: Path) -> dict | None:
@@ -188,6 +190,25 @@ def paired_losses(control: Path, variant: Path) -> dict | None:
         "thirds": [statistics.median(t) for t in thirds if t],
         "per_objective": per_objective,
     }
+
+
+def probe_pairs_table(home: Path) -> str | None:
+    """Each pair's probes at every step both runs probed: gap shares at ×2 / ×4 / ×8."""
+    lines = [
+        "| control → variant | step | probe | control ×2 / ×4 / ×8 | variant ×2 / ×4 / ×8 |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for control, variant in PAIRS:
+        a, b = records(home / f"v3s-{control}"), records(home / f"v3s-{variant}")
+        for key, name in PROBES:
+            pa, pb = dict(probe_points(a, key)), dict(probe_points(b, key))
+            for step in sorted(set(pa) & set(pb)):
+                gaps = [
+                    " / ".join(f"{100 * p.get(f'gap_k{k}', float('nan')):.0f}%" for k in (2, 4, 8))
+                    for p in (pa[step], pb[step])
+                ]
+                lines.append(f"| {control} → {variant} | {step} | {name} | {gaps[0]} | {gaps[1]} |")
+    return "\n".join(lines) if len(lines) > 2 else None
 
 
 def pairs_table(home: Path) -> str | None:
@@ -243,9 +264,11 @@ def main() -> None:
             "Study v3: paired training losses",
             "Pairs run in one session on this machine, on the same batches (same seed, the "
             "same k per row at every step): the variant's training loss minus the "
-            "control's, step by step (negative: the variant lower). In ~50 steps no batch "
-            "repeats (60,000 paragraphs, 11,400 sequences): each step compares on unseen data.",
-            pairs,
+            "control's, step by step (negative: the variant lower). In 150 steps no batch "
+            "repeats (60,000 paragraphs, 11,400 sequences): each step compares on unseen data. "
+            "The second table: the probes at the steps both runs probed (a run's steps in its "
+            "CPU-minutes differ, so its last probe can fall at another step).",
+            "\n\n".join(t for t in (pairs, probe_pairs_table(home_dir() / "runs")) if t),
             not args.no_write,
         )
 
