@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from extok_rag.errors import ExtokError
+from extok_rag.errors import ExtokError, IncompatibleModelError
 
 DownscaleMethod = Literal["strided", "mean", "merge", "query_pool"]
 # down-scales with weights of their own, whose output an index cannot store once and pool later
@@ -357,11 +357,11 @@ def check_k(k: int, stride: int) -> int:
 
 
 def check_stored_stride(method: str, stride: int) -> int:
-    """`stride`, or a one-line error when a tokenizer down-scaling by `method` cannot be stored
-    at it: query pooling stores every position's state (stride 1), since its held-back layer
-    reads each position's key when a reader pools."""
+    """`stride`, or a one-line IncompatibleModelError when a tokenizer down-scaling by `method`
+    cannot be stored at it: query pooling stores every position's state (stride 1), since its
+    held-back layer reads each position's key when a reader pools."""
     if method == "query_pool" and stride != 1:
-        raise ValueError(
+        raise IncompatibleModelError(
             f"a tokenizer that pools queries is stored at stride 1 (every position), not "
             f"{stride}: its held-back layer reads each position's key when a reader pools"
         )

@@ -99,10 +99,29 @@ def test_another_stride_is_refused_in_one_line_before_any_data_is_written(
     corpus, tmp_path, tiny_llm, tiny_embedder_dir, pool_checkpoint, settings
 ):
     models = IndexModels(tiny_llm, pool_checkpoint, tiny_embedder_dir)
-    with pytest.raises(ValueError, match="stored at stride 1") as err:
+    with pytest.raises(IncompatibleModelError, match="stored at stride 1") as err:
         build_index(corpus, tmp_path / "idx2", models, replace(settings, stride=2))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "idx2" / "manifest.json").exists()
+
+
+def test_the_command_line_says_so_in_one_line(
+    corpus, tmp_path, tiny_llm_dir, tiny_embedder_dir, pool_checkpoint
+):
+    import typer
+    from typer.testing import CliRunner
+
+    from extok_rag.cli.index_cmd import index
+
+    app = typer.Typer()
+    app.command()(index)
+    app.command()(lambda: None)  # two commands: typer keeps "index" as a subcommand
+    args = [str(corpus), "--index", str(tmp_path / "idx3"), "--llm", str(tiny_llm_dir)]
+    args += ["--embedder", str(tiny_embedder_dir), "--tokenizer", str(pool_checkpoint)]
+    result = CliRunner().invoke(app, ["index", *args, "--stride", "2", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert "stored at stride 1" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "idx3" / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("change", ["moved", "retrained"])
