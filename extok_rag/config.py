@@ -11,7 +11,7 @@ from typing import Literal
 from extok_rag.errors import ExtokError, IncompatibleModelError
 
 DownscaleMethod = Literal["strided", "mean", "merge", "query_pool"]
-# down-scales with weights of their own, whose output an index cannot store once and pool later
+# down-scales with weights of their own: the tokenizer runs them (`ExtensibleTokenizer.downscale`)
 LEARNED_DOWNSCALES: tuple[DownscaleMethod, ...] = ("merge", "query_pool")
 AdapterKind = Literal["none", "rmsnorm_linear", "rmsnorm_linear2"]
 

@@ -200,6 +200,10 @@ class ExtensibleTokenizer(nn.Module):
     def pools_queries(self) -> bool:
         return self.config.downscale == "query_pool"
 
+    def check_pools_queries(self) -> None:
+        if not self.pools_queries:
+            raise ValueError("this tokenizer does not hold back a layer to pool queries")
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """(B, L) ids, right-padded -> (B, L, d) output states (padding rows are junk). The
         mask: (B, L), (B, 1, L, L) (`causal_padding_mask`) or None (no padding). With query
@@ -259,8 +263,7 @@ class ExtensibleTokenizer(nn.Module):
         pooling reads the states before `start` (its keys: the whole chunk up to each window)."""
         method = method or self.config.downscale
         if method == "query_pool":
-            if not self.pools_queries:
-                raise ValueError("this tokenizer does not hold back a layer to pool queries")
+            self.check_pools_queries()
             return self.adapt(query_pool(self.encoder, states, k, start))
         states = states[..., start:, :]
         if method != "merge":
@@ -281,8 +284,7 @@ class ExtensibleTokenizer(nn.Module):
         method = method or self.config.downscale
         if method != "query_pool" or not states:
             return [self.downscale(s, k, method) for s, k in zip(states, ks, strict=True)]
-        if not self.pools_queries:
-            raise ValueError("this tokenizer does not hold back a layer to pool queries")
+        self.check_pools_queries()
         out: list[torch.Tensor] = [torch.empty(0)] * len(states)
         lengths = [int(s.shape[0]) for s in states]
         for k in sorted(set(ks)):
@@ -290,9 +292,9 @@ class ExtensibleTokenizer(nn.Module):
             for group in length_groups([lengths[i] for i in rows], batch_overhead(self.device)):
                 idx = [rows[g] for g in group]
                 h = nn.utils.rnn.pad_sequence([states[i] for i in idx], batch_first=True)
-                lens = torch.tensor([lengths[i] for i in idx], device=h.device)
-                padded = bool((lens < h.shape[1]).any())
-                y = self.adapt(query_pool(self.encoder, h, k, lengths=lens if padded else None))
+                lens = [lengths[i] for i in idx]  # known on the host: nothing read back
+                mask = to_device(torch.tensor(lens), h.device) if min(lens) < max(lens) else None
+                y = self.adapt(query_pool(self.encoder, h, k, lengths=mask))
                 for row, i in enumerate(idx):
                     out[i] = y[row, : -(-lengths[i] // k)]  # (ceil(L_i / k), d)
         return out

@@ -437,14 +437,22 @@ def test_the_reconstruction_probe_alone_loads_the_held_out_items(tmp_path):
     assert load_frame_data(replace(cfg, recon_probe_every=0), tmp_path)[1] is None
 
 
+@pytest.mark.parametrize("downscale", [CFG.downscale, "query_pool"])
 def test_a_micro_step_never_makes_the_host_wait_for_the_card(
-    tiny_llm, data, frame, tmp_path, monkeypatch
+    tiny_llm, data, frame, tmp_path, monkeypatch, downscale
 ):
     """Every objective's forward and backward reads no device value on the host (would_sync):
     on a GPU the host then builds the next micro-step's rows while the card computes."""
     from would_sync import WouldSync, watching_transfers
 
-    cfg = replace(CFG, answer_probe_every=0, frame_rows=6, seq_batch=2, k_choices=(1, 2, 4, 8))
+    cfg = replace(
+        CFG,
+        answer_probe_every=0,
+        frame_rows=6,
+        seq_batch=2,
+        k_choices=(1, 2, 4, 8),
+        downscale=downscale,
+    )
     trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame, QA)
     models = (tiny_llm.model, trainer.tokenizer)
     weights = [t for m in models for t in (*m.parameters(), *m.buffers())]
