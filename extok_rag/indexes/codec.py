@@ -74,7 +74,8 @@ def quantize_int8(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(x).all():
         raise IndexStoreError("states hold inf or NaN: they cannot be stored as int8")
     exact = np.abs(x).max(axis=1, initial=0.0) / np.float32(127)  # (n,) float32
-    scales = exact.astype(np.float16)
+    with np.errstate(over="ignore"):  # beyond float16's range becomes inf, refused below
+        scales = exact.astype(np.float16)
     low = scales.astype(np.float32) < exact
     scales[low] = np.nextafter(scales[low], np.float16(np.inf))
     if not np.isfinite(scales).all():
