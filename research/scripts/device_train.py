@@ -339,6 +339,15 @@ LOCAL_OVERRIDES = {  # --local: the same path at a tiny batch, on the CPU
 }
 
 
+def continuation(cfg):
+    """The config a continuation (`run --init`) trains: its step count starts again at 0, but
+    the run it continues went through the recipe's first phases (a reconstruction-first phase,
+    say), so it trains the last phase's mixture throughout."""
+    from dataclasses import replace
+
+    return replace(cfg, mix=cfg.mix[-1:]) if len(cfg.mix) > 1 else cfg
+
+
 def run(args: argparse.Namespace) -> dict:
     work: Path = args.work
     out: Path = args.out
@@ -379,6 +388,8 @@ def run(args: argparse.Namespace) -> dict:
             "budget_clock=wall",
         ],
     )
+    if args.init:
+        cfg = continuation(cfg)
     if args.max_steps:
         from dataclasses import replace
 

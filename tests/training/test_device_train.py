@@ -304,3 +304,18 @@ def test_out_of_memory_halves_the_batch_and_other_errors_stop_the_run():
         assert "shapes" in str(err) and broken.cfg.frame_rows == 64
     else:
         raise AssertionError("a bug was taken for a full card")
+
+
+def test_a_continuation_trains_the_recipes_last_phase():
+    sys.path.insert(0, str(ROOT / "research" / "scripts"))
+    import device_train as dt
+
+    from extok_rag.config import MixPhase
+
+    mixture = MixPhase({"ar": 0.5, "reconstruction": 0.5})
+    phased = TrainConfig(mix=(MixPhase({"reconstruction": 1.0}, steps=100), mixture))
+    assert phased.phase_at(0).weights == {"reconstruction": 1.0}
+    assert dt.continuation(phased).mix == (mixture,)
+    assert dt.continuation(phased).phase_at(0) == mixture  # step 0 of the continuation
+    one = TrainConfig(mix=(mixture,))
+    assert dt.continuation(one) == one
