@@ -108,14 +108,10 @@ def test_another_stride_is_refused_in_one_line_before_any_data_is_written(
 def test_the_command_line_says_so_in_one_line(
     corpus, tmp_path, tiny_llm_dir, tiny_embedder_dir, pool_checkpoint
 ):
-    import typer
     from typer.testing import CliRunner
 
-    from extok_rag.cli.index_cmd import index
+    from extok_rag.cli import app
 
-    app = typer.Typer()
-    app.command()(index)
-    app.command()(lambda: None)  # two commands: typer keeps "index" as a subcommand
     args = [str(corpus), "--index", str(tmp_path / "idx3"), "--llm", str(tiny_llm_dir)]
     args += ["--embedder", str(tiny_embedder_dir), "--tokenizer", str(pool_checkpoint)]
     result = CliRunner().invoke(app, ["index", *args, "--stride", "2", "--device", "cpu"])
