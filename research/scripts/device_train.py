@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,8 +344,6 @@ def continuation(cfg):
     """The config a continuation (`run --init`) trains: its step count starts again at 0, but
     the run it continues went through the recipe's first phases (a reconstruction-first phase,
     say), so it trains the last phase's mixture throughout."""
-    from dataclasses import replace
-
     return replace(cfg, mix=cfg.mix[-1:]) if len(cfg.mix) > 1 else cfg
 
 
@@ -391,8 +390,6 @@ def run(args: argparse.Namespace) -> dict:
     if args.init:
         cfg = continuation(cfg)
     if args.max_steps:
-        from dataclasses import replace
-
         cfg = replace(cfg, max_steps=args.max_steps)
     summary: dict = {"manifest": manifest, "hardware": hardware(), "config": cfg.to_dict()}
     t0 = time.perf_counter()
@@ -457,8 +454,6 @@ def out_of_memory(err: BaseException) -> bool:
 def train_within_memory(trainer, on_event, attempts: int = 3) -> list[dict]:
     """`trainer.run`, halving the batch (seq_batch, frame_rows) after an out-of-memory error:
     the failed step's gradients are dropped and the run goes on from the same step."""
-    from dataclasses import replace
-
     import torch
 
     events = []
