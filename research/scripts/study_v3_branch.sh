@@ -12,6 +12,7 @@ from="$home/runs/v3s-$1" new="$home/runs/v3s-$2"
 [ -f "research/configs/v3/study/$2.json" ] || { echo "error: no config research/configs/v3/study/$2.json" >&2; exit 1; }
 if [ ! -d "$new" ]; then
   [ -f "$from/checkpoint/trainer_state.json" ] || { echo "error: no checkpoint in $from" >&2; exit 1; }
+  rm -rf "$new.partial"  # left by a copy that was cut short
   cp -a "$from" "$new.partial"
   rm -rf "$new.partial/export" "$new.partial/lm-2k.json"
   mv "$new.partial" "$new"
