@@ -187,11 +187,14 @@ QA_OBJECTIVES = ("qa", "distill", "expand")  # the frame objectives that read QA
 
 @dataclass(frozen=True)
 class MixPhase:
-    """Objective weights for `steps` optimiser steps (0: until the end of the run). Each
-    micro-step draws one objective with these weights (seeded by its index)."""
+    """Objective weights for `steps` optimiser steps (0: until the end of the run), or until
+    `share` of the time budget (`max_minutes`) is spent: the trainer then writes the phase's
+    length into `steps` (saved with the checkpoint), so the draws stay a function of the step.
+    Each micro-step draws one objective with these weights (seeded by its index)."""
 
     weights: dict[str, float]
     steps: int = 0
+    share: float = 0.0  # >0 (and steps 0): the phase ends once this share of the budget is spent
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(MIX_OBJECTIVES)
@@ -199,6 +202,13 @@ class MixPhase:
             raise ValueError(
                 f"bad objective weights {self.weights}: names from {', '.join(MIX_OBJECTIVES)}"
             )
+        if not 0.0 <= self.share < 1.0:
+            raise ValueError(f"a phase's share of the budget must be in [0, 1), not {self.share}")
+
+    @property
+    def open(self) -> bool:
+        """Its end is not fixed yet: a share of the budget whose step is still to come."""
+        return self.share > 0 and self.steps == 0
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,10 @@ class TrainConfig:
     seed: int = 0
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # autocast and frozen LLM weights;
     # auto: bf16 only where the hardware computes it natively (config.fastest_dtype)
+
+    def __post_init__(self) -> None:
+        if any(p.share for p in self.mix) and self.max_minutes <= 0:
+            raise ValueError("a phase set as a share of the budget needs max_minutes > 0")
 
     def resolved_dtype(self, device: str) -> Literal["bfloat16", "float32"]:
         return fastest_dtype(device) if self.dtype == "auto" else self.dtype

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 
-from extok_rag.config import TrainConfig
+from extok_rag.config import MixPhase, TrainConfig
 
 
 def lr_factor(cfg: TrainConfig, step: int, budget_spent: float) -> float:
@@ -26,6 +27,39 @@ def lr_factor(cfg: TrainConfig, step: int, budget_spent: float) -> float:
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return 1.0
+
+
+# -- phases set as a share of the time budget -------------------------------------------------
+def close_phase(cfg: TrainConfig, step: int, budget_spent: float) -> tuple[TrainConfig, int | None]:
+    """(`cfg`, index of the phase closed) before optimiser step `step`: the open phase in force
+    there ends once its share of the budget is spent, its length becoming the steps it has run
+    (at least one). Decided between steps on the restored clock, so a resumed run decides the
+    same; (cfg, None) when nothing closes."""
+    start = 0
+    for i, phase in enumerate(cfg.mix):
+        if phase.open:
+            if budget_spent < phase.share * cfg.max_minutes * 60:
+                return cfg, None
+            mix = list(cfg.mix)
+            mix[i] = replace(phase, steps=max(1, step - start))
+            return replace(cfg, mix=tuple(mix)), i
+        if phase.steps == 0 or step < start + phase.steps:
+            return cfg, None
+        start += phase.steps
+    return cfg, None
+
+
+def with_saved_phases(cfg: TrainConfig, saved_mix: list[dict]) -> TrainConfig:
+    """`cfg` with each open phase's length as a checkpoint recorded it, where the checkpoint's
+    phase at that place has the same weights and share (a run branched under another mix keeps
+    its own)."""
+    mix = list(cfg.mix)
+    for i, phase in enumerate(mix):
+        if phase.open and i < len(saved_mix):
+            saved = MixPhase(**saved_mix[i])
+            if (saved.weights, saved.share) == (phase.weights, phase.share) and saved.steps:
+                mix[i] = saved
+    return replace(cfg, mix=tuple(mix))
 
 
 # -- draws of micro-step g ----------------------------------------------------------------------

@@ -282,6 +282,7 @@ class Trainer:
         if self.step == 0 and self.cfg.probe_at_start:
             self.probes(emit, force=True)
         while not self.finished(stop_at):
+            self.close_phase()
             stats = self.train_step()
             emit(
                 self.log(
@@ -305,6 +306,14 @@ class Trainer:
             self.probes(emit, force=last)
             if self.step % self.cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
+
+    def close_phase(self) -> None:
+        """End the open phase (a share of the budget) once its share is spent; its length goes
+        into the config, and with it into the checkpoint and the log."""
+        self.cfg, closed = schedule.close_phase(self.cfg, self.step, self.budget_spent())
+        if closed is not None:
+            phase = self.cfg.mix[closed]
+            self.log({"step": self.step, "phase_closed": closed, "phase_steps": phase.steps})
 
     def probes(self, emit: Callable[[dict], None], force: bool) -> None:
         """The content probe and the answer probe, each when due (or `force`d)."""
@@ -373,6 +382,7 @@ class Trainer:
             return False
         self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
         self.cpu_elapsed = float(state.get("cpu_elapsed_s", 0.0))
+        self.cfg = schedule.with_saved_phases(self.cfg, state.get("config", {}).get("mix", []))
         self.truncate_log()
         return True
 

@@ -26,6 +26,7 @@ from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
 from extok_rag.spans import token_starts
+from extok_rag.training import schedule
 from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe, gap_closed
 from extok_rag.training.frame import (
     BLANK,
@@ -361,6 +362,44 @@ def test_mix_phases_come_from_json():
     with pytest.raises(ValueError):
         MixPhase({"nope": 1.0})
     assert TrainConfig(reconstruction_steps=3).phase_at(2).weights == {"chunk_reconstruction": 1.0}
+
+
+def test_a_phase_set_as_a_share_of_the_budget_closes_once_it_is_spent():
+    recon, mixture = MixPhase({"reconstruction": 1.0}, share=0.4), MixPhase({"ar": 1.0})
+    cfg = TrainConfig(mix=(recon, mixture), max_minutes=10)  # 600 s: closes at 240 s
+    assert cfg.phase_at(10_000) == recon and recon.open
+    assert schedule.close_phase(cfg, 5, 239.0) == (cfg, None)
+    closed, index = schedule.close_phase(cfg, 7, 240.0)
+    assert index == 0 and closed.mix == (replace(recon, steps=7), mixture)
+    assert [closed.phase_at(s) for s in (6, 7)] == [closed.mix[0], mixture]
+    assert schedule.close_phase(closed, 9, 500.0) == (closed, None)
+    assert schedule.close_phase(cfg, 0, 300.0)[0].mix[0].steps == 1  # at least one step
+    # a checkpoint's closed phase comes back; a different phase at that place stays open
+    assert schedule.with_saved_phases(cfg, closed.to_dict()["mix"]) == closed
+    other = TrainConfig(mix=(MixPhase({"span": 1.0}, share=0.4), mixture), max_minutes=10)
+    assert schedule.with_saved_phases(other, closed.to_dict()["mix"]) == other
+    assert TrainConfig.from_dict(closed.to_dict()) == closed
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(mix=(recon, mixture))
+    with pytest.raises(ValueError, match="share"):
+        MixPhase({"ar": 1.0}, share=1.0)
+
+
+def test_a_share_phase_closes_in_the_run_and_resumes_closed(tiny_llm, data, frame, tmp_path):
+    mix = (MixPhase({"reconstruction": 1.0}, share=0.5), MixPhase({"ar": 1.0}))
+    cfg = replace(CFG, answer_probe_every=0, mix=mix, max_minutes=1e6, max_steps=5)
+    trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame)
+    trainer.run(stop_at=2)
+    assert trainer.cfg.mix[0].open  # the clock has not reached half the budget
+    trainer.elapsed = 0.5 * cfg.max_minutes * 60  # as if it had
+    trainer.run(stop_at=3)
+    assert trainer.cfg.mix[0].steps == 2
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {"step": 2, "phase_closed": 0, "phase_steps": 2} in log
+    assert [set(r["objectives"]) for r in log if "loss" in r] == [{"reconstruction"}] * 2 + [{"ar"}]
+    resumed = Trainer(cfg, tiny_llm, *data, tmp_path, frame)  # the config as written: open
+    assert resumed.step == 3 and resumed.cfg.mix[0].steps == 2
+    assert resumed.objective_for(2 * cfg.grad_accum) == "ar"
 
 
 def test_budget_in_cpu_minutes_stops_the_run(tiny_llm, data, frame, tmp_path):
