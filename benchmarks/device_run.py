@@ -114,6 +114,22 @@ def profile_rows(summary: dict) -> list[str]:
     return [*rows, ""]
 
 
+def phase_lines(summary: dict) -> list[str]:
+    """The mixture's phases as trained (a phase set as a share of the budget closed at the
+    step its share was spent), where the run had more than one."""
+    phases = summary.get("phases") or []  # returned files since 2026-12-06
+    if len(phases) < 2:
+        return []
+    start, parts = 0, []
+    for phase in phases:
+        weights = ", ".join(f"{n} {w:g}" for n, w in phase["weights"].items())
+        share = f" ({phase['share']:.0%} of the budget)" if phase.get("share") else ""
+        end = f"steps {start}–{start + phase['steps'] - 1}" if phase["steps"] else f"from {start}"
+        parts.append(f"{weights}: {end}{share}")
+        start += phase["steps"]
+    return ["Phases as trained: " + "; ".join(parts) + ".", ""]
+
+
 def render(name: str, runs: list[Path]) -> str:
     calls = [load(r) for r in runs]
     summary, log = calls[-1]
@@ -143,6 +159,7 @@ def render(name: str, runs: list[Path]) -> str:
         previous = t["last_step"]
     lines += [
         "",
+        *phase_lines(summary),
         f"Training: **{train['steps_per_s']:.2f} optimiser steps/s**, "
         f"**{train['predicted_tokens_per_s']:,.0f} predicted tokens/s** (tokens scored by the "
         "loss; the encoder and the LLM read several times more), over "

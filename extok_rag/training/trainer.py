@@ -282,7 +282,8 @@ class Trainer:
         if self.step == 0 and self.cfg.probe_at_start:
             self.probes(emit, force=True)
         while not self.finished(stop_at):
-            self.close_phase()
+            if closed := self.close_phase():
+                emit(closed)
             stats = self.train_step()
             emit(
                 self.log(
@@ -307,13 +308,14 @@ class Trainer:
             if self.step % self.cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
 
-    def close_phase(self) -> None:
+    def close_phase(self) -> dict | None:
         """End the open phase (a share of the budget) once its share is spent; its length goes
-        into the config, and with it into the checkpoint and the log."""
+        into the config, and with it into the checkpoint and the log (the record returned)."""
         self.cfg, closed = schedule.close_phase(self.cfg, self.step, self.budget_spent())
-        if closed is not None:
-            phase = self.cfg.mix[closed]
-            self.log({"step": self.step, "phase_closed": closed, "phase_steps": phase.steps})
+        if closed is None:
+            return None
+        phase = self.cfg.mix[closed]
+        return self.log({"step": self.step, "phase_closed": closed, "phase_steps": phase.steps})
 
     def probes(self, emit: Callable[[dict], None], force: bool) -> None:
         """The content probe and the answer probe, each when due (or `force`d)."""

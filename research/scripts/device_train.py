@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -427,6 +427,7 @@ def run(args: argparse.Namespace) -> dict:
         export_shards(trainer.tokenizer, out)
         shutil.copy(run_dir / "log.jsonl", out / "log.jsonl")
         summary["train"] = throughput(run_dir / "log.jsonl")
+        summary["phases"] = [asdict(phase) for phase in trainer.cfg.mix]  # as trained: closed
         summary["gpu_memory"] = gpu_memory()
         write_summary(out, summary)
     try:

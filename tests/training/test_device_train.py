@@ -156,6 +156,7 @@ def test_local_run_trains_a_step_and_returns_a_checkpoint_index_can_load(
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["steps"] == 1 and summary["train"]["last_step"] == 1
+    assert summary["phases"] == summary["config"]["mix"]  # as trained (none closed by share)
     assert summary["encode"]["tokens_per_s"] > 0
     profile = summary["profile"]  # where a micro-step's time goes, per objective of the mix
     assert sorted(profile) == sorted(TrainConfig().objectives())

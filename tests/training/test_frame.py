@@ -392,10 +392,13 @@ def test_a_share_phase_closes_in_the_run_and_resumes_closed(tiny_llm, data, fram
     trainer.run(stop_at=2)
     assert trainer.cfg.mix[0].open  # the clock has not reached half the budget
     trainer.elapsed = 0.5 * cfg.max_minutes * 60  # as if it had
-    trainer.run(stop_at=3)
+    events = []
+    trainer.run(events.append, stop_at=3)
     assert trainer.cfg.mix[0].steps == 2
+    closed = {"step": 2, "phase_closed": 0, "phase_steps": 2}
+    assert events[0] == closed  # emitted, and logged
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert {"step": 2, "phase_closed": 0, "phase_steps": 2} in log
+    assert closed in log
     assert [set(r["objectives"]) for r in log if "loss" in r] == [{"reconstruction"}] * 2 + [{"ar"}]
     resumed = Trainer(cfg, tiny_llm, *data, tmp_path, frame)  # the config as written: open
     assert resumed.step == 3 and resumed.cfg.mix[0].steps == 2
