@@ -4,11 +4,14 @@
 #   here:    .venv/bin/python research/scripts/device_train.py pack
 #   call 1:  carry [".device/a"]   bash research/scripts/device_train.sh stage
 #   call 2:  carry [".device/b"]   bash research/scripts/device_train.sh run [--minutes 6] [--set k=v]...
+#   then, while the machine is warm and >= 5 device-minutes are left, nothing carried:
+#            bash research/scripts/device_train.sh run --minutes 9.5   # the same run, 3.5 more minutes
 # continuing an earlier run (here: device_train.py pack-init <its returned files>):
 #   call 2:  carry [".device/b"]   bash research/scripts/device_train.sh stage
 #   call 3:  carry [".device/c"]   bash research/scripts/device_train.sh run --init [--minutes 6]
 #   here:    bash research/scripts/device_train.sh local      # the identical path on the CPU, 2 minutes
-#   here:    bash research/scripts/device_train.sh rehearse   # run + continuation under the image's packages
+#   here:    bash research/scripts/device_train.sh rehearse   # run, warm resume and continuation
+#                                                             # under the image's packages
 #   here:    .venv/bin/python research/scripts/device_train.py unpack <files_at> --to <checkpoint dir>
 # On the device the image's own python3 and packages apply (torch 2.11, transformers 5.17);
 # only the wheels in .device/a/wheels are added, into /tmp/extok-site.
@@ -74,6 +77,18 @@ PY
     "${here[@]}" fits  # each part with today's working tree still fits one call
     "${there[@]}" --work "$tmp/work" --out "$tmp/out" --minutes 1 "$@"
     "${here[@]}" verify "$tmp/out"
+    cp "$tmp/out/summary.json" "$tmp/first.json"
+    # a later call on the still-warm machine resumes the same run with a larger budget
+    "${there[@]}" --work "$tmp/work" --out "$tmp/out" --minutes 1.4 "$@"
+    "${here[@]}" verify "$tmp/out"
+    "${here[0]}" - "$tmp/first.json" "$tmp/out/summary.json" <<'PY'
+import json, sys
+first, later = (json.load(open(p)) for p in sys.argv[1:])
+a, b = first["train"]["last_step"], later["train"]["last_step"]
+assert b > a, f"the later call did not continue the run (step {a} -> {b})"
+assert later["phases"] == first["phases"], f"phases changed: {first['phases']} -> {later['phases']}"
+print(f"resumed on the warm machine: step {a} -> {b}, the phases as trained kept")
+PY
     "${here[@]}" pack-init "$tmp/out" --out "$tmp/parts" >/dev/null
     "${there[@]}" --init --work "$tmp/work2" --out "$tmp/out2" --minutes 0.5 "$@"
     "${here[@]}" verify "$tmp/out2"
