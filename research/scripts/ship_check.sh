@@ -8,14 +8,16 @@
 # other job (v1's qa rows 51 min, the candidate's 31, each lm 11-13); each step resumes a
 # killed run.
 #   bash research/scripts/ship_check.sh NAME CHECKPOINT
+#   bash research/scripts/ship_check.sh --baseline    # v1's rows only, ahead of a candidate
 # Output: <home>/ship-check/{qa,lm}-{v1,NAME}.json, paired with
 #   .venv/bin/python benchmarks/paired_runs.py --labels v1 NAME --rows extok,hybrid \
 #     --qa <home>/ship-check/qa-v1.json <home>/ship-check/qa-NAME.json \
 #     --lm <home>/ship-check/lm-v1.json <home>/ship-check/lm-NAME.json --no-write
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-name=${1:?usage: ship_check.sh NAME CHECKPOINT}
-ckpt=${2:?usage: ship_check.sh NAME CHECKPOINT}
+usage="usage: ship_check.sh NAME CHECKPOINT | ship_check.sh --baseline"
+name=${1:?$usage}
+[ "$name" = --baseline ] || ckpt=${2:?$usage}
 home=${EXTOK_RAG_HOME:-$HOME/.cache/extok-rag}
 out=$home/ship-check
 mkdir -p "$out"
@@ -34,6 +36,7 @@ lm() {  # NAME [CHECKPOINT]
 }
 
 [ -f "$out/qa-v1.json" ] || qa v1 none,raw,compressed,hybrid
-qa "$name" compressed,hybrid,expand,spans "$ckpt"  # spans: the tokenizer-free control
 [ -f "$out/lm-v1.json" ] || lm v1
+[ "$name" = --baseline ] && exit 0
+qa "$name" compressed,hybrid,expand,spans "$ckpt"  # spans: the tokenizer-free control
 lm "$name" "$ckpt"
