@@ -106,7 +106,7 @@ def load_config(paths: list[Path], overrides: list[str], **fields):
     merge(data, {k: v for k, v in fields.items() if v is not None})
     try:
         return TrainConfig.from_dict(data)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ExtokError(f"bad training config: {err}") from err
 
 

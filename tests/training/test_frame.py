@@ -383,6 +383,12 @@ def test_a_phase_set_as_a_share_of_the_budget_closes_once_it_is_spent():
         TrainConfig(mix=(recon, mixture))
     with pytest.raises(ValueError, match="share"):
         MixPhase({"ar": 1.0}, share=1.0)
+    from extok_rag.cli.train_cmd import load_config  # the CLI's path: a one-line error
+    from extok_rag.errors import ExtokError
+
+    with pytest.raises(ExtokError, match=r"bad training config: .*max_minutes"):
+        load_config([], ['mix=[{"weights": {"ar": 1}, "share": 0.4}]'])
+    assert load_config([], ['mix=[{"weights": {"ar": 1}, "share": 0.4}]', "max_minutes=6"]).mix
 
 
 def test_a_share_phase_closes_in_the_run_and_resumes_closed(tiny_llm, data, frame, tmp_path):
