@@ -302,12 +302,18 @@ class TrainConfig:
             legacy = "chunk_reconstruction" if self.objective == "reconstruction" else "ar"
             first = "chunk_reconstruction" if step < self.reconstruction_steps else legacy
             return MixPhase({first: 1.0})
+        return self.mix[self.phase_span(step)[0]]
+
+    def phase_span(self, step: int) -> tuple[int, int]:
+        """(index in `mix`, first step) of the phase in force at optimiser step `step`; a
+        phase of 0 steps (open-ended, or a share of the budget not yet spent) lasts from there
+        on, and past every phase the last one does."""
         start = 0
-        for phase in self.mix:
+        for i, phase in enumerate(self.mix):
             if phase.steps == 0 or step < start + phase.steps:
-                return phase
+                return i, start
             start += phase.steps
-        return self.mix[-1]
+        return len(self.mix) - 1, start - self.mix[-1].steps
 
     def objectives(self) -> set[str]:
         """Every objective some phase can draw."""

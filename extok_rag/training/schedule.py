@@ -35,18 +35,15 @@ def close_phase(cfg: TrainConfig, step: int, budget_spent: float) -> tuple[Train
     there ends once its share of the budget is spent, its length becoming the steps it has run
     (at least one). Decided between steps on the restored clock, so a resumed run decides the
     same; (cfg, None) when nothing closes."""
-    start = 0
-    for i, phase in enumerate(cfg.mix):
-        if phase.open:
-            if budget_spent < phase.share * cfg.max_minutes * 60:
-                return cfg, None
-            mix = list(cfg.mix)
-            mix[i] = replace(phase, steps=max(1, step - start))
-            return replace(cfg, mix=tuple(mix)), i
-        if phase.steps == 0 or step < start + phase.steps:
-            return cfg, None
-        start += phase.steps
-    return cfg, None
+    if not cfg.mix:
+        return cfg, None
+    i, start = cfg.phase_span(step)
+    phase = cfg.mix[i]
+    if not phase.open or budget_spent < phase.share * cfg.max_minutes * 60:
+        return cfg, None
+    mix = list(cfg.mix)
+    mix[i] = replace(phase, steps=max(1, step - start))
+    return replace(cfg, mix=tuple(mix)), i
 
 
 def with_saved_phases(cfg: TrainConfig, saved_mix: list[dict]) -> TrainConfig:
