@@ -1,0 +1,183 @@
+"""The reader's ceiling: how much of a paragraph can the frozen LLM read back from n/k input
+vectors at all, when those vectors are free parameters fitted to that one paragraph?
+
+    .venv/bin/python benchmarks/reader_oracle.py [--items 8] [--ks 4,8,16,64] [--steps 100]
+        [--lr 0.1] [--every 25] [--init shipped] [--section NAME]
+
+The reconstruction probe's rows (`training.answer_probe.ReconstructionProbe`: held-out
+HotpotQA paragraphs cut to 64 tokens, in the `ask` frame, "Repeat the context word for word.")
+with the compressed paragraph's ceil(64/k) vectors replaced by parameters, started from the
+`--init` tokenizer's states at k, and fitted by Adam to that row's reconstruction NLL with the
+LLM frozen (the "cramming" experiment of Kuratov et al. 2025, in our frame and our LLM). Every
+`--every` steps: the probe's gap closed, (NLL none − NLL fitted) / (NLL none − NLL raw); at the
+end, the share of paragraphs repeated whole by 64 greedy tokens, and the vectors' RMS against
+the tokenizer's states.
+
+What it says: a tokenizer's states are one point the fitted vectors could reach, so the fitted
+gap bounds what any tokenizer can give this LLM in this frame. A ceiling near 100% at ×4 puts
+the reconstruction target's miss on the writer (the tokenizer: capacity, steps); a low one on
+the reader (the frozen LLM). The reading, written before the full run (after a 30-step lr
+scan on 4 items at ×16 only): the reader is not what holds the ×4 reconstruction target
+(50% of the gap) back if the fitted vectors close ≥ 50% at ×4 and ×8 within the run's steps;
+it is if they stay under 50% at ×4. Writes section `reader-oracle-NAME` of docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_line, write_section
+
+from extok_rag.cli.console import quiet_transformers
+from extok_rag.config import RuntimeConfig, fastest_dtype
+from extok_rag.datasets.training_files import read_answer_probe
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
+from extok_rag.models.llm import FrozenLLM
+from extok_rag.training.answer_probe import (
+    ReconstructionProbe,
+    gap_closed,
+    greedy_accuracy,
+)
+from extok_rag.training.frame import answer_rows, bare_rows, frame_users, raw_rows
+from extok_rag.training.objective import row_losses
+from extok_rag.training.setup import init_path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "training.md"
+
+
+def rms(tensors: list[torch.Tensor]) -> float:
+    flat = torch.cat([t.detach().float().reshape(-1) for t in tensors])
+    return float(flat.pow(2).mean().sqrt())
+
+
+def fit(llm, examples, users, steps: int, lr: float, every: int, baselines, log) -> dict:
+    """Adam on the users' tensors (in place: the rows hold them), LLM frozen; the gap closed
+    every `every` steps and at the end, the greedy whole-repeat share at the end."""
+    params = [p for user in users for p in user if isinstance(p, torch.Tensor)]
+    for p in params:
+        p.requires_grad_(True)
+    rows = answer_rows(llm, examples, users)
+    start_rms = rms(params)
+    opt = torch.optim.Adam(params, lr=lr * start_rms)  # a step of ~lr of the states' scale
+    curve: dict[int, float] = {}
+
+    def gap() -> float:
+        with torch.no_grad():
+            nll = float(row_losses(llm, rows).mean())
+        return gap_closed(baselines["none"], baselines["raw"], nll)
+
+    t0 = time.perf_counter()
+    for step in range(steps + 1):
+        if step % every == 0 or step == steps:
+            curve[step] = gap()
+            log(f"step {step}: gap {curve[step]:.1%} ({time.perf_counter() - t0:.0f} s)")
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        row_losses(llm, rows).mean().backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        whole = greedy_accuracy(llm, examples, users)
+    return {
+        "curve": curve,
+        "gap": curve[steps],
+        "greedy_whole": whole,
+        "rms_start": start_rms,
+        "rms_end": rms(params),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def table(results: dict[int, dict], init: str) -> list[str]:
+    steps = list(next(iter(results.values()))["curve"])
+    lines = [
+        "| k | vectors | "
+        + " | ".join(f"step {s}" if s else f"step 0 ({init})" for s in steps)
+        + " | repeated whole (greedy) | RMS start → end |",
+        "|---|---:|" + "---:|" * (len(steps) + 2),
+    ]
+    for k, r in results.items():
+        curve = " | ".join(f"{r['curve'][s]:.1%}" for s in steps)
+        lines.append(
+            f"| ×{k} | {r['vectors']} | {curve} | {r['greedy_whole']:.0%} | "
+            f"{r['rms_start']:.3f} → {r['rms_end']:.3f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=8)
+    parser.add_argument("--ks", default="4,8,16,64")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--recon-len", type=int, default=64)
+    parser.add_argument("--init", default="shipped", help="a tokenizer checkpoint or 'shipped'")
+    parser.add_argument("--section", default="v1-init")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    quiet_transformers()
+    torch.manual_seed(0)
+    ks = [int(k) for k in args.ks.split(",")]
+    llm = FrozenLLM.load(None, RuntimeConfig(device="auto", dtype=fastest_dtype("cpu")))
+    tok = ExtensibleTokenizer.from_pretrained(init_path(args.init), llm).eval()
+    probe = ReconstructionProbe.sample(read_answer_probe(), args.items, recon_len=args.recon_len)
+    examples = probe.examples(llm)
+    with torch.no_grad():
+        baselines = {
+            "none": float(row_losses(llm, bare_rows(llm, examples)).mean()),
+            "raw": float(row_losses(llm, raw_rows(llm, examples, args.recon_len)).mean()),
+        }
+    print(json.dumps(baselines), flush=True)
+    results: dict[int, dict] = {}
+    for k in ks:
+        with torch.no_grad():
+            users = frame_users(
+                llm, examples, args.recon_len, tok, [k] * len(examples), tok.config.downscale
+            )
+        users = [
+            [p.detach().float().clone() if isinstance(p, torch.Tensor) else p for p in u]
+            for u in users
+        ]
+        vectors = sum(p.shape[0] for u in users for p in u if isinstance(p, torch.Tensor))
+        r = fit(
+            llm,
+            examples,
+            users,
+            args.steps,
+            args.lr,
+            args.every,
+            baselines,
+            lambda m, k=k: print(f"×{k} {m}", flush=True),
+        )
+        results[k] = {"vectors": f"{vectors / len(examples):.0f}", **r}
+        print(f"×{k}", json.dumps({n: v for n, v in r.items() if n != "curve"}), flush=True)
+    lines = [
+        f"## Reader oracle: {args.section}",
+        "",
+        f"`benchmarks/reader_oracle.py` — {machine_line()}; {len(examples)} held-out HotpotQA "
+        f"paragraphs, {args.recon_len} tokens each, repeated back (the reconstruction probe's "
+        f"rows); each paragraph's vectors fitted alone, Adam lr {args.lr} × their RMS, "
+        f"{args.steps} steps, from `{args.init}`'s states. NLL per token: none "
+        f"{baselines['none']:.3f}, raw {baselines['raw']:.3f}. Cells: gap closed.",
+        "",
+        *table(results, args.init),
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section(f"reader-oracle-{args.section}", body, DOC)
+
+
+if __name__ == "__main__":
+    main()
