@@ -20,6 +20,16 @@ the reader (the frozen LLM). The reading, written before the full run (after a 3
 scan on 4 items at ×16 only): the reader is not what holds the ×4 reconstruction target
 (50% of the gap) back if the fitted vectors close ≥ 50% at ×4 and ×8 within the run's steps;
 it is if they stay under 50% at ×4. Writes section `reader-oracle-NAME` of docs/training.md.
+
+`--answers N`: do vectors that let the LLM *repeat* a paragraph also let it *answer* from it?
+Each gold paragraph of N answer-probe items gets vectors fitted to repeat it (the question
+unseen, as an index would build them), then the answer probe reads them. The reading, written
+before the run: repeating carries usable facts if, at ×4, the fitted vectors' answer gap own −
+other is at least 20 points above the tokenizer's states' and their greedy accuracy with own
+paragraphs is above both none's and other paragraphs'. If so, a writer that reconstructs is on
+the way to the answer targets (and fitting at index time is a lever in itself); if not,
+reconstruction is not enough and the answer must be trained in the frame. Writes section
+`reader-oracle-answers-NAME`.
 """
 
 from __future__ import annotations
@@ -38,14 +48,23 @@ from report import machine_line, write_section
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig, fastest_dtype
 from extok_rag.datasets.training_files import read_answer_probe
+from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training.answer_probe import (
     ReconstructionProbe,
     gap_closed,
     greedy_accuracy,
+    probe_examples,
 )
-from extok_rag.training.frame import answer_rows, bare_rows, frame_users, raw_rows
+from extok_rag.training.frame import (
+    answer_rows,
+    bare_rows,
+    frame_users,
+    raw_rows,
+    reconstruction_example,
+    truncate_text,
+)
 from extok_rag.training.objective import row_losses
 from extok_rag.training.setup import init_path
 
@@ -97,6 +116,79 @@ def fit(llm, examples, users, steps: int, lr: float, every: int, baselines, log)
     }
 
 
+def answers_from_fitted(llm, tok, items, k: int, steps: int, lr: float, every: int, length, log):
+    """Do vectors fitted to *repeat* a paragraph carry its facts to a question? Each item's
+    gold paragraphs (cut to `length` tokens) get vectors fitted alone for reconstruction,
+    question unseen (as an index would build them); then the answer probe's rows read them:
+    answer gap closed and greedy accuracy, own paragraphs against the next item's (format
+    cannot fake the difference), beside the tokenizer's own states at k."""
+    paragraphs = [truncate_text(llm, p, length) for item in items for p in item.gold]
+    repeats = [reconstruction_example([p]) for p in paragraphs]
+    with torch.no_grad():
+        users = frame_users(llm, repeats, length, tok, [k] * len(repeats), tok.config.downscale)
+        baselines = {
+            "none": float(row_losses(llm, bare_rows(llm, repeats)).mean()),
+            "raw": float(row_losses(llm, raw_rows(llm, repeats, length)).mean()),
+        }
+    users = [[p.detach().float().clone() if torch.is_tensor(p) else p for p in u] for u in users]
+    states = [next(p for p in u if torch.is_tensor(p)) for u in users]  # one per paragraph
+    initial = [s.clone() for s in states]
+    fitted = fit(llm, repeats, users, steps, lr, every, baselines, log)
+
+    questions = probe_examples(items)
+    sizes = [len(item.gold) for item in items]
+
+    def per_item(tensors: list[torch.Tensor], shift: int) -> list[list]:
+        groups, at = [], 0
+        for n in sizes:
+            groups.append(tensors[at : at + n])
+            at += n
+        groups = groups[shift:] + groups[:shift]  # shift 1: the next item's paragraphs
+        return [ask_frame(q.question, g) for q, g in zip(questions, groups, strict=True)]
+
+    def nll(users) -> float:
+        return float(row_losses(llm, answer_rows(llm, questions, users)).mean())
+
+    with torch.no_grad():
+        none = nll(frame_users(llm, questions, 0))
+        raw_users = frame_users(llm, questions, length)
+        raw = nll(raw_users)
+        rows = {
+            "tokenizer": (per_item(initial, 0), per_item(initial, 1)),
+            "fitted": (per_item(states, 0), per_item(states, 1)),
+        }
+        out = {
+            "recon": fitted,
+            "nll_none": none,
+            "nll_raw": raw,
+            "greedy_none": greedy_accuracy(llm, questions, frame_users(llm, questions, 0)),
+            "greedy_raw": greedy_accuracy(llm, questions, raw_users),
+        }
+        for name, (own, other) in rows.items():
+            out[f"gap_{name}_own"] = gap_closed(none, raw, nll(own))
+            out[f"gap_{name}_other"] = gap_closed(none, raw, nll(other))
+            out[f"greedy_{name}_own"] = greedy_accuracy(llm, questions, own)
+            out[f"greedy_{name}_other"] = greedy_accuracy(llm, questions, other)
+    return out
+
+
+def answers_table(out: dict, k: int, init: str) -> list[str]:
+    lines = [
+        f"| ×{k} | reconstruction gap closed | answer gap: own / other (own − other) | "
+        "greedy answers: own / other |",
+        "|---|---:|---:|---:|",
+        f"| none / raw text | — | — | {out['greedy_none']:.0%} / {out['greedy_raw']:.0%} |",
+    ]
+    for name, label in (("tokenizer", f"`{init}`'s states"), ("fitted", "fitted to repeat")):
+        own, other = out[f"gap_{name}_own"], out[f"gap_{name}_other"]
+        recon = out["recon"]["curve"][0 if name == "tokenizer" else max(out["recon"]["curve"])]
+        lines.append(
+            f"| {label} | {recon:.1%} | {own:.1%} / {other:.1%} ({own - other:+.1%}) | "
+            f"{out[f'greedy_{name}_own']:.0%} / {out[f'greedy_{name}_other']:.0%} |"
+        )
+    return lines
+
+
 def table(results: dict[int, dict], init: str) -> list[str]:
     steps = list(next(iter(results.values()))["curve"])
     lines = [
@@ -124,6 +216,14 @@ def main() -> None:
     parser.add_argument("--recon-len", type=int, default=64)
     parser.add_argument("--init", default="shipped", help="a tokenizer checkpoint or 'shipped'")
     parser.add_argument("--section", default="v1-init")
+    parser.add_argument(
+        "--answers",
+        type=int,
+        default=0,
+        help="instead: this many answer-probe items, their gold paragraphs fitted to repeat at "
+        "the first of --ks, then read by the answer probe (own against other paragraphs)",
+    )
+    parser.add_argument("--context-len", type=int, default=128, help="with --answers")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     quiet_transformers()
@@ -131,6 +231,9 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     llm = FrozenLLM.load(None, RuntimeConfig(device="auto", dtype=fastest_dtype("cpu")))
     tok = ExtensibleTokenizer.from_pretrained(init_path(args.init), llm).eval()
+    if args.answers:
+        answers_main(args, llm, tok, ks[0])
+        return
     probe = ReconstructionProbe.sample(read_answer_probe(), args.items, recon_len=args.recon_len)
     examples = probe.examples(llm)
     with torch.no_grad():
@@ -177,6 +280,38 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section(f"reader-oracle-{args.section}", body, DOC)
+
+
+def answers_main(args, llm, tok, k: int) -> None:
+    items = ReconstructionProbe.sample(read_answer_probe(), args.answers).items
+    out = answers_from_fitted(
+        llm,
+        tok,
+        items,
+        k,
+        args.steps,
+        args.lr,
+        args.every,
+        args.context_len,
+        lambda m: print(f"×{k} {m}", flush=True),
+    )
+    print(json.dumps(out), flush=True)
+    lines = [
+        f"## Reader oracle, answers: {args.section}",
+        "",
+        f"`benchmarks/reader_oracle.py --answers` — {machine_line()}; {len(items)} held-out "
+        f"HotpotQA answer-probe items, gold paragraphs cut to {args.context_len} tokens; each "
+        f"paragraph's vectors fitted alone to repeat it (question unseen), Adam lr {args.lr} × "
+        f"their RMS, {args.steps} steps, from `{args.init}`'s states; then read in the answer "
+        f"probe's rows. Answer NLL per token: none {out['nll_none']:.3f}, raw "
+        f"{out['nll_raw']:.3f}. Other: the next item's paragraphs.",
+        "",
+        *answers_table(out, k, args.init),
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section(f"reader-oracle-answers-{args.section}", body, DOC)
 
 
 if __name__ == "__main__":
