@@ -42,4 +42,5 @@ def test_fitted_vectors_close_the_reconstruction_gap_with_the_llm_frozen(tiny_ll
         not torch.equal(a, b) and not b.requires_grad for a, b in zip(start, fitted, strict=True)
     )
     assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
-    assert 0.0 <= result["greedy_whole"] <= 1.0 and result["rms_end"] > 0
+    assert 0.0 <= result["greedy_whole"] <= 1.0 and 0.0 <= result["greedy_f1"] <= 1.0
+    assert result["rms_end"] > 0
