@@ -78,6 +78,23 @@ def rms(tensors: list[torch.Tensor]) -> float:
     return float(flat.pow(2).mean().sqrt())
 
 
+@torch.no_grad()
+def repeat_baselines(llm, examples, length: int) -> dict[str, float]:
+    """Mean NLL per repeated token with no context and with the raw paragraph."""
+    return {
+        "none": float(row_losses(llm, bare_rows(llm, examples)).mean()),
+        "raw": float(row_losses(llm, raw_rows(llm, examples, length)).mean()),
+    }
+
+
+def tokenizer_users(llm, tok, examples, length: int, k: int) -> list[list]:
+    """Each example's user turn with its paragraph as the tokenizer's states at k, as fresh
+    float32 leaves that `fit` can move."""
+    with torch.no_grad():
+        users = frame_users(llm, examples, length, tok, [k] * len(examples), tok.config.downscale)
+    return [[p.detach().float().clone() if torch.is_tensor(p) else p for p in u] for u in users]
+
+
 def repeated(llm, examples, users, batch: int = 8) -> tuple[float, float]:
     """Greedy repeats of each example's paragraph (its answer), with room for all of it: the
     share repeated whole (contained, SQuAD normalisation) and the mean token F1."""
@@ -142,13 +159,8 @@ def answers_from_fitted(llm, tok, items, k: int, steps: int, lr: float, every: i
     cannot fake the difference), beside the tokenizer's own states at k."""
     paragraphs = [truncate_text(llm, p, length) for item in items for p in item.gold]
     repeats = [reconstruction_example([p]) for p in paragraphs]
-    with torch.no_grad():
-        users = frame_users(llm, repeats, length, tok, [k] * len(repeats), tok.config.downscale)
-        baselines = {
-            "none": float(row_losses(llm, bare_rows(llm, repeats)).mean()),
-            "raw": float(row_losses(llm, raw_rows(llm, repeats, length)).mean()),
-        }
-    users = [[p.detach().float().clone() if torch.is_tensor(p) else p for p in u] for u in users]
+    users = tokenizer_users(llm, tok, repeats, length, k)
+    baselines = repeat_baselines(llm, repeats, length)
     states = [next(p for p in u if torch.is_tensor(p)) for u in users]  # one per paragraph
     initial = [s.clone() for s in states]
     fitted = fit(llm, repeats, users, steps, lr, every, baselines, log)
@@ -254,22 +266,11 @@ def main() -> None:
         return
     probe = ReconstructionProbe.sample(read_answer_probe(), args.items, recon_len=args.recon_len)
     examples = probe.examples(llm)
-    with torch.no_grad():
-        baselines = {
-            "none": float(row_losses(llm, bare_rows(llm, examples)).mean()),
-            "raw": float(row_losses(llm, raw_rows(llm, examples, args.recon_len)).mean()),
-        }
+    baselines = repeat_baselines(llm, examples, args.recon_len)
     print(json.dumps(baselines), flush=True)
     results: dict[int, dict] = {}
     for k in ks:
-        with torch.no_grad():
-            users = frame_users(
-                llm, examples, args.recon_len, tok, [k] * len(examples), tok.config.downscale
-            )
-        users = [
-            [p.detach().float().clone() if isinstance(p, torch.Tensor) else p for p in u]
-            for u in users
-        ]
+        users = tokenizer_users(llm, tok, examples, args.recon_len, k)
         vectors = sum(p.shape[0] for u in users for p in u if isinstance(p, torch.Tensor))
         r = fit(
             llm,
@@ -283,21 +284,25 @@ def main() -> None:
         )
         results[k] = {"vectors": f"{vectors / len(examples):.0f}", **r}
         print(f"×{k}", json.dumps({n: v for n, v in r.items() if n != "curve"}), flush=True)
-    lines = [
-        f"## Reader oracle: {args.section}",
-        "",
+    publish(
+        args,
+        f"reader-oracle-{args.section}",
+        f"Reader oracle: {args.section}",
         f"`benchmarks/reader_oracle.py` — {machine_line()}; {len(examples)} held-out HotpotQA "
         f"paragraphs, {args.recon_len} tokens each, repeated back (the reconstruction probe's "
         f"rows); each paragraph's vectors fitted alone, Adam lr {args.lr} × their RMS, "
         f"{args.steps} steps, from `{args.init}`'s states. NLL per token: none "
         f"{baselines['none']:.3f}, raw {baselines['raw']:.3f}. Cells: gap closed.",
-        "",
-        *table(results, args.init),
-    ]
-    body = "\n".join(lines)
+        table(results, args.init),
+    )
+
+
+def publish(args, section: str, title: str, intro: str, rows: list[str]) -> None:
+    """Print the section and write it into docs/training.md (unless --no-write)."""
+    body = "\n".join([f"## {title}", "", intro, "", *rows])
     print(body)
     if not args.no_write:
-        write_section(f"reader-oracle-{args.section}", body, DOC)
+        write_section(section, body, DOC)
 
 
 def answers_main(args, llm, tok, k: int) -> None:
@@ -314,22 +319,18 @@ def answers_main(args, llm, tok, k: int) -> None:
         lambda m: print(f"×{k} {m}", flush=True),
     )
     print(json.dumps(out), flush=True)
-    lines = [
-        f"## Reader oracle, answers: {args.section}",
-        "",
+    publish(
+        args,
+        f"reader-oracle-answers-{args.section}",
+        f"Reader oracle, answers: {args.section}",
         f"`benchmarks/reader_oracle.py --answers` — {machine_line()}; {len(items)} held-out "
         f"HotpotQA answer-probe items, gold paragraphs cut to {args.context_len} tokens; each "
         f"paragraph's vectors fitted alone to repeat it (question unseen), Adam lr {args.lr} × "
         f"their RMS, {args.steps} steps, from `{args.init}`'s states; then read in the answer "
         f"probe's rows. Answer NLL per token: none {out['nll_none']:.3f}, raw "
         f"{out['nll_raw']:.3f}. Other: the next item's paragraphs.",
-        "",
-        *answers_table(out, k, args.init),
-    ]
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section(f"reader-oracle-answers-{args.section}", body, DOC)
+        answers_table(out, k, args.init),
+    )
 
 
 if __name__ == "__main__":
