@@ -44,3 +44,14 @@ def test_fitted_vectors_close_the_reconstruction_gap_with_the_llm_frozen(tiny_ll
     assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
     assert 0.0 <= result["greedy_whole"] <= 1.0 and 0.0 <= result["greedy_f1"] <= 1.0
     assert result["rms_end"] > 0
+
+
+def test_blank_rows_read_the_paragraphs_own_tensor_and_ask_from_the_paragraph_alone():
+    states = [torch.zeros(2, 8), torch.ones(3, 8)]
+    examples, users = reader_oracle.blank_rows(PARAGRAPHS, states, 2)
+    assert len(examples) == 4 and examples == reader_oracle.blank_rows(PARAGRAPHS, states, 2)[0]
+    for i, (ex, user) in enumerate(zip(examples, users, strict=True)):
+        paragraph, state = PARAGRAPHS[i // 2], states[i // 2]
+        assert ex.question.startswith("Fill in the blank") and ex.answer in paragraph
+        tensors = [p for p in user if torch.is_tensor(p)]
+        assert len(tensors) == 1 and tensors[0] is state  # the very tensor that fit moves
