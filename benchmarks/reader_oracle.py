@@ -184,8 +184,9 @@ def answers_from_fitted(
     llm, tok, items, k: int, steps: int, lr: float, every: int, length, log, blanks: int = 0
 ):
     """Do vectors fitted to *repeat* a paragraph carry its facts to a question? Each item's
-    gold paragraphs (cut to `length` tokens) get vectors fitted alone for reconstruction,
-    question unseen (as an index would build them); then the answer probe's rows read them:
+    gold paragraphs (cut to `length` tokens) get vectors fitted alone for reconstruction (and
+    `blanks` fill-in-the-blank rows made from it), question unseen (as an index would build
+    them); then the answer probe's rows read them:
     answer gap closed and greedy accuracy, own paragraphs against the next item's (format
     cannot fake the difference), beside the tokenizer's own states at k."""
     paragraphs = [truncate_text(llm, p, length) for item in items for p in item.gold]
