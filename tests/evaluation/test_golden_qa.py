@@ -3,8 +3,8 @@ controls at two budgets), on the tiny models. Recorded before the read path move
 package (issue 26); the answers, positions and k of every row must stay identical through any
 refactoring of the read path. The budget rows run in both frames: the light one (issue 29) and
 the standard one, whose rows were those recorded before it until the learned span scorer
-became the default (issue 29). A deliberate change of prompts
-rewrites the file:
+became the default (issue 29). Positions and k must be identical; answers may differ by a
+near-tie flip or two (MAX_FLIPS, below). A deliberate change of prompts rewrites the file:
 
     EXTOK_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/evaluation/test_golden_qa.py
 """
@@ -27,6 +27,11 @@ from extok_rag.models.embedder import Embedder
 from extok_rag.models.llm import FrozenLLM
 
 GOLDEN = Path(__file__).with_name("golden_qa.json")
+# Positions and k must match exactly; a greedy answer may flip where two tokens nearly tie,
+# because CPUs sum fp32 matmuls in different orders: on an AMD EPYC with AVX2 only, 2 of the
+# 540 answers (one each in 2 rows) differ from those recorded on AVX-512 machines, the
+# positions and k all equal. A changed prompt moves positions or many answers.
+MAX_FLIPS_PER_ROW, MAX_FLIPS = 1, 3
 CFG = QAEvalConfig(
     questions=30,
     top_n=2,
@@ -88,5 +93,11 @@ def test_eval_qa_rows_match_the_golden_answers(tiny_embedder_dir, tmp_path):
         GOLDEN.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     golden = json.loads(GOLDEN.read_text())
     assert list(rows) == list(golden)
+    flips = {}
     for name, row in golden.items():
-        assert rows[name] == row, name
+        got = rows[name]
+        assert (got["positions"], got["k"]) == (row["positions"], row["k"]), name
+        pairs = zip(got["answers"], row["answers"], strict=True)
+        flips[name] = [i for i, (a, b) in enumerate(pairs) if a != b]
+    assert max(map(len, flips.values())) <= MAX_FLIPS_PER_ROW, flips
+    assert sum(map(len, flips.values())) <= MAX_FLIPS, flips
