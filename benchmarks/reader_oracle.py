@@ -213,7 +213,8 @@ def answers_from_fitted(
         return float(row_losses(llm, answer_rows(llm, questions, users)).mean())
 
     with torch.no_grad():
-        none = nll(frame_users(llm, questions, 0))
+        bare_users = frame_users(llm, questions, 0)
+        none = nll(bare_users)
         raw_users = frame_users(llm, questions, length)
         raw = nll(raw_users)
         rows = {
@@ -224,7 +225,7 @@ def answers_from_fitted(
             "recon": fitted,
             "nll_none": none,
             "nll_raw": raw,
-            "greedy_none": greedy_accuracy(llm, questions, frame_users(llm, questions, 0)),
+            "greedy_none": greedy_accuracy(llm, questions, bare_users),
             "greedy_raw": greedy_accuracy(llm, questions, raw_users),
         }
         for name, (own, other) in rows.items():

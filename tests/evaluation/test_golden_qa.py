@@ -1,10 +1,10 @@
 """Golden `eval qa` rows: 30 questions over 15 paragraphs, every row family (expand and its
 controls at two budgets), on the tiny models. Recorded before the read path moved into one
-package (issue 26); the answers, positions and k of every row must stay identical through any
-refactoring of the read path. The budget rows run in both frames: the light one (issue 29) and
-the standard one, whose rows were those recorded before it until the learned span scorer
-became the default (issue 29). Positions and k must be identical; answers may differ by a
-near-tie flip or two (MAX_FLIPS, below). A deliberate change of prompts rewrites the file:
+package (issue 26); the positions and k of every row must stay identical through any
+refactoring of the read path, and its answers too, up to a near-tie flip or two (below). The
+budget rows run in both frames: the light one (issue 29) and the standard one, whose rows were
+those recorded before it until the learned span scorer became the default (issue 29). A
+deliberate change of prompts rewrites the file:
 
     EXTOK_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/evaluation/test_golden_qa.py
 """
