@@ -36,6 +36,22 @@ objective's examples: questions made from the paragraph alone, so an index could
 too). The reading, written before the run, on the same 16 items at ×4 and 40 steps as the
 repeat-only run (greedy 2 of 16, content +61.1 points): blanks add answerability if greedy own
 reaches at least 4 of 16 and the content gap stays within 10 points of repeating's or above.
+
+`--answers N --blanks 0,2` (session 28): both arms on the same items, with a record per item
+(which questions each row answers greedily, each answer's NLL), so they pair. Items go in
+chunks of `--chunk` (8), fitted together; a journal (`<home>/eval-runs/reader-oracle/`) keeps
+each chunk's baselines and each arm as they finish, and a rerun resumes where it stopped.
+"Other" is the next item's paragraphs in the chunk, and each paragraph's blanks are seeded by
+its text, so the 16-item runs above are not reproduced exactly. The reading, written before
+the run, on the probe's first 48 items at ×4, 40 steps, 128 tokens:
+(a) self-made questions add answerability if the blanks arm answers greedily (own paragraphs)
+more questions than the repeat arm, with sign-test p < 0.05 on the questions only one of them
+gets, and its content gap (own − other) is no more than 10 points below repeating's. If (a)
+holds, the GPU recipe's first phase becomes reconstruction and span at equal weights (its
+share, 0.4, unchanged): the blanks arm in training form. Ahead without p < 0.05: said so, the
+recipe stays. Not ahead: the 16-item 4-of-16 against 2 was noise, and the recipe stays.
+(b) Fitting at index time reaches the answer targets' bar on these items if an arm's greedy
+answers with own paragraphs are at least 40% of raw text's and beat no context with p < 0.05.
 """
 
 from __future__ import annotations
@@ -45,25 +61,28 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_runs import sign_test
 from report import machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
 from extok_rag.config import RuntimeConfig, fastest_dtype
 from extok_rag.datasets.qa_sets import answer_contained, token_f1
 from extok_rag.datasets.training_files import read_answer_probe
+from extok_rag.evaluation.journal import Journal
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
-from extok_rag.models.generation import generate_batch
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training.answer_probe import (
     ReconstructionProbe,
     gap_closed,
-    greedy_accuracy,
+    greedy_hits,
+    greedy_texts,
     probe_examples,
 )
 from extok_rag.training.frame import (
@@ -86,13 +105,28 @@ def rms(tensors: list[torch.Tensor]) -> float:
     return float(flat.pow(2).mean().sqrt())
 
 
+def mean(values) -> float:
+    return sum(values) / max(1, len(values))
+
+
+def row_nll(llm, rows) -> tuple[list[float], list[int]]:
+    """Each row's summed NLL over its scored tokens, and how many it scores."""
+    losses = row_losses(llm, rows)
+    return losses.nll.tolist(), losses.count.tolist()
+
+
+def per_token(nll: list[float], tokens: list[int]) -> float:
+    """NLL per scored token over rows (as `ChunkLosses.mean`)."""
+    return sum(nll) / max(1, sum(tokens))
+
+
 @torch.no_grad()
-def repeat_baselines(llm, examples, length: int) -> dict[str, float]:
-    """Mean NLL per repeated token with no context and with the raw paragraph."""
-    return {
-        "none": float(row_losses(llm, bare_rows(llm, examples)).mean()),
-        "raw": float(row_losses(llm, raw_rows(llm, examples, length)).mean()),
-    }
+def repeat_baselines(llm, examples, length: int) -> dict[str, list]:
+    """Each repeat row's summed NLL with no context and with the raw paragraph, and its
+    scored tokens (the paragraph's, the same in every row of that example)."""
+    none, tokens = row_nll(llm, bare_rows(llm, examples))
+    raw, _ = row_nll(llm, raw_rows(llm, examples, length))
+    return {"none": none, "raw": raw, "tokens": tokens}
 
 
 def tokenizer_users(llm, tok, examples, length: int, k: int) -> list[list]:
@@ -103,27 +137,25 @@ def tokenizer_users(llm, tok, examples, length: int, k: int) -> list[list]:
     return [[p.detach().float().clone() if torch.is_tensor(p) else p for p in u] for u in users]
 
 
-def repeated(llm, examples, users, batch: int = 8) -> tuple[float, float]:
-    """Greedy repeats of each example's paragraph (its answer), with room for all of it: the
-    share repeated whole (contained, SQuAD normalisation) and the mean token F1."""
-    rows = [llm.chat_row(user) for user in users]
-    whole, f1 = 0, 0.0
-    for i in range(0, len(rows), batch):
-        part = examples[i : i + batch]
-        room = max(len(llm.tokenize(ex.answer)) for ex in part) + 8
-        for ids, ex in zip(generate_batch(llm, rows[i : i + batch], room), part, strict=True):
-            text = llm.tokenizer.decode(ids, skip_special_tokens=True)
-            whole += answer_contained(text, [ex.answer])
-            f1 += token_f1(text, [ex.answer])
-    return whole / max(1, len(rows)), f1 / max(1, len(rows))
+def repeated(llm, examples, users) -> tuple[list[bool], list[float]]:
+    """Greedy repeats of each example's paragraph (its answer), with room for the longest: per
+    example, repeated whole (contained, SQuAD normalisation) and its token F1."""
+    room = max(len(llm.tokenize(ex.answer)) for ex in examples) + 8
+    texts = greedy_texts(llm, users, room)
+    answers = [[ex.answer] for ex in examples]
+    return (
+        [answer_contained(t, a) for t, a in zip(texts, answers, strict=True)],
+        [token_f1(t, a) for t, a in zip(texts, answers, strict=True)],
+    )
 
 
 def fit(
     llm, examples, users, steps: int, lr: float, every: int, baselines, log, extra=((), ())
 ) -> dict:
     """Adam on the users' tensors (in place: the rows hold them), LLM frozen; the gap closed
-    every `every` steps and at the end, the greedy whole-repeat share at the end. `extra`:
-    (examples, users) of more rows reading the same tensors, whose mean loss is added."""
+    every `every` steps and at the end, each row's NLL at the start and the end, the greedy
+    repeats at the end. `extra`: (examples, users) of more rows reading the same tensors, whose
+    mean loss is added."""
     params = [p for user in users for p in user if isinstance(p, torch.Tensor)]
     for p in params:
         p.requires_grad_(True)
@@ -131,17 +163,17 @@ def fit(
     extra_rows = answer_rows(llm, *extra)
     start_rms = rms(params)
     opt = torch.optim.Adam(params, lr=lr * start_rms)  # a step of ~lr of the states' scale
+    tokens = baselines["tokens"]
+    none, raw = per_token(baselines["none"], tokens), per_token(baselines["raw"], tokens)
     curve: dict[int, float] = {}
-
-    def gap() -> float:
-        with torch.no_grad():
-            nll = float(row_losses(llm, rows).mean())
-        return gap_closed(baselines["none"], baselines["raw"], nll)
+    nll: dict[int, list[float]] = {}
 
     t0 = time.perf_counter()
     for step in range(steps + 1):
         if step % every == 0 or step == steps:
-            curve[step] = gap()
+            with torch.no_grad():
+                nll[step] = row_nll(llm, rows)[0]
+            curve[step] = gap_closed(none, raw, per_token(nll[step], tokens))
             log(f"step {step}: gap {curve[step]:.1%} ({time.perf_counter() - t0:.0f} s)")
         if step == steps:
             break
@@ -158,8 +190,12 @@ def fit(
     return {
         "curve": curve,
         "gap": curve[steps],
-        "greedy_whole": whole,
-        "greedy_f1": f1,
+        "nll_start": nll[0],
+        "nll_end": nll[steps],
+        "whole": whole,
+        "f1": f1,
+        "greedy_whole": mean(whole),
+        "greedy_f1": mean(f1),
         "rms_start": start_rms,
         "rms_end": rms(params),
         "seconds": time.perf_counter() - t0,
@@ -168,10 +204,11 @@ def fit(
 
 def blank_rows(paragraphs: list[str], states: list[torch.Tensor], n: int) -> tuple[list, list]:
     """(examples, users): up to n "fill in the blank" rows per paragraph (`span_example`,
-    seeded), each reading that paragraph's tensor: questions made from the paragraph alone."""
-    rng = random.Random(0)
+    seeded by the paragraph's text, so a paragraph gets the same blanks in any company), each
+    reading that paragraph's tensor: questions made from the paragraph alone."""
     examples, users = [], []
     for paragraph, state in zip(paragraphs, states, strict=True):
+        rng = random.Random(paragraph)
         for _ in range(n):
             ex = span_example(paragraph, rng)
             if ex is not None:
@@ -180,77 +217,81 @@ def blank_rows(paragraphs: list[str], states: list[torch.Tensor], n: int) -> tup
     return examples, users
 
 
-def answers_from_fitted(
-    llm, tok, items, k: int, steps: int, lr: float, every: int, length, log, blanks: int = 0
-):
-    """Do vectors fitted to *repeat* a paragraph carry its facts to a question? Each item's
-    gold paragraphs (cut to `length` tokens) get vectors fitted alone for reconstruction (and
-    `blanks` fill-in-the-blank rows made from it), question unseen (as an index would build
-    them); then the answer probe's rows read them:
-    answer gap closed and greedy accuracy, own paragraphs against the next item's (format
-    cannot fake the difference), beside the tokenizer's own states at k."""
-    paragraphs = [truncate_text(llm, p, length) for item in items for p in item.gold]
-    repeats = [reconstruction_example([p]) for p in paragraphs]
-    users = tokenizer_users(llm, tok, repeats, length, k)
-    baselines = repeat_baselines(llm, repeats, length)
-    states = [next(p for p in u if torch.is_tensor(p)) for u in users]  # one per paragraph
-    initial = [s.clone() for s in states]
-    extra = blank_rows(paragraphs, states, blanks)
-    fitted = fit(llm, repeats, users, steps, lr, every, baselines, log, extra)
+@dataclass
+class AnswerChunk:
+    """A few answer-probe items, their gold paragraphs cut to `length` tokens: the rows an
+    index would fit (each paragraph repeated, question unseen) and the questions that read
+    them, with each item's own paragraphs or the next item's in the chunk ("other")."""
 
-    questions = probe_examples(items)
-    sizes = [len(item.gold) for item in items]
+    questions: list  # a FrameExample per item
+    paragraphs: list[str]
+    repeats: list  # a FrameExample per paragraph
+    sizes: list[int]  # paragraphs per item
+    length: int
 
-    def per_item(tensors: list[torch.Tensor], shift: int) -> list[list]:
-        groups, at = [], 0
-        for n in sizes:
-            groups.append(tensors[at : at + n])
-            at += n
-        groups = groups[shift:] + groups[:shift]  # shift 1: the next item's paragraphs
-        return [ask_frame(q.question, g) for q, g in zip(questions, groups, strict=True)]
-
-    def nll(users) -> float:
-        return float(row_losses(llm, answer_rows(llm, questions, users)).mean())
-
-    with torch.no_grad():
-        bare_users = frame_users(llm, questions, 0)
-        none = nll(bare_users)
-        raw_users = frame_users(llm, questions, length)
-        raw = nll(raw_users)
-        rows = {
-            "tokenizer": (per_item(initial, 0), per_item(initial, 1)),
-            "fitted": (per_item(states, 0), per_item(states, 1)),
-        }
-        out = {
-            "recon": fitted,
-            "nll_none": none,
-            "nll_raw": raw,
-            "greedy_none": greedy_accuracy(llm, questions, bare_users),
-            "greedy_raw": greedy_accuracy(llm, questions, raw_users),
-        }
-        for name, (own, other) in rows.items():
-            out[f"gap_{name}_own"] = gap_closed(none, raw, nll(own))
-            out[f"gap_{name}_other"] = gap_closed(none, raw, nll(other))
-            out[f"greedy_{name}_own"] = greedy_accuracy(llm, questions, own)
-            out[f"greedy_{name}_other"] = greedy_accuracy(llm, questions, other)
-    return out
-
-
-def answers_table(out: dict, k: int, init: str, fitted: str = "fitted to repeat") -> list[str]:
-    lines = [
-        f"| ×{k} | reconstruction gap closed | answer gap: own / other (own − other) | "
-        "greedy answers: own / other |",
-        "|---|---:|---:|---:|",
-        f"| none / raw text | — | — | {out['greedy_none']:.0%} / {out['greedy_raw']:.0%} |",
-    ]
-    for name, label in (("tokenizer", f"`{init}`'s states"), ("fitted", fitted)):
-        own, other = out[f"gap_{name}_own"], out[f"gap_{name}_other"]
-        recon = out["recon"]["curve"][0 if name == "tokenizer" else max(out["recon"]["curve"])]
-        lines.append(
-            f"| {label} | {recon:.1%} | {own:.1%} / {other:.1%} ({own - other:+.1%}) | "
-            f"{out[f'greedy_{name}_own']:.0%} / {out[f'greedy_{name}_other']:.0%} |"
+    @classmethod
+    def build(cls, llm, items, length: int) -> AnswerChunk:
+        paragraphs = [truncate_text(llm, p, length) for item in items for p in item.gold]
+        return cls(
+            probe_examples(items),
+            paragraphs,
+            [reconstruction_example([p]) for p in paragraphs],
+            [len(item.gold) for item in items],
+            length,
         )
-    return lines
+
+    def users(self, states: list[torch.Tensor], shift: int) -> list[list]:
+        """Each question's user turn reading item (i + shift)'s paragraph states."""
+        groups, at = [], 0
+        for n in self.sizes:
+            groups.append(states[at : at + n])
+            at += n
+        groups = groups[shift:] + groups[:shift]
+        return [ask_frame(q.question, g) for q, g in zip(self.questions, groups, strict=True)]
+
+    @torch.no_grad()
+    def read(self, llm, users) -> dict[str, list]:
+        """Per question: the answer's summed NLL and its tokens, and whether greedy decoding
+        contains the answer."""
+        nll, tokens = row_nll(llm, answer_rows(llm, self.questions, users))
+        return {"nll": nll, "tokens": tokens, "hit": greedy_hits(llm, self.questions, users)}
+
+    def read_states(self, llm, states: list[torch.Tensor]) -> dict[str, list]:
+        """`read` with each item's own paragraph states and with the next item's."""
+        own, other = self.read(llm, self.users(states, 0)), self.read(llm, self.users(states, 1))
+        return {
+            **{f"{n}_own": v for n, v in own.items()},
+            **{f"{n}_other": v for n, v in other.items()},
+        }
+
+
+def paragraph_states(users) -> list[torch.Tensor]:
+    return [next(p for p in u if torch.is_tensor(p)) for u in users]  # one per paragraph
+
+
+def chunk_base(llm, tok, chunk: AnswerChunk, k: int) -> dict:
+    """A chunk's rows without fitting: none, raw text, the tokenizer's states at k, and the
+    repeat rows' NLLs with no context and with the raw paragraph."""
+    none = chunk.read(llm, frame_users(llm, chunk.questions, 0))
+    raw = chunk.read(llm, frame_users(llm, chunk.questions, chunk.length))
+    states = paragraph_states(tokenizer_users(llm, tok, chunk.repeats, chunk.length, k))
+    return {
+        **{f"{n}_none": v for n, v in none.items()},
+        **{f"{n}_raw": v for n, v in raw.items()},
+        **{f"{n}_tokenizer": v for n, v in chunk.read_states(llm, states).items()},
+        **{f"recon_{n}": v for n, v in repeat_baselines(llm, chunk.repeats, chunk.length).items()},
+    }
+
+
+def chunk_arm(llm, tok, chunk: AnswerChunk, k: int, blanks: int, base: dict, steps, lr, log):
+    """Each paragraph's vectors, from the tokenizer's states at k, fitted alone to repeat it
+    (and fill `blanks` blanks in it), the question unseen; then read by the questions."""
+    users = tokenizer_users(llm, tok, chunk.repeats, chunk.length, k)
+    states = paragraph_states(users)
+    baselines = {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
+    extra = blank_rows(chunk.paragraphs, states, blanks)
+    fitted = fit(llm, chunk.repeats, users, steps, lr, steps, baselines, log, extra)
+    return {"blank_rows": len(extra[0]), **fitted, **chunk.read_states(llm, states)}
 
 
 def table(results: dict[int, dict], init: str) -> list[str]:
@@ -290,9 +331,13 @@ def main() -> None:
     parser.add_argument("--context-len", type=int, default=128, help="with --answers")
     parser.add_argument(
         "--blanks",
-        type=int,
-        default=0,
-        help="with --answers: also fit to this many fill-in-the-blank rows per paragraph",
+        default="0",
+        help="with --answers: comma-separated arms, each fitting this many fill-in-the-blank "
+        "rows per paragraph beside the repeat row, on the same items (paired)",
+    )
+    parser.add_argument("--chunk", type=int, default=8, help="with --answers: items per fit")
+    parser.add_argument(
+        "--report-only", action="store_true", help="with --answers: publish the journal's chunks"
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -307,7 +352,8 @@ def main() -> None:
     probe = ReconstructionProbe.sample(read_answer_probe(), args.items, recon_len=args.recon_len)
     examples = probe.examples(llm)
     baselines = repeat_baselines(llm, examples, args.recon_len)
-    print(json.dumps(baselines), flush=True)
+    none, raw = (per_token(baselines[n], baselines["tokens"]) for n in ("none", "raw"))
+    print(json.dumps({"none": none, "raw": raw}), flush=True)
     results: dict[int, dict] = {}
     for k in ks:
         users = tokenizer_users(llm, tok, examples, args.recon_len, k)
@@ -323,7 +369,7 @@ def main() -> None:
             lambda m, k=k: print(f"×{k} {m}", flush=True),
         )
         results[k] = {"vectors": f"{vectors / len(examples):.0f}", **r}
-        print(f"×{k}", json.dumps({n: v for n, v in r.items() if n != "curve"}), flush=True)
+        print(f"×{k}", json.dumps({n: v for n, v in r.items() if not isinstance(v, (dict, list))}))
     publish(
         args,
         f"reader-oracle-{args.section}",
@@ -332,7 +378,7 @@ def main() -> None:
         f"paragraphs, {args.recon_len} tokens each, repeated back (the reconstruction probe's "
         f"rows); each paragraph's vectors fitted alone, Adam lr {args.lr} × their RMS, "
         f"{args.steps} steps, from `{args.init}`'s states. NLL per token: none "
-        f"{baselines['none']:.3f}, raw {baselines['raw']:.3f}. Cells: gap closed.",
+        f"{none:.3f}, raw {raw:.3f}. Cells: gap closed.",
         table(results, args.init),
     )
 
@@ -345,36 +391,134 @@ def publish(args, section: str, title: str, intro: str, rows: list[str]) -> None
         write_section(section, body, DOC)
 
 
+def arm_label(blanks: int) -> str:
+    return f"fitted to repeat and fill {blanks} blanks" if blanks else "fitted to repeat"
+
+
+def paired_cell(a: list[bool], b: list[bool]) -> str:
+    """Questions right only with a / only with b (sign-test p)."""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    return f"{only_a} / {only_b} (p {sign_test(only_a, only_b):.3f})"
+
+
+def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):
+    """Totals over the items done (gaps from mean NLLs, greedy counts), then each arm's greedy
+    answers paired against none, the tokenizer's states and the first arm."""
+    n = len(base["hit_none"])
+
+    def answer(nll: list[float]) -> float:  # every row of a question scores the same answer
+        return per_token(nll, base["tokens_none"])
+
+    def recon(nll: list[float]) -> float:
+        none, raw = (per_token(base[f"recon_{r}"], base["recon_tokens"]) for r in ("none", "raw"))
+        return gap_closed(none, raw, per_token(nll, base["recon_tokens"]))
+
+    none, raw = answer(base["nll_none"]), answer(base["nll_raw"])
+    first = next(iter(arms.values()))
+    rows = [(f"`{init}`'s states", "tokenizer", recon(first["nll_start"]))] + [
+        (arm_label(b), b, recon(arm["nll_end"])) for b, arm in arms.items()
+    ]
+    lines = [
+        f"| ×{k}, {n} items | reconstruction gap | answer gap own / other (own − other) | "
+        "greedy answers own / other |",
+        "|---|---:|---:|---:|",
+        f"| no context / raw text | — | — | {sum(base['hit_none'])} / {sum(base['hit_raw'])} |",
+    ]
+    for label, key, rec in rows:
+        cells = base if key == "tokenizer" else arms[key]
+        suffix = "_tokenizer" if key == "tokenizer" else ""
+        own = gap_closed(none, raw, answer(cells[f"nll_own{suffix}"]))
+        other = gap_closed(none, raw, answer(cells[f"nll_other{suffix}"]))
+        lines.append(
+            f"| {label} | {rec:.1%} | {own:.1%} / {other:.1%} ({own - other:+.1%}) | "
+            f"{sum(cells[f'hit_own{suffix}'])} / {sum(cells[f'hit_other{suffix}'])} |"
+        )
+    lines += [
+        "",
+        "| greedy, own paragraphs: right only with the row / only with … (sign-test p) | "
+        "no context | the tokenizer's states | "
+        + " | ".join(arm_label(b) for b in list(arms)[:1])
+        + " | share of raw's |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    first_hits = first["hit_own"]
+    for b, arm in arms.items():
+        hits = arm["hit_own"]
+        lines.append(
+            f"| {arm_label(b)} | {paired_cell(hits, base['hit_none'])} | "
+            f"{paired_cell(hits, base['hit_own_tokenizer'])} | "
+            + ("—" if arm is first else paired_cell(hits, first_hits))
+            + f" | {sum(hits) / max(1, sum(base['hit_raw'])):.2f} |"
+        )
+    return lines
+
+
 def answers_main(args, llm, tok, k: int) -> None:
+    """Chunks of `--chunk` items, each journalled as it finishes (its baselines, then each
+    arm), so a killed run resumes at the chunk and arm in flight; the section covers the items
+    done and says so when they are fewer than asked."""
+    arms = [int(b) for b in args.blanks.split(",")]
     items = ReconstructionProbe.sample(read_answer_probe(), args.answers).items
-    out = answers_from_fitted(
-        llm,
-        tok,
-        items,
-        k,
-        args.steps,
-        args.lr,
-        args.every,
-        args.context_len,
-        lambda m: print(f"×{k} {m}", flush=True),
-        args.blanks,
-    )
-    print(json.dumps(out), flush=True)
+    settings = {
+        "k": k,
+        "steps": args.steps,
+        "lr": args.lr,
+        "context_len": args.context_len,
+        "chunk": args.chunk,
+        "init": args.init,
+        "dtype": str(llm.dtype),
+        "version": 2,
+    }
+    journal = Journal.open("reader-oracle", settings)
+    print(f"journal {journal.path} ({len(journal.done)} pieces done)", flush=True)
+    chunks = [items[i : i + args.chunk] for i in range(0, len(items), args.chunk)]
+    for c, part in enumerate(chunks):
+        if args.report_only:
+            break
+        chunk = AnswerChunk.build(llm, part, args.context_len)
+        if f"{c}/base" not in journal.done:
+            journal.record(f"{c}/base", chunk_base(llm, tok, chunk, k))
+        for b in arms:
+            if f"{c}/blanks{b}" in journal.done:
+                continue
+            log = lambda m, c=c, b=b: print(f"chunk {c} blanks {b}: {m}", flush=True)  # noqa: E731
+            base = journal.done[f"{c}/base"]
+            journal.record(
+                f"{c}/blanks{b}", chunk_arm(llm, tok, chunk, k, b, base, args.steps, args.lr, log)
+            )
+    done = [c for c in range(len(chunks)) if all(f"{c}/blanks{b}" in journal.done for b in arms)]
+    if not done:
+        print("no chunk finished yet")
+        return
+
+    def gather(key: str) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for c in done:
+            for name, value in journal.done[f"{c}/{key}"].items():
+                if isinstance(value, list):
+                    out.setdefault(name, []).extend(value)
+        return out
+
+    base = gather("base")
+    fitted = {b: gather(f"blanks{b}") for b in arms}
+    none, raw = (per_token(base[f"nll_{r}"], base["tokens_none"]) for r in ("none", "raw"))
+    n = len(base["hit_none"])
+    minutes = sum(journal.done[f"{c}/blanks{b}"]["seconds"] for c in done for b in arms) / 60
+    partial = f" **Partial: {n} of {len(items)} items.**" if n < len(items) else ""
     publish(
         args,
         f"reader-oracle-answers-{args.section}",
         f"Reader oracle, answers: {args.section}",
-        f"`benchmarks/reader_oracle.py --answers` — {machine_line()}; {len(items)} held-out "
-        f"HotpotQA answer-probe items, gold paragraphs cut to {args.context_len} tokens; each "
-        f"paragraph's vectors fitted alone to repeat it"
-        + (f" and fill {args.blanks} blanks in its sentences" if args.blanks else "")
-        + f" (question unseen), Adam lr {args.lr} × "
-        f"their RMS, {args.steps} steps, from `{args.init}`'s states; then read in the answer "
-        f"probe's rows. Answer NLL per token: none {out['nll_none']:.3f}, raw "
-        f"{out['nll_raw']:.3f}. Other: the next item's paragraphs.",
-        answers_table(
-            out, k, args.init, "fitted to repeat" + (" and fill blanks" if args.blanks else "")
-        ),
+        f"`benchmarks/reader_oracle.py --answers {args.answers} --blanks {args.blanks}` — "
+        f"{machine_line()}; held-out HotpotQA answer-probe items (the first {n} of the probe's "
+        f"seeded order), gold paragraphs cut to {args.context_len} tokens; in chunks of "
+        f"{args.chunk} items, each paragraph's vectors fitted alone (the question unseen) from "
+        f"`{args.init}`'s states at ×{k}, Adam lr {args.lr} × their RMS, {args.steps} steps "
+        f"({minutes:.0f} min of fitting in all); then read in the answer probe's rows. "
+        f"Answer NLL per token: none {none:.3f}, raw {raw:.3f}. Other: the next item's "
+        f"paragraphs in its chunk. Greedy: answers contained in 32 tokens, counts of {n}.{partial}",
+        answers_table(base, fitted, k, args.init),
     )
 
 

@@ -154,19 +154,32 @@ class ReconstructionProbe(AnswerProbe):
         ]
 
 
+def greedy_texts(
+    llm: FrozenLLM, users: Sequence, max_new_tokens: int = 32, batch: int = 8
+) -> list[str]:
+    """Each user turn's greedy reply (at most `max_new_tokens`), decoded, in batches."""
+    rows = [llm.chat_row(user) for user in users]
+    texts: list[str] = []
+    for i in range(0, len(rows), batch):
+        outputs = generate_batch(llm, rows[i : i + batch], max_new_tokens)
+        texts += [llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
+    return texts
+
+
+def greedy_hits(
+    llm: FrozenLLM, examples: Sequence[FrameExample], users: Sequence, batch: int = 8
+) -> list[bool]:
+    """Per example: is its answer contained in 32 greedy tokens after its user turn (SQuAD
+    normalisation, as `eval qa` scores)?"""
+    texts = greedy_texts(llm, users, 32, batch)
+    return [answer_contained(t, [ex.answer]) for t, ex in zip(texts, examples, strict=True)]
+
+
 def greedy_accuracy(
     llm: FrozenLLM, examples: Sequence[FrameExample], users: Sequence, batch: int = 8
 ) -> float:
-    """Share of examples whose answer is contained in 32 greedy tokens after its user turn
-    (SQuAD normalisation, as `eval qa` scores)."""
-    rows = [llm.chat_row(user) for user in users]
-    hits = 0
-    for i in range(0, len(rows), batch):
-        outputs = generate_batch(llm, rows[i : i + batch], 32)
-        texts = [llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
-        part = examples[i : i + batch]
-        hits += sum(answer_contained(t, [ex.answer]) for t, ex in zip(texts, part, strict=True))
-    return hits / max(1, len(rows))
+    """Share of examples whose answer is contained in 32 greedy tokens (`greedy_hits`)."""
+    return sum(greedy_hits(llm, examples, users, batch)) / max(1, len(users))
 
 
 def gap_closed(none: float, raw: float, compressed: float) -> float:

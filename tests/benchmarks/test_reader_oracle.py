@@ -1,5 +1,6 @@
 """benchmarks/reader_oracle.py's fit: free vectors in the reconstruction frame, fitted with the
-LLM frozen, close the gap; the LLM's weights do not move."""
+LLM frozen, close the gap; the LLM's weights do not move. The answers mode's chunks: every row
+recorded per question, so arms pair, and the table reads them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import reader_oracle
 
+from extok_rag.config import TokenizerConfig
+from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.ask_frame import ask_frame
+from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.training.frame import bare_rows, raw_rows, reconstruction_example
 from extok_rag.training.objective import row_losses
 
@@ -21,11 +25,12 @@ PARAGRAPHS = ["Ada Lovelace wrote notes in 1843.", "The river Thames flows throu
 
 def test_fitted_vectors_close_the_reconstruction_gap_with_the_llm_frozen(tiny_llm):
     examples = [reconstruction_example([p]) for p in PARAGRAPHS]
-    with torch.no_grad():
-        baselines = {
-            "none": float(row_losses(tiny_llm, bare_rows(tiny_llm, examples)).mean()),
-            "raw": float(row_losses(tiny_llm, raw_rows(tiny_llm, examples, 64)).mean()),
-        }
+    baselines = reader_oracle.repeat_baselines(tiny_llm, examples, 64)
+    with torch.no_grad():  # the same rows' per-token NLL, as the probe computes it
+        none = float(row_losses(tiny_llm, bare_rows(tiny_llm, examples)).mean())
+        raw = float(row_losses(tiny_llm, raw_rows(tiny_llm, examples, 64)).mean())
+    for name, value in (("none", none), ("raw", raw)):
+        assert abs(reader_oracle.per_token(baselines[name], baselines["tokens"]) - value) < 1e-5
     d = tiny_llm.model.config.hidden_size
     gen = torch.Generator().manual_seed(0)
     users = [ask_frame(ex.question, [0.02 * torch.randn(4, d, generator=gen)]) for ex in examples]
@@ -43,6 +48,8 @@ def test_fitted_vectors_close_the_reconstruction_gap_with_the_llm_frozen(tiny_ll
     )
     assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
     assert 0.0 <= result["greedy_whole"] <= 1.0 and 0.0 <= result["greedy_f1"] <= 1.0
+    assert len(result["whole"]) == len(result["nll_end"]) == len(result["nll_start"]) == 2
+    assert sum(result["nll_end"]) < sum(result["nll_start"])
     assert result["rms_end"] > 0
 
 
@@ -55,3 +62,48 @@ def test_blank_rows_read_the_paragraphs_own_tensor_and_ask_from_the_paragraph_al
         assert ex.question.startswith("Fill in the blank") and ex.answer in paragraph
         tensors = [p for p in user if torch.is_tensor(p)]
         assert len(tensors) == 1 and tensors[0] is state  # the very tensor that fit moves
+
+
+def items() -> list[QAExample]:
+    facts = [
+        ("Who wrote notes in 1843?", "Ada Lovelace", "Ada Lovelace wrote notes in 1843."),
+        ("What flows through London?", "the Thames", "The river Thames flows through London."),
+        ("Where is the Louvre?", "Paris", "The Louvre is a museum in Paris, France."),
+    ]
+    return [
+        QAExample(f"q{i}", q, a, (f"T{i}\n\n{text}", f"U{i}\n\nSome other words here."))
+        for i, (q, a, text) in enumerate(facts)
+    ]
+
+
+def test_answer_chunk_reads_own_and_the_next_items_paragraphs(tiny_llm):
+    chunk = reader_oracle.AnswerChunk.build(tiny_llm, items(), 128)
+    assert chunk.sizes == [2, 2, 2] and len(chunk.repeats) == 6
+    states = [torch.full((1, 4), float(i)) for i in range(6)]
+    own, other = chunk.users(states, 0), chunk.users(states, 1)
+    tensors = lambda user: [float(p[0, 0]) for p in user if torch.is_tensor(p)]  # noqa: E731
+    assert [tensors(u) for u in own] == [[0, 1], [2, 3], [4, 5]]
+    assert [tensors(u) for u in other] == [[2, 3], [4, 5], [0, 1]]  # the last wraps in its chunk
+
+
+def test_arms_record_every_question_so_they_pair(tiny_llm):
+    tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1)).eval()
+    chunk = reader_oracle.AnswerChunk.build(tiny_llm, items(), 128)
+    base = reader_oracle.chunk_base(tiny_llm, tok, chunk, 4)
+    for key in ("none", "raw", "own_tokenizer", "other_tokenizer"):
+        assert len(base[f"nll_{key}"]) == len(base[f"hit_{key}"]) == 3
+    assert len(base["recon_none"]) == len(base["recon_raw"]) == 6
+    weights = [w.clone() for w in tiny_llm.model.parameters()]
+    arms = {
+        b: reader_oracle.chunk_arm(tiny_llm, tok, chunk, 4, b, base, 3, 0.3, lambda m: None)
+        for b in (0, 1)
+    }
+    assert arms[0]["blank_rows"] == 0 and arms[1]["blank_rows"] > 0
+    for arm in arms.values():
+        assert len(arm["hit_own"]) == len(arm["nll_other"]) == 3 and len(arm["nll_end"]) == 6
+        assert arm["nll_start"] == arms[0]["nll_start"]  # both arms start at the same states
+    assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
+    lines = reader_oracle.answers_table(base, arms, 4, "tiny")
+    assert lines[0].startswith("| ×4, 3 items |")
+    assert sum(line.startswith("| fitted to repeat") for line in lines) == 4  # totals, paired
+    assert "fitted to repeat and fill 1 blanks" in "\n".join(lines)
