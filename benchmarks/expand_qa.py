@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_runs import sign_test
 from report import machine_line, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -98,13 +98,6 @@ def table(result: dict) -> str:
     for r in sorted(result["summary"], key=lambda r: r["positions_median"]):
         lines.append(f"| {r['name']} | {100 * r['accuracy']:.1f}% | {r['positions_median']:,.0f} |")
     return "\n".join(lines)
-
-
-def sign_test(only_a: int, only_b: int) -> float:
-    """Two-sided exact binomial p of the discordant pairs (McNemar's exact test)."""
-    n = only_a + only_b
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n if n else 0.5
-    return min(1.0, 2 * tail)
 
 
 def frame_pairs(result: dict) -> str | None:

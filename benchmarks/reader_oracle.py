@@ -438,7 +438,7 @@ def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: in
         "",
         "| greedy, own paragraphs: right only with the row / only with … (sign-test p) | "
         "no context | the tokenizer's states | "
-        + " | ".join(arm_label(b) for b in list(arms)[:1])
+        + arm_label(next(iter(arms)))
         + " | share of raw's |",
         "|---|---:|---:|---:|---:|",
     ]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_runs import sign_test
 from report import machine_line, write_section
 
 from extok_rag.ask.build import build_prompt
@@ -170,15 +170,6 @@ def run(name: str, retrieval: str) -> dict:
         "machine": machine_line(),
         "frame": AskConfig.frame,  # the budget frame the spans were chosen in
     }
-
-
-def sign_test(only_a: int, only_b: int) -> float:
-    """Two-sided exact binomial p of the discordant pairs (McNemar's exact test)."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def share_rate(res: dict, scorer: str, share: float) -> float:

@@ -293,6 +293,11 @@ class TrainConfig:
         if any(p.share for p in self.mix) and self.max_minutes <= 0:
             raise ValueError("a phase set as a share of the budget needs max_minutes > 0")
 
+    @property
+    def budget_s(self) -> float:
+        """The time budget in seconds on `budget_clock` (0: none)."""
+        return self.max_minutes * 60
+
     def resolved_dtype(self, device: str) -> Literal["bfloat16", "float32"]:
         return fastest_dtype(device) if self.dtype == "auto" else self.dtype
 

@@ -21,7 +21,7 @@ def lr_factor(cfg: TrainConfig, step: int, budget_spent: float) -> float:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     if cfg.schedule_clock == "budget" and cfg.max_minutes > 0:
-        progress = max(progress, budget_spent / (cfg.max_minutes * 60))
+        progress = max(progress, budget_spent / cfg.budget_s)
     if cfg.schedule == "linear":
         return max(0.0, 1.0 - progress)
     if cfg.schedule == "cosine":
@@ -39,7 +39,7 @@ def close_phase(cfg: TrainConfig, step: int, budget_spent: float) -> tuple[Train
         return cfg, None
     i, start = cfg.phase_span(step)
     phase = cfg.mix[i]
-    if not phase.open or budget_spent < phase.share * cfg.max_minutes * 60:
+    if not phase.open or budget_spent < phase.share * cfg.budget_s:
         return cfg, None
     mix = list(cfg.mix)
     mix[i] = replace(phase, steps=max(1, step - start))

@@ -357,7 +357,7 @@ class Trainer:
         return getattr(self, "cpu_elapsed" if self.cfg.budget_clock == "cpu" else "elapsed", 0.0)
 
     def finished(self, stop_at: int | None = None) -> bool:
-        budget = self.cfg.max_minutes * 60
+        budget = self.cfg.budget_s
         last = min(self.cfg.max_steps, stop_at or self.cfg.max_steps)
         return self.step >= last or (budget > 0 and self.budget_spent() >= budget)
 
