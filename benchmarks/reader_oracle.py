@@ -504,7 +504,6 @@ def answers_main(args, llm, tok, k: int) -> None:
     fitted = {b: gather(f"blanks{b}") for b in arms}
     none, raw = (per_token(base[f"nll_{r}"], base["tokens_none"]) for r in ("none", "raw"))
     n = len(base["hit_none"])
-    minutes = sum(journal.done[f"{c}/blanks{b}"]["seconds"] for c in done for b in arms) / 60
     partial = f" **Partial: {n} of {len(items)} items.**" if n < len(items) else ""
     publish(
         args,
@@ -514,8 +513,8 @@ def answers_main(args, llm, tok, k: int) -> None:
         f"{machine_line()}; held-out HotpotQA answer-probe items (the first {n} of the probe's "
         f"seeded order), gold paragraphs cut to {args.context_len} tokens; in chunks of "
         f"{args.chunk} items, each paragraph's vectors fitted alone (the question unseen) from "
-        f"`{args.init}`'s states at ×{k}, Adam lr {args.lr} × their RMS, {args.steps} steps "
-        f"({minutes:.0f} min of fitting in all); then read in the answer probe's rows. "
+        f"`{args.init}`'s states at ×{k}, Adam lr {args.lr} × their RMS, {args.steps} steps; "
+        f"then read in the answer probe's rows. "
         f"Answer NLL per token: none {none:.3f}, raw {raw:.3f}. Other: the next item's "
         f"paragraphs in its chunk. Greedy: answers contained in 32 tokens, counts of {n}.{partial}",
         answers_table(base, fitted, k, args.init),
