@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import sign_test
+from paired_runs import paired
 from report import machine_line, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -116,13 +116,11 @@ def frame_pairs(result: dict) -> str | None:
         if frame is None or light not in rows:
             continue
         a, b = per[light]["correct"], per[name]["correct"]
-        only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-        only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+        only_a, only_b, p = paired(a, b)
         lines.append(
             f"| {light} vs {frame} frame | {100 * rows[light]['accuracy']:.1f}% / "
             f"{100 * rows[name]['accuracy']:.1f}% | {rows[light]['positions_median']:,.0f} / "
-            f"{rows[name]['positions_median']:,.0f} | {only_a} / {only_b} | "
-            f"{sign_test(only_a, only_b):.3f} |"
+            f"{rows[name]['positions_median']:,.0f} | {only_a} / {only_b} | {p:.3f} |"
         )
     return "\n".join(lines) if len(lines) > 2 else None
 

@@ -33,6 +33,13 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def paired(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
+    """(right only with a, right only with b, sign-test p) on the same questions."""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    return only_a, only_b, sign_test(only_a, only_b)
+
+
 def accuracy(row: dict) -> str:
     return f"{100 * sum(row['correct']) / len(row['correct']):.1f}%"
 
@@ -53,14 +60,12 @@ def qa_rows(a: dict, b: dict, prefixes: tuple[str, ...] = ("extok",)) -> list[st
             y = y_set["per_question"].get(name)
             if y is None or not name.startswith(prefixes):
                 continue
-            pairs = list(zip(x["correct"], y["correct"], strict=True))
-            only_a = sum(p and not q for p, q in pairs)
-            only_b = sum(q and not p for p, q in pairs)
-            same = sum(p == q for p, q in zip(x["answers"], y["answers"], strict=True))
+            only_a, only_b, p = paired(x["correct"], y["correct"])
+            same = sum(u == v for u, v in zip(x["answers"], y["answers"], strict=True))
+            n = len(x["correct"])
             lines.append(
-                f"| {x_set['name']} | {name} | {len(pairs)} | {context} | {accuracy(x)} | "
-                f"{accuracy(y)} | {only_a} / {only_b} | {sign_test(only_a, only_b):.3f} | "
-                f"{same} / {len(pairs)} |"
+                f"| {x_set['name']} | {name} | {n} | {context} | {accuracy(x)} | "
+                f"{accuracy(y)} | {only_a} / {only_b} | {p:.3f} | {same} / {n} |"
             )
     return lines
 

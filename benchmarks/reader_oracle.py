@@ -67,7 +67,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import sign_test
+from paired_runs import paired
 from report import machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
@@ -397,9 +397,8 @@ def arm_label(blanks: int) -> str:
 
 def paired_cell(a: list[bool], b: list[bool]) -> str:
     """Questions right only with a / only with b (sign-test p)."""
-    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
-    return f"{only_a} / {only_b} (p {sign_test(only_a, only_b):.3f})"
+    only_a, only_b, p = paired(a, b)
+    return f"{only_a} / {only_b} (p {p:.3f})"
 
 
 def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 from extok_rag.ask.modes import AUTO_BUDGET_MODE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import sign_test
+from paired_runs import paired
 from report import machine_line, write_section
 
 X4, NONE, RAW = "extok ×4 top-4", "none", "raw top-4"
@@ -32,13 +32,6 @@ X4, NONE, RAW = "extok ×4 top-4", "none", "raw top-4"
 
 def acc(correct: list[bool]) -> float:
     return sum(correct) / len(correct)
-
-
-def paired(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
-    """(right only with a, right only with b, sign-test p)."""
-    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
-    return only_a, only_b, sign_test(only_a, only_b)
 
 
 def diff_interval(a: list[bool], b: list[bool]) -> tuple[float, float]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import sign_test
+from paired_runs import paired as paired_counts
 from report import machine_line, write_section
 
 from extok_rag.ask.build import build_prompt
@@ -246,10 +246,8 @@ def section(results: list[dict]) -> str:
         ]
         for s in SHARES:
             a, b = res["hits"][f"learned@{s}"], res["hits"][f"both@{s}"]
-            only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-            only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+            only_a, only_b, p = paired_counts(a, b)
             both = sum(x and y for x, y in zip(a, b, strict=True))
-            p = sign_test(only_a, only_b)
             paired.append(
                 f"| {s} | {only_a} | {only_b} | {both} | {n - only_a - only_b - both} | {p:.3f} |"
             )

@@ -20,7 +20,7 @@ def lr_factor(cfg: TrainConfig, step: int, budget_spent: float) -> float:
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    if cfg.schedule_clock == "budget" and cfg.max_minutes > 0:
+    if cfg.schedule_clock == "budget" and cfg.budget_s > 0:
         progress = max(progress, budget_spent / cfg.budget_s)
     if cfg.schedule == "linear":
         return max(0.0, 1.0 - progress)
