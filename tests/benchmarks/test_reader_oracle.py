@@ -107,3 +107,14 @@ def test_arms_record_every_question_so_they_pair(tiny_llm):
     assert lines[0].startswith("| ×4, 3 items |")
     assert sum(line.startswith("| fitted to repeat") for line in lines) == 4  # totals, paired
     assert "fitted to repeat and fill 1 blanks" in "\n".join(lines)
+
+
+def test_repeating_against_answering_counts_items_whose_answer_paragraph_comes_back(tiny_llm):
+    chunk = reader_oracle.AnswerChunk.build(tiny_llm, items(), 128)
+    bearing = chunk.bearing()
+    assert bearing == [[True, False]] * 3  # each answer is in its item's first paragraph
+    base = {"hit_raw": [True, True, False]}
+    arm = {"whole": [True, False, False, True, True, True], "hit_own": [False, True, True]}
+    line = reader_oracle.repeat_answer_table(base, {0: arm}, bearing)[-1]
+    # items 0 and 2 repeat their answer's paragraph whole (item 1 only its other one)
+    assert line == "| fitted to repeat | 2 of 3 | 1 / 1 (1 / 1 (p 1.000)) |"
