@@ -472,7 +472,7 @@ def repeat_answer_table(base: dict[str, list], arms: dict[int, dict[str, list]],
     of its paragraphs (in order) holds the answer."""
     lines = [
         "| repeating against answering | items whose answer's paragraph is repeated whole | "
-        "of these, answered greedily: raw text / the vectors (right only raw / only vectors) |",
+        "of these, answered greedily: raw text / the vectors; right only raw / only vectors |",
         "|---|---:|---:|",
     ]
     held = sum(any(b) for b in bearing)
@@ -486,8 +486,8 @@ def repeat_answer_table(base: dict[str, list], arms: dict[int, dict[str, list]],
         raw = [h for h, w in zip(base["hit_raw"], keep, strict=True) if w]
         own = [h for h, w in zip(arm["hit_own"], keep, strict=True) if w]
         lines.append(
-            f"| {arm_label(b)} | {sum(keep)} of {held} | {sum(raw)} / {sum(own)} "
-            f"({paired_cell(raw, own)}) |"
+            f"| {arm_label(b)} | {sum(keep)} of {held} | {sum(raw)} / {sum(own)}; "
+            f"{paired_cell(raw, own)} |"
         )
     return lines
 

@@ -117,4 +117,4 @@ def test_repeating_against_answering_counts_items_whose_answer_paragraph_comes_b
     arm = {"whole": [True, False, False, True, True, True], "hit_own": [False, True, True]}
     line = reader_oracle.repeat_answer_table(base, {0: arm}, bearing)[-1]
     # items 0 and 2 repeat their answer's paragraph whole (item 1 only its other one)
-    assert line == "| fitted to repeat | 2 of 3 | 1 / 1 (1 / 1 (p 1.000)) |"
+    assert line == "| fitted to repeat | 2 of 3 | 1 / 1; 1 / 1 (p 1.000) |"
