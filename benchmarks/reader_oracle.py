@@ -221,6 +221,15 @@ def blank_rows(paragraphs: list[str], states: list[torch.Tensor], n: int) -> tup
     return examples, users
 
 
+def by_item(flat: list, sizes: list[int]) -> list[list]:
+    """A per-paragraph list cut into its items' groups (`sizes`: paragraphs per item)."""
+    groups, at = [], 0
+    for n in sizes:
+        groups.append(flat[at : at + n])
+        at += n
+    return groups
+
+
 @dataclass
 class AnswerChunk:
     """A few answer-probe items, their gold paragraphs cut to `length` tokens: the rows an
@@ -246,18 +255,14 @@ class AnswerChunk:
 
     def bearing(self) -> list[list[bool]]:
         """Per item: whether each of its paragraphs, as cut, holds the answer."""
-        out, at = [], 0
-        for q, n in zip(self.questions, self.sizes, strict=True):
-            out.append([answer_contained(p, [q.answer]) for p in self.paragraphs[at : at + n]])
-            at += n
-        return out
+        return [
+            [answer_contained(p, [q.answer]) for p in group]
+            for q, group in zip(self.questions, by_item(self.paragraphs, self.sizes), strict=True)
+        ]
 
     def users(self, states: list[torch.Tensor], shift: int) -> list[list]:
         """Each question's user turn reading item (i + shift)'s paragraph states."""
-        groups, at = [], 0
-        for n in self.sizes:
-            groups.append(states[at : at + n])
-            at += n
+        groups = by_item(states, self.sizes)
         groups = groups[shift:] + groups[:shift]
         return [ask_frame(q.question, g) for q, g in zip(self.questions, groups, strict=True)]
 
@@ -477,12 +482,11 @@ def repeat_answer_table(base: dict[str, list], arms: dict[int, dict[str, list]],
     ]
     held = sum(any(b) for b in bearing)
     for b, arm in arms.items():
-        whole, keep, at = arm["whole"], [], 0
-        for flags in bearing:
-            keep.append(
-                any(w and f for w, f in zip(whole[at : at + len(flags)], flags, strict=True))
-            )
-            at += len(flags)
+        wholes = by_item(arm["whole"], [len(flags) for flags in bearing])
+        keep = [
+            any(w and f for w, f in zip(whole, flags, strict=True))
+            for whole, flags in zip(wholes, bearing, strict=True)
+        ]
         raw = [h for h, w in zip(base["hit_raw"], keep, strict=True) if w]
         own = [h for h, w in zip(arm["hit_own"], keep, strict=True) if w]
         lines.append(
