@@ -514,11 +514,13 @@ def answers_main(args, llm, tok, k: int) -> None:
     }
     journal = Journal.open("reader-oracle", settings)
     print(f"journal {journal.path} ({len(journal.done)} pieces done)", flush=True)
-    chunks = [items[i : i + args.chunk] for i in range(0, len(items), args.chunk)]
-    for c, part in enumerate(chunks):
+    chunks = [
+        AnswerChunk.build(llm, items[i : i + args.chunk], args.context_len)
+        for i in range(0, len(items), args.chunk)
+    ]  # tokenising the cut paragraphs: seconds; the report needs the done ones too
+    for c, chunk in enumerate(chunks):
         if args.report_only:
             break
-        chunk = AnswerChunk.build(llm, part, args.context_len)
         if f"{c}/base" not in journal.done:
             journal.record(f"{c}/base", chunk_base(llm, tok, chunk, k))
         for b in arms:
@@ -543,11 +545,7 @@ def answers_main(args, llm, tok, k: int) -> None:
         return out
 
     base = gather("base")
-    bearing = [
-        flags
-        for c in done
-        for flags in AnswerChunk.build(llm, chunks[c], args.context_len).bearing()
-    ]
+    bearing = [flags for c in done for flags in chunks[c].bearing()]
     fitted = {b: gather(f"blanks{b}") for b in arms}
     none, raw = (per_token(base[f"nll_{r}"], base["tokens_none"]) for r in ("none", "raw"))
     n = len(base["hit_none"])

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import paired as paired_counts
+from paired_runs import paired
 from report import machine_line, write_section
 
 from extok_rag.ask.build import build_prompt
@@ -240,22 +240,22 @@ def section(results: list[dict]) -> str:
         for scorer in SCORERS:
             cells = [f"{share_rate(res, scorer, s):.1f}%" for s in SHARES]
             lines.append(f"| {scorer} | " + " | ".join(cells) + " |")
-        paired = [
+        pair_lines = [
             "| share | learned only | both only | both get it | neither | sign-test p |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
         for s in SHARES:
             a, b = res["hits"][f"learned@{s}"], res["hits"][f"both@{s}"]
-            only_a, only_b, p = paired_counts(a, b)
+            only_a, only_b, p = paired(a, b)
             both = sum(x and y for x, y in zip(a, b, strict=True))
-            paired.append(
+            pair_lines.append(
                 f"| {s} | {only_a} | {only_b} | {both} | {n - only_a - only_b - both} | {p:.3f} |"
             )
         parts += [
             f"### {name}, `{res.get('retrieval', 'vector')}` retrieval: {n} questions (draw "
             f"{res['draw']}); answer in the top-4 chunks: {ceiling:.1f}%",
             "\n".join(lines),
-            "\n".join(paired),
+            "\n".join(pair_lines),
         ]
         if "overhead" in res:
             parts.append(frame_table(res))
