@@ -56,6 +56,25 @@ A last table, added after 32 items were in (so descriptive, outside the rule): o
 whose answer-holding paragraph an arm's vectors repeat whole, raw text's greedy answers against
 the vectors' own. There the fact is in the vectors, recoverably; what the LLM answers from them
 is what a reader makes of it.
+
+`--answers 48 --ks 1 --blanks 0 --against 4` (session 30): the same items at ratio 1, one
+fitted vector per token (128 per paragraph), repeat only, paired per question with the ×4
+run's journal. The question: the ×4 vectors answer 3 of 48 (raw text 20) though on 30 items
+they give the answer's paragraph back whole. Is that because they are dense (four tokens a
+vector), or because vectors fitted to repeat are not what the LLM answers from, at any
+density? The reading, written before the run:
+(c) Density: the ×1 vectors answer more questions (own paragraphs) than the ×4 vectors, with
+sign-test p < 0.05 on the questions only one of them gets. Then what is lost on the way to an
+answer grows with the ratio even when the content is complete: ×2 runs next to place the
+curve, and for the ×4 targets the levers are selective ratios (FlexRAG's: where the answer
+lies, a low one) and ×4 trained in the answer frame.
+(d) The fitted shape: otherwise, if the ×1 vectors answer fewer questions than raw text with
+p < 0.05, then even one vector per token, fitted to repeat, is not read as text when
+answering: what the vectors are fitted to, not how dense they are, keeps the answer out.
+Answering has to be trained in the frame (as the recipe's mixture does), and ×2 is not run.
+Neither: said so, and nothing changes. Beside it, descriptive: at ×1 the fitted vectors'
+cosine to their own tokens' input embeddings, at the start (the tokenizer's states) and the
+end.
 """
 
 from __future__ import annotations
@@ -96,6 +115,7 @@ from extok_rag.training.frame import (
     raw_rows,
     reconstruction_example,
     span_example,
+    text_tokens,
     truncate_text,
 )
 from extok_rag.training.objective import row_losses
@@ -260,6 +280,19 @@ class AnswerChunk:
             for q, group in zip(self.questions, by_item(self.paragraphs, self.sizes), strict=True)
         ]
 
+    @torch.no_grad()
+    def token_cosine(self, llm, states: list[torch.Tensor]) -> list[float]:
+        """Per paragraph at ratio 1 (a vector per token): the mean cosine of each vector with
+        its own token's input embedding."""
+        out = []
+        for paragraph, state in zip(self.paragraphs, states, strict=True):
+            ids = text_tokens(llm, paragraph, self.length).ids
+            if len(ids) != state.shape[0]:
+                raise ValueError("token_cosine needs one vector per token (ratio 1)")
+            embeds = llm.embed_tokens(ids).float()
+            out.append(float(torch.cosine_similarity(state.float(), embeds, dim=-1).mean()))
+        return out
+
     def users(self, states: list[torch.Tensor], shift: int) -> list[list]:
         """Each question's user turn reading item (i + shift)'s paragraph states."""
         groups = by_item(states, self.sizes)
@@ -307,8 +340,17 @@ def chunk_arm(llm, tok, chunk: AnswerChunk, k: int, blanks: int, base: dict, ste
     states = paragraph_states(users)
     baselines = {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
     extra = blank_rows(chunk.paragraphs, states, blanks)
+    start = [s.detach().clone() for s in states]
     fitted = fit(llm, chunk.repeats, users, steps, lr, steps, baselines, log, extra)
-    return {"blank_rows": len(extra[0]), **fitted, **chunk.read_states(llm, states)}
+    cosine = (
+        {
+            "token_cos_start": chunk.token_cosine(llm, start),
+            "token_cos_end": chunk.token_cosine(llm, states),
+        }
+        if k == 1
+        else {}
+    )
+    return {"blank_rows": len(extra[0]), **fitted, **cosine, **chunk.read_states(llm, states)}
 
 
 def table(results: dict[int, dict], init: str) -> list[str]:
@@ -353,6 +395,12 @@ def main() -> None:
         "rows per paragraph beside the repeat row, on the same items (paired)",
     )
     parser.add_argument("--chunk", type=int, default=8, help="with --answers: items per fit")
+    parser.add_argument(
+        "--against",
+        type=int,
+        default=0,
+        help="with --answers: pair each arm per question with the same run's journal at this k",
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="with --answers: publish the journal's chunks"
     )
@@ -496,6 +544,46 @@ def repeat_answer_table(base: dict[str, list], arms: dict[int, dict[str, list]],
     return lines
 
 
+def done_chunks(journal: Journal, n_chunks: int, arms: list[int]) -> list[int]:
+    """The chunks whose every arm is in the journal."""
+    return [c for c in range(n_chunks) if all(f"{c}/blanks{b}" in journal.done for b in arms)]
+
+
+def gathered(journal: Journal, done: list[int], key: str) -> dict[str, list]:
+    """The per-question (or per-paragraph) lists of piece `key` over the `done` chunks."""
+    out: dict[str, list] = {}
+    for c in done:
+        for name, value in journal.done[f"{c}/{key}"].items():
+            if isinstance(value, list):
+                out.setdefault(name, []).extend(value)
+    return out
+
+
+def against_table(base, fitted, k: int, other_fitted, other_k: int) -> list[str]:
+    """Each arm at ×k paired per question with the same arm at ×other_k (another journal, the
+    same items), and with raw text; then, where ×k is 1, the fitted vectors' cosine to their
+    own tokens' embeddings."""
+    lines = [
+        f"| greedy, own paragraphs, {len(base['hit_raw'])} items | ×{k} / ×{other_k} / raw "
+        f"text | right only ×{k} / only ×{other_k} (p) | right only ×{k} / only raw text (p) |",
+        "|---|---:|---:|---:|",
+    ]
+    for b, arm in fitted.items():
+        hits, others = arm["hit_own"], other_fitted[b]["hit_own"]
+        lines.append(
+            f"| {arm_label(b)} | {sum(hits)} / {sum(others)} / {sum(base['hit_raw'])} | "
+            f"{paired_cell(hits, others)} | {paired_cell(hits, base['hit_raw'])} |"
+        )
+    for b, arm in fitted.items():
+        if "token_cos_start" in arm:
+            lines.append(
+                f"\n{arm_label(b)} at ×{k}: cosine of each vector to its own token's input "
+                f"embedding, mean over paragraphs, {mean(arm['token_cos_start']):.3f} (the "
+                f"tokenizer's states) → {mean(arm['token_cos_end']):.3f} (fitted)."
+            )
+    return lines
+
+
 def answers_main(args, llm, tok, k: int) -> None:
     """Chunks of `--chunk` items, each journalled as it finishes (its baselines, then each
     arm), so a killed run resumes at the chunk and arm in flight; the section covers the items
@@ -531,22 +619,21 @@ def answers_main(args, llm, tok, k: int) -> None:
             journal.record(
                 f"{c}/blanks{b}", chunk_arm(llm, tok, chunk, k, b, base, args.steps, args.lr, log)
             )
-    done = [c for c in range(len(chunks)) if all(f"{c}/blanks{b}" in journal.done for b in arms)]
+    done = done_chunks(journal, len(chunks), arms)
     if not done:
         print("no chunk finished yet")
         return
-
-    def gather(key: str) -> dict[str, list]:
-        out: dict[str, list] = {}
-        for c in done:
-            for name, value in journal.done[f"{c}/{key}"].items():
-                if isinstance(value, list):
-                    out.setdefault(name, []).extend(value)
-        return out
-
-    base = gather("base")
+    other = None
+    if args.against:
+        other = Journal.open("reader-oracle", {**settings, "k": args.against})
+        both = set(done_chunks(other, len(chunks), arms))
+        done = [c for c in done if c in both]  # paired: the chunks both ratios finished
+        if not done:
+            print(f"no chunk finished at both ×{k} and ×{args.against}")
+            return
+    base = gathered(journal, done, "base")
     bearing = [flags for c in done for flags in chunks[c].bearing()]
-    fitted = {b: gather(f"blanks{b}") for b in arms}
+    fitted = {b: gathered(journal, done, f"blanks{b}") for b in arms}
     none, raw = (per_token(base[f"nll_{r}"], base["tokens_none"]) for r in ("none", "raw"))
     n = len(base["hit_none"])
     partial = f" **Partial: {n} of {len(items)} items.**" if n < len(items) else ""
@@ -554,7 +641,9 @@ def answers_main(args, llm, tok, k: int) -> None:
         args,
         f"reader-oracle-answers-{args.section}",
         f"Reader oracle, answers: {args.section}",
-        f"`benchmarks/reader_oracle.py --answers {args.answers} --blanks {args.blanks}` — "
+        f"`benchmarks/reader_oracle.py --answers {args.answers} --ks {k} --blanks {args.blanks}"
+        + (f" --against {args.against}" if args.against else "")
+        + f"` — "
         f"{machine_line()}; held-out HotpotQA answer-probe items (the first {n} of the probe's "
         f"seeded order), gold paragraphs cut to {args.context_len} tokens; in chunks of "
         f"{args.chunk} items, each paragraph's vectors fitted alone (the question unseen) from "
@@ -566,6 +655,20 @@ def answers_main(args, llm, tok, k: int) -> None:
             *answers_table(base, fitted, k, args.init),
             "",
             *repeat_answer_table(base, fitted, bearing),
+            *(
+                [
+                    "",
+                    *against_table(
+                        base,
+                        fitted,
+                        k,
+                        {b: gathered(other, done, f"blanks{b}") for b in arms},
+                        args.against,
+                    ),
+                ]
+                if other
+                else []
+            ),
         ],
     )
 

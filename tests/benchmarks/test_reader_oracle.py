@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -118,3 +119,39 @@ def test_repeating_against_answering_counts_items_whose_answer_paragraph_comes_b
     line = reader_oracle.repeat_answer_table(base, {0: arm}, bearing)[-1]
     # items 0 and 2 repeat their answer's paragraph whole (item 1 only its other one)
     assert line == "| fitted to repeat | 2 of 3 | 1 / 1; 1 / 1 (p 1.000) |"
+
+
+def test_at_ratio_1_the_arm_reports_its_vectors_cosine_to_their_tokens(tiny_llm):
+    tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1)).eval()
+    chunk = reader_oracle.AnswerChunk.build(tiny_llm, items(), 128)
+    ids = [reader_oracle.text_tokens(tiny_llm, p, 128).ids for p in chunk.paragraphs]
+    own = [tiny_llm.embed_tokens(i).float() for i in ids]
+    assert chunk.token_cosine(tiny_llm, own) == pytest.approx([1.0] * len(own))
+    with pytest.raises(ValueError):
+        chunk.token_cosine(tiny_llm, [e[::2] for e in own])
+    base = reader_oracle.chunk_base(tiny_llm, tok, chunk, 1)
+    arm = reader_oracle.chunk_arm(tiny_llm, tok, chunk, 1, 0, base, 2, 0.3, lambda m: None)
+    assert len(arm["token_cos_start"]) == len(arm["token_cos_end"]) == 6
+    assert "token_cos_start" not in reader_oracle.chunk_arm(
+        tiny_llm,
+        tok,
+        chunk,
+        4,
+        0,
+        reader_oracle.chunk_base(tiny_llm, tok, chunk, 4),
+        1,
+        0.3,
+        lambda m: None,
+    )
+
+
+def test_against_pairs_each_arm_per_question_with_another_ratio():
+    base = {"hit_raw": [True, True, False, False]}
+    here = {
+        0: {"hit_own": [True, False, True, False], "token_cos_start": [0.5], "token_cos_end": [0.7]}
+    }
+    there = {0: {"hit_own": [False, False, False, False]}}
+    lines = reader_oracle.against_table(base, here, 1, there, 4)
+    assert lines[0].startswith("| greedy, own paragraphs, 4 items | ×1 / ×4 / raw text |")
+    assert lines[2] == "| fitted to repeat | 2 / 0 / 2 | 2 / 0 (p 0.500) | 1 / 1 (p 1.000) |"
+    assert "0.500 (the tokenizer's states) → 0.700 (fitted)" in lines[3]
