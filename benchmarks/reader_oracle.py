@@ -463,7 +463,7 @@ def arm_label(blanks: int) -> str:
 def paired_cell(a: list[bool], b: list[bool]) -> str:
     """Questions right only with a / only with b (sign-test p)."""
     only_a, only_b, p = paired(a, b)
-    return f"{only_a} / {only_b} (p {p:.3f})"
+    return f"{only_a} / {only_b} (p {p:.3f})" if p >= 0.001 else f"{only_a} / {only_b} (p < 0.001)"
 
 
 def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):
