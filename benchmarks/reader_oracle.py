@@ -397,9 +397,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8, help="with --answers: items per fit")
     parser.add_argument(
         "--against",
-        type=int,
-        default=0,
-        help="with --answers: pair each arm per question with the same run's journal at this k",
+        default="",
+        help="with --answers: comma-separated ks; pair each arm per question with the same "
+        "run's journal at each (on the chunks all of them finished)",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="with --answers: publish the journal's chunks"
@@ -623,20 +623,30 @@ def answers_main(args, llm, tok, k: int) -> None:
     if not done:
         print("no chunk finished yet")
         return
-    other = None
-    if args.against:
-        other = Journal.open("reader-oracle", {**settings, "k": args.against})
-        both = set(done_chunks(other, len(chunks), arms))
-        done = [c for c in done if c in both]  # paired: the chunks both ratios finished
-        if not done:
-            print(f"no chunk finished at both ×{k} and ×{args.against}")
-            return
+    others = {
+        kk: Journal.open("reader-oracle", {**settings, "k": kk})
+        for kk in (int(x) for x in args.against.split(",") if x)
+    }
+    for other in others.values():
+        finished = set(done_chunks(other, len(chunks), arms))
+        done = [c for c in done if c in finished]  # paired: the chunks every ratio finished
+    if not done:
+        print(f"no chunk finished at ×{k} and at every ×k of --against")
+        return
     base = gathered(journal, done, "base")
     bearing = [flags for c in done for flags in chunks[c].bearing()]
     fitted = {b: gathered(journal, done, f"blanks{b}") for b in arms}
     none, raw = (per_token(base[f"nll_{r}"], base["tokens_none"]) for r in ("none", "raw"))
     n = len(base["hit_none"])
     partial = f" **Partial: {n} of {len(items)} items.**" if n < len(items) else ""
+    rows = [
+        *answers_table(base, fitted, k, args.init),
+        "",
+        *repeat_answer_table(base, fitted, bearing),
+    ]
+    for kk, other in others.items():
+        pairs = {b: gathered(other, done, f"blanks{b}") for b in arms}
+        rows += ["", *against_table(base, fitted, k, pairs, kk)]
     publish(
         args,
         f"reader-oracle-answers-{args.section}",
@@ -651,25 +661,7 @@ def answers_main(args, llm, tok, k: int) -> None:
         f"then read in the answer probe's rows. "
         f"Answer NLL per token: none {none:.3f}, raw {raw:.3f}. Other: the next item's "
         f"paragraphs in its chunk. Greedy: answers contained in 32 tokens, counts of {n}.{partial}",
-        [
-            *answers_table(base, fitted, k, args.init),
-            "",
-            *repeat_answer_table(base, fitted, bearing),
-            *(
-                [
-                    "",
-                    *against_table(
-                        base,
-                        fitted,
-                        k,
-                        {b: gathered(other, done, f"blanks{b}") for b in arms},
-                        args.against,
-                    ),
-                ]
-                if other
-                else []
-            ),
-        ],
+        rows,
     )
 
 
