@@ -463,7 +463,7 @@ def arm_label(blanks: int) -> str:
 def paired_cell(a: list[bool], b: list[bool]) -> str:
     """Questions right only with a / only with b (sign-test p)."""
     only_a, only_b, p = paired(a, b)
-    return f"{only_a} / {only_b} (p {p:.3f})" if p >= 0.001 else f"{only_a} / {only_b} (p < 0.001)"
+    return f"{only_a} / {only_b} (" + (f"p {p:.3f})" if p >= 0.001 else "p < 0.001)")
 
 
 def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):
@@ -561,8 +561,7 @@ def gathered(journal: Journal, done: list[int], key: str) -> dict[str, list]:
 
 def against_table(base, fitted, k: int, other_fitted, other_k: int) -> list[str]:
     """Each arm at ×k paired per question with the same arm at ×other_k (another journal, the
-    same items), and with raw text; then, where ×k is 1, the fitted vectors' cosine to their
-    own tokens' embeddings."""
+    same items), and with raw text."""
     lines = [
         f"| greedy, own paragraphs, {len(base['hit_raw'])} items | ×{k} / ×{other_k} / raw "
         f"text | right only ×{k} / only ×{other_k} (p) | right only ×{k} / only raw text (p) |",
@@ -574,14 +573,18 @@ def against_table(base, fitted, k: int, other_fitted, other_k: int) -> list[str]
             f"| {arm_label(b)} | {sum(hits)} / {sum(others)} / {sum(base['hit_raw'])} | "
             f"{paired_cell(hits, others)} | {paired_cell(hits, base['hit_raw'])} |"
         )
-    for b, arm in fitted.items():
-        if "token_cos_start" in arm:
-            lines.append(
-                f"\n{arm_label(b)} at ×{k}: cosine of each vector to its own token's input "
-                f"embedding, mean over paragraphs, {mean(arm['token_cos_start']):.3f} (the "
-                f"tokenizer's states) → {mean(arm['token_cos_end']):.3f} (fitted)."
-            )
     return lines
+
+
+def cosine_lines(fitted, k: int) -> list[str]:
+    """Where the arms ran at ratio 1: their vectors' cosine to their own tokens' embeddings."""
+    return [
+        f"\n{arm_label(b)} at ×{k}: cosine of each vector to its own token's input embedding, "
+        f"mean over paragraphs, {mean(arm['token_cos_start']):.3f} (the tokenizer's states) → "
+        f"{mean(arm['token_cos_end']):.3f} (fitted)."
+        for b, arm in fitted.items()
+        if "token_cos_start" in arm
+    ]
 
 
 def answers_main(args, llm, tok, k: int) -> None:
@@ -647,6 +650,7 @@ def answers_main(args, llm, tok, k: int) -> None:
     for kk, other in others.items():
         pairs = {b: gathered(other, done, f"blanks{b}") for b in arms}
         rows += ["", *against_table(base, fitted, k, pairs, kk)]
+    rows += cosine_lines(fitted, k)
     publish(
         args,
         f"reader-oracle-answers-{args.section}",
