@@ -340,16 +340,10 @@ def chunk_arm(llm, tok, chunk: AnswerChunk, k: int, blanks: int, base: dict, ste
     states = paragraph_states(users)
     baselines = {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
     extra = blank_rows(chunk.paragraphs, states, blanks)
-    start = [s.detach().clone() for s in states]
+    cosine = {"token_cos_start": chunk.token_cosine(llm, states)} if k == 1 else {}
     fitted = fit(llm, chunk.repeats, users, steps, lr, steps, baselines, log, extra)
-    cosine = (
-        {
-            "token_cos_start": chunk.token_cosine(llm, start),
-            "token_cos_end": chunk.token_cosine(llm, states),
-        }
-        if k == 1
-        else {}
-    )
+    if k == 1:
+        cosine["token_cos_end"] = chunk.token_cosine(llm, states)
     return {"blank_rows": len(extra[0]), **fitted, **cosine, **chunk.read_states(llm, states)}
 
 
@@ -463,7 +457,8 @@ def arm_label(blanks: int) -> str:
 def paired_cell(a: list[bool], b: list[bool]) -> str:
     """Questions right only with a / only with b (sign-test p)."""
     only_a, only_b, p = paired(a, b)
-    return f"{only_a} / {only_b} (" + (f"p {p:.3f})" if p >= 0.001 else "p < 0.001)")
+    p_text = f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
+    return f"{only_a} / {only_b} ({p_text})"
 
 
 def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):
