@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_runs import paired as paired_hits
 from report import machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
@@ -35,6 +36,7 @@ from extok_rag.training.answer_probe import (
     AnswerProbe,
     gap_closed,
     greedy_accuracy,
+    greedy_hits,
     probe_examples,
     summarise,
 )
@@ -85,6 +87,7 @@ def main() -> None:
     examples = probe_examples(probe.items)[: args.greedy]
     results: dict[str, dict] = {}
     detailed: dict[str, dict[str, ChunkLosses]] = {}
+    hits: dict[str, list[bool]] = {}  # greedy ×4 per item, to pair against the reference
     accuracy: dict[str, float] = {
         "none": greedy_accuracy(llm, examples, frame_users(llm, examples, 0)),
         "raw": greedy_accuracy(llm, examples, frame_users(llm, examples, probe.context_len)),
@@ -104,7 +107,10 @@ def main() -> None:
             users = frame_users(
                 llm, examples, probe.context_len, tok, [k] * len(examples), probe.method
             )
-            results[name][f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
+            right = greedy_hits(llm, examples, users)
+            results[name][f"greedy_k{k}"] = sum(right) / max(1, len(right))
+            if k == 4:
+                hits[name] = right
         print(name, json.dumps(results[name]), flush=True)
     ref = detailed.get(args.reference)
     lines = [
@@ -119,8 +125,13 @@ def main() -> None:
         "| checkpoint | "
         + " | ".join(f"NLL ×{k} | gap closed ×{k} | greedy ×{k}" for k in ks)
         + " | gap closed ×4, another item's paragraphs"
-        + (f" | ×4 wins over {args.reference} (Δ NLL 95% CI) |" if ref and 4 in ks else " |"),
-        "|---|" + "---:|---:|---:|" * len(ks) + "---:|" + ("---:|" if ref and 4 in ks else ""),
+        + (
+            f" | ×4 wins over {args.reference} (Δ NLL 95% CI) | greedy ×4 right only here / "
+            f"only {args.reference} (sign test) |"
+            if ref and 4 in ks
+            else " |"
+        ),
+        "|---|" + "---:|---:|---:|" * len(ks) + "---:|" + ("---:|---:|" if ref and 4 in ks else ""),
     ]
     for name, r in results.items():
         cells = " | ".join(
@@ -132,12 +143,19 @@ def main() -> None:
         if ref and 4 in ks:
             wins, lo, hi = paired(detailed[name]["k4"], ref["k4"])
             extra = f" {wins:.0%} ({lo:+.3f}, {hi:+.3f}) |"
+            if name in hits and args.reference in hits and name != args.reference:
+                only, only_ref, p = paired_hits(hits[name], hits[args.reference])
+                extra += f" {only} / {only_ref} (p {p:.3f}) |"
+            else:
+                extra += " — |"
         lines.append(f"| {name} | {cells} | {r['gap_k4_other']:.0%} |{extra}")
     body = "\n".join(lines)
     write_section(f"answer-probe-{args.section}", body, doc=DOC)
     out = home_dir() / "runs" / f"answer-probe-{args.section}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"results": results, "greedy_baselines": accuracy}, indent=2))
+    out.write_text(
+        json.dumps({"results": results, "greedy_baselines": accuracy, "greedy_k4": hits}, indent=2)
+    )
     print(body)
 
 

@@ -234,6 +234,10 @@ class TrainConfig:
     seq_len: int = 1024
     chunk_len: int = 256
     k_choices: tuple[int, ...] = (2, 4, 8, 16, 32)
+    # The QA objectives' ratios (qa, distill, expand; empty: k_choices). Each row still draws
+    # from k_choices, and its draw maps by position onto this set, so a run with it and one
+    # without read the same examples and differ only in k (a paired variant).
+    answer_k_choices: tuple[int, ...] = ()
     downscale: DownscaleMethod = "strided"
     objective: Objective = "ar"  # used when `mix` is empty
     reconstruction_steps: int = 0  # warm-up steps of chunk reconstruction (when `mix` is empty)
@@ -292,6 +296,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if any(p.share for p in self.mix) and self.max_minutes <= 0:
             raise ValueError("a phase set as a share of the budget needs max_minutes > 0")
+        if self.answer_k_choices and len(self.k_choices) % len(self.answer_k_choices):
+            raise ValueError(
+                f"answer_k_choices {list(self.answer_k_choices)} must divide k_choices "
+                f"{list(self.k_choices)} evenly (each k of it drawn as often)"
+            )
+
+    def frame_k(self, objective: str, k: int) -> int:
+        """The ratio a frame row of `objective` reads, given its draw `k` from k_choices."""
+        if objective not in QA_OBJECTIVES or not self.answer_k_choices:
+            return k
+        answer = self.answer_k_choices
+        return answer[self.k_choices.index(k) % len(answer)]
 
     @property
     def budget_s(self) -> float:
@@ -336,7 +352,13 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         tok = data.pop("tokenizer", None)
-        for key in ("k_choices", "answer_probe_ks", "recon_chunks", "expand_share"):
+        for key in (
+            "k_choices",
+            "answer_k_choices",
+            "answer_probe_ks",
+            "recon_chunks",
+            "expand_share",
+        ):
             if key in data:
                 data[key] = tuple(data[key])
         if "mix" in data:

@@ -131,7 +131,7 @@ def frame_rows(
     objective: str,
 ) -> FrameRows:
     """The rows of a batch of frame `examples`, each at its own k drawn from `rng`."""
-    ks = [rng.choice(cfg.k_choices) for _ in examples]
+    ks = [cfg.frame_k(objective, rng.choice(cfg.k_choices)) for _ in examples]
     max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
     if objective == "expand":
         shares = [rng.uniform(*cfg.expand_share) for _ in examples]

@@ -26,7 +26,7 @@ from extok_rag.models.ask_frame import ask_frame
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
 from extok_rag.spans import token_starts
-from extok_rag.training import schedule
+from extok_rag.training import batches, schedule
 from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe, gap_closed
 from extok_rag.training.frame import (
     BLANK,
@@ -224,6 +224,37 @@ def test_mixture_follows_its_phases(tiny_llm, data, frame, tmp_path):
         assert (0 < stats.build_seconds < stats.seconds) if framed else not stats.build_seconds
     for name, param in tiny_llm.model.named_parameters():
         assert torch.equal(param, before[name]), name
+
+
+def test_answer_ratios_read_the_same_examples_at_their_own_ks(tiny_llm, data, frame, tmp_path):
+    """`answer_k_choices`: the QA objectives' rows map their k_choices draw onto that set, the
+    other objectives keep it, and both runs read the same examples (a paired variant)."""
+    base = replace(CFG, answer_probe_every=0, k_choices=(1, 2, 4, 8), frame_rows=4)
+    variant = replace(base, answer_k_choices=(4, 8))
+    runs = [
+        Trainer(c, tiny_llm, *data, tmp_path / d, frame, QA)
+        for c, d in ((base, "a"), (variant, "b"))
+    ]
+    seen = {}
+    for objective in ("qa", "expand", "distill", "span", "reconstruction"):
+        drawn = []
+        for g in range(6):
+            rng = [random.Random(f"frame:{base.seed}:{g}") for _ in runs]
+            examples = [t.frame_examples(objective, r, 4) for t, r in zip(runs, rng, strict=True)]
+            assert examples[0] == examples[1]
+            rows = [
+                batches.frame_rows(tiny_llm, t.tokenizer, t.cfg, ex, r, objective)
+                for t, ex, r in zip(runs, examples, rng, strict=True)
+            ]
+            assert rows[1].ks == [variant.frame_k(objective, k) for k in rows[0].ks]
+            drawn += rows[1].ks
+        seen[objective] = set(drawn)
+    assert seen["qa"] == seen["expand"] == seen["distill"] == {4, 8}
+    assert {1, 2} <= seen["span"] | seen["reconstruction"]
+    with pytest.raises(ValueError, match="divide k_choices"):
+        replace(base, answer_k_choices=(2, 4, 8))
+    loaded = TrainConfig.from_dict({"k_choices": [1, 2, 4, 8], "answer_k_choices": [4, 8]})
+    assert loaded.answer_k_choices == (4, 8)
 
 
 def test_mixed_run_resumes_exactly_and_logs_the_answer_probe(tiny_llm, data, frame, tmp_path):
