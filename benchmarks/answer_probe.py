@@ -140,10 +140,12 @@ def main() -> None:
             for k in ks
         )
         extra = ""
-        if ref and 4 in ks:
+        if ref and 4 in ks and name == args.reference:
+            extra = " reference | reference |"
+        elif ref and 4 in ks:
             wins, lo, hi = paired(detailed[name]["k4"], ref["k4"])
             extra = f" {wins:.0%} ({lo:+.3f}, {hi:+.3f}) |"
-            if name in hits and args.reference in hits and name != args.reference:
+            if name in hits and args.reference in hits:
                 only, only_ref, p = paired_hits(hits[name], hits[args.reference])
                 extra += f" {only} / {only_ref} (p {p:.3f}) |"
             else:
