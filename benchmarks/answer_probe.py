@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import paired as paired_hits
+from paired_runs import paired_cell
 from report import machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
@@ -113,6 +113,7 @@ def main() -> None:
                 hits[name] = right
         print(name, json.dumps(results[name]), flush=True)
     ref = detailed.get(args.reference)
+    pairs = ref is not None and 4 in ks  # the ×4 columns against the reference
     lines = [
         f"## Answer probe: {args.section}",
         "",
@@ -128,10 +129,10 @@ def main() -> None:
         + (
             f" | ×4 wins over {args.reference} (Δ NLL 95% CI) | greedy ×4 right only here / "
             f"only {args.reference} (sign test) |"
-            if ref and 4 in ks
+            if pairs
             else " |"
         ),
-        "|---|" + "---:|---:|---:|" * len(ks) + "---:|" + ("---:|---:|" if ref and 4 in ks else ""),
+        "|---|" + "---:|---:|---:|" * len(ks) + "---:|" + ("---:|---:|" if pairs else ""),
     ]
     for name, r in results.items():
         cells = " | ".join(
@@ -140,16 +141,13 @@ def main() -> None:
             for k in ks
         )
         extra = ""
-        if ref and 4 in ks and name == args.reference:
+        if pairs and name == args.reference:
             extra = " reference | reference |"
-        elif ref and 4 in ks:
+        elif pairs:
             wins, lo, hi = paired(detailed[name]["k4"], ref["k4"])
             extra = f" {wins:.0%} ({lo:+.3f}, {hi:+.3f}) |"
-            if name in hits and args.reference in hits:
-                only, only_ref, p = paired_hits(hits[name], hits[args.reference])
-                extra += f" {only} / {only_ref} (p {p:.3f}) |"
-            else:
-                extra += " — |"
+            both = name in hits and args.reference in hits
+            extra += f" {paired_cell(hits[name], hits[args.reference]) if both else '—'} |"
         lines.append(f"| {name} | {cells} | {r['gap_k4_other']:.0%} |{extra}")
     body = "\n".join(lines)
     write_section(f"answer-probe-{args.section}", body, doc=DOC)

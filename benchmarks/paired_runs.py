@@ -40,6 +40,13 @@ def paired(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
     return only_a, only_b, sign_test(only_a, only_b)
 
 
+def paired_cell(a: list[bool], b: list[bool]) -> str:
+    """Questions right only with a / only with b (sign-test p), as a table cell."""
+    only_a, only_b, p = paired(a, b)
+    p_text = f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
+    return f"{only_a} / {only_b} ({p_text})"
+
+
 def accuracy(row: dict) -> str:
     return f"{100 * sum(row['correct']) / len(row['correct']):.1f}%"
 

@@ -90,7 +90,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import paired
+from paired_runs import paired_cell
 from report import machine_line, write_section
 
 from extok_rag.cli.console import quiet_transformers
@@ -452,13 +452,6 @@ def publish(args, section: str, title: str, intro: str, rows: list[str]) -> None
 
 def arm_label(blanks: int) -> str:
     return f"fitted to repeat and fill {blanks} blanks" if blanks else "fitted to repeat"
-
-
-def paired_cell(a: list[bool], b: list[bool]) -> str:
-    """Questions right only with a / only with b (sign-test p)."""
-    only_a, only_b, p = paired(a, b)
-    p_text = f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
-    return f"{only_a} / {only_b} ({p_text})"
 
 
 def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):
