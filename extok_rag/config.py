@@ -183,6 +183,7 @@ Objective = Literal["ar", "reconstruction"]
 MIX_OBJECTIVES = ("ar", "chunk_reconstruction", "qa", "span", "reconstruction", "distill", "expand")
 FRAME_OBJECTIVES = ("qa", "span", "reconstruction", "distill", "expand")
 QA_OBJECTIVES = ("qa", "distill", "expand")  # the frame objectives that read QA pairs
+CONTRAST_OBJECTIVES = ("qa", "expand")  # those a contrast weight adds its hinge to
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,10 @@ class TrainConfig:
     expand_share: tuple[float, float] = (0.15, 0.35)  # expand: share of the context's tokens
     # read raw, drawn per example from this range (the product's budgets 0.25-0.35 of raw)
     distill_temperature: float = 1.0
+    # >0: qa and expand rows also read each question over another example's paragraphs, and
+    # any fall of its answer NLL below the no-context one costs this much (`contrast_losses`):
+    # the answer loss then falls only for what a row's own paragraphs say
+    contrast_weight: float = 0.0
     train_mode: Literal["lora", "full", "adapter"] = "lora"
     lora_rank: int = 16
     lora_alpha: float = 32.0
@@ -294,6 +299,11 @@ class TrainConfig:
     # auto: bf16 only where the hardware computes it natively (config.fastest_dtype)
 
     def __post_init__(self) -> None:
+        if self.contrast_weight < 0 or (self.contrast_weight and self.frame_rows < 2):
+            raise ValueError(
+                "contrast_weight must be >= 0, and > 0 needs frame_rows >= 2 (another "
+                "example's paragraphs in the same batch)"
+            )
         if any(p.share for p in self.mix) and self.max_minutes <= 0:
             raise ValueError("a phase set as a share of the budget needs max_minutes > 0")
         if self.answer_k_choices and len(self.k_choices) % len(self.answer_k_choices):

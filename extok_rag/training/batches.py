@@ -12,24 +12,27 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from extok_rag.config import QA_OBJECTIVES, TrainConfig
+from extok_rag.config import CONTRAST_OBJECTIVES, QA_OBJECTIVES, TrainConfig
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.models.mixed_input import Row
 from extok_rag.training.frame import (
     FrameData,
     FrameExample,
+    bare_rows,
     compressed_rows,
     expand_rows,
     qa_example,
     raw_rows,
     reconstruction_example,
+    rotated,
     span_example,
     truncate_text,
 )
 from extok_rag.training.objective import (
     ChunkLosses,
     ar_rows,
+    contrast_losses,
     distill_losses,
     encode_sequences,
     reconstruction_rows,
@@ -115,11 +118,14 @@ def frame_examples(
 @dataclass(frozen=True)
 class FrameRows:
     """A micro-step's frame rows, built on the host: the rows scored (`rows`), the teacher's
-    for distill (the same examples read raw), and each example's k."""
+    for distill (the same examples read raw), the contrast rows (each question over another
+    example's paragraphs, and with none), and each example's k."""
 
     rows: list[Row]
     teacher: list[Row] | None
     ks: list[int]
+    other: list[Row] | None = None
+    bare: list[Row] | None = None
 
 
 def frame_rows(
@@ -130,19 +136,35 @@ def frame_rows(
     rng: random.Random,
     objective: str,
 ) -> FrameRows:
-    """The rows of a batch of frame `examples`, each at its own k drawn from `rng`."""
+    """The rows of a batch of frame `examples`, each at its own k drawn from `rng`. A
+    contrast row reads its question's k (and share) over the next example's paragraphs;
+    it draws nothing, so the scored rows are the same with or without it."""
     ks = [cfg.frame_k(objective, rng.choice(cfg.k_choices)) for _ in examples]
     max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
+    contrast = cfg.contrast_weight > 0 and objective in CONTRAST_OBJECTIVES
+    read = examples + rotated(examples) if contrast else examples
+    n = len(examples)
     if objective == "expand":
         shares = [rng.uniform(*cfg.expand_share) for _ in examples]
-        rows = expand_rows(llm, tokenizer, examples, ks, shares, max_tokens, cfg.downscale)
-        return FrameRows(rows, None, ks)
-    student = compressed_rows(llm, tokenizer, examples, ks, max_tokens, cfg.downscale)
-    teacher = raw_rows(llm, examples, max_tokens) if objective == "distill" else None
-    return FrameRows(student, teacher, ks)
+        if contrast:
+            shares += shares
+        rows = expand_rows(
+            llm, tokenizer, read, ks * (len(read) // n), shares, max_tokens, cfg.downscale
+        )
+        teacher = None
+    else:
+        rows = compressed_rows(
+            llm, tokenizer, read, ks * (len(read) // n), max_tokens, cfg.downscale
+        )
+        teacher = raw_rows(llm, examples, max_tokens) if objective == "distill" else None
+    if not contrast:
+        return FrameRows(rows, teacher, ks)
+    return FrameRows(rows[:n], teacher, ks, other=rows[n:], bare=bare_rows(llm, examples))
 
 
 def frame_rows_losses(llm: FrozenLLM, cfg: TrainConfig, batch: FrameRows) -> ChunkLosses:
     if batch.teacher is not None:
         return distill_losses(llm, batch.rows, batch.teacher, cfg.distill_temperature)
+    if batch.other is not None and batch.bare is not None:
+        return contrast_losses(llm, batch.rows, batch.other, batch.bare, cfg.contrast_weight)
     return row_losses(llm, batch.rows)

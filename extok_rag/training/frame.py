@@ -13,7 +13,9 @@ Example makers, one per objective (all seeded by the caller's `random.Random`):
                     asked as "Fill in the blank"; the span
     reconstruction  "Repeat the context word for word."; the paragraphs' own text
 `distill` reads qa examples twice: raw paragraphs (teacher) and compressed (student); `expand`
-reads them as `ask --mode expand` does (best-matching sentences raw, the rest compressed).
+reads them as `ask --mode expand` does (best-matching sentences raw, the rest compressed). With
+a contrast weight, qa and expand also read each question over another example's paragraphs
+(`rotated`) and with none (`bare_rows`).
 """
 
 from __future__ import annotations
@@ -183,9 +185,18 @@ def compress_texts(
 ) -> list[torch.Tensor]:
     """Each text's first `max_tokens` tokens, encoded on its own (one padded batch) and
     down-scaled by its k: (ceil(L_i / k_i), d) each."""
-    ids = [text_tokens(llm, t, max_tokens).ids for t in texts]
-    states = tokenizer.encode(ids)
-    return tokenizer.downscale_each(states, ks, method)
+    states = encode_texts(llm, tokenizer, texts, max_tokens)
+    return tokenizer.downscale_each([states[t] for t in texts], ks, method)
+
+
+def encode_texts(
+    llm: FrozenLLM, tokenizer: ExtensibleTokenizer, texts: Sequence[str], max_tokens: int
+) -> dict[str, torch.Tensor]:
+    """Each distinct text's states, (L, d), encoded once: a contrast batch reads every
+    paragraph twice (its own question's row and another's)."""
+    distinct = list(dict.fromkeys(texts))
+    ids = [text_tokens(llm, t, max_tokens).ids for t in distinct]
+    return dict(zip(distinct, tokenizer.encode(ids), strict=True))
 
 
 def answer_row(llm: FrozenLLM, user: Sequence[str | torch.Tensor], answer: str) -> Row:
@@ -252,7 +263,7 @@ def expand_rows(
     (lexical score, over all the example's paragraphs) read raw until `share` of its context
     tokens are, the rest of each paragraph compressed by the example's k in document order."""
     cut = [[text_tokens(llm, c, max_tokens, starts=True) for c in ex.contexts] for ex in examples]
-    states = iter(tokenizer.encode([c.ids for row in cut for c in row]))
+    states = encode_texts(llm, tokenizer, [c for ex in examples for c in ex.contexts], max_tokens)
     # the tokenizer's own down-scale: a learned one (query pooling) reads the chunk before a run
     pooling = functools.partial(tokenizer.downscale_from, method=method)
     users = []
@@ -261,17 +272,24 @@ def expand_rows(
         raw = pick_spans(ex.question, [s for chunk in spans for s in chunk], share)
         contexts = [
             chunk_parts(
-                next(states),
+                states[text],
                 chunk,
                 {(s.start, s.end) for s in chunk if (s.chunk, s.start, s.end) in raw},
                 k,
                 1,
                 pooling,
             )
-            for chunk in spans
+            for text, chunk in zip(ex.contexts, spans, strict=True)
         ]
         users.append(ask_frame(ex.question, contexts))
     return answer_rows(llm, examples, users)
+
+
+def rotated(examples: Sequence[FrameExample]) -> list[FrameExample]:
+    """Each example's question and answer over the next example's paragraphs (the last over
+    the first's): the contrast rows, where a gain cannot come from what the paragraphs say."""
+    n = len(examples)
+    return [replace(ex, contexts=examples[(i + 1) % n].contexts) for i, ex in enumerate(examples)]
 
 
 def pick_spans(question: str, spans: Sequence[Span], share: float) -> set[tuple[int, int, int]]:

@@ -29,13 +29,26 @@ from extok_rag.models.transfer import to_device
 
 @dataclass
 class ChunkLosses:
-    """Per-row summed NLL and target counts, so callers can average or compare rows."""
+    """Per-row summed NLL and target counts, so callers can average or compare rows; and what
+    training adds to a row's NLL besides (`penalty`: the content-contrast hinge)."""
 
     nll: torch.Tensor  # (R,) summed NLL over each row's targets
     count: torch.Tensor  # (R,) number of targets per row
+    penalty: torch.Tensor | None = None  # (R,) summed over the same targets; None: none
 
     def mean(self) -> torch.Tensor:
+        """The mean NLL per target (what a run logs as its loss)."""
         return self.nll.sum() / self.count.sum().clamp(min=1)
+
+    def penalty_mean(self) -> torch.Tensor:
+        """The penalty per target (0 without one)."""
+        if self.penalty is None:
+            return self.nll.new_zeros(())
+        return self.penalty.sum() / self.count.sum().clamp(min=1)
+
+    def objective(self) -> torch.Tensor:
+        """What training minimises: the mean NLL plus the penalty, per target."""
+        return self.mean() + self.penalty_mean()
 
 
 def encode_sequence(
@@ -119,3 +132,22 @@ def distill_losses(
     kl = F.kl_div(log_q, target, log_target=True, reduction="none").sum(-1) * temperature**2
     per_row = s_batch.per_position(kl).sum(dim=1)  # (R,)
     return ChunkLosses(per_row, s_batch.next_token_targets.sum(dim=1))
+
+
+def contrast_losses(
+    llm: FrozenLLM, own: list[Row], other: list[Row], bare: list[Row], weight: float
+) -> ChunkLosses:
+    """The answer NLL of the `own` rows, plus the content-contrast hinge: row i of `other`
+    asks the same question over another item's paragraphs, row i of `bare` with no context.
+    Whatever the other paragraphs take off the no-context NLL is a gain that cannot come
+    from content (format, answer type), and is penalised:
+
+        penalty_i = weight * max(0, NLL(bare_i) - NLL(other_i))    (summed over answer tokens)
+
+    The bare rows hold no embeddings, so their NLL is the frozen LLM's: run without grad."""
+    n = len(own)
+    both = row_losses(llm, own + other)  # one length-grouped call for both sets
+    with torch.no_grad():
+        floor = row_losses(llm, bare).nll  # (R,)
+    gain = (floor - both.nll[n:]).clamp(min=0)  # (R,)
+    return ChunkLosses(both.nll[:n], both.count[:n], weight * gain)

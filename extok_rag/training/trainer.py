@@ -22,7 +22,12 @@ from pathlib import Path
 
 import torch
 
-from extok_rag.config import FRAME_OBJECTIVES, TrainConfig, cpu_description
+from extok_rag.config import (
+    CONTRAST_OBJECTIVES,
+    FRAME_OBJECTIVES,
+    TrainConfig,
+    cpu_description,
+)
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training import batches, schedule
@@ -61,6 +66,8 @@ class StepStats:
     cpu_seconds: float  # CPU time of this process over the step (all its threads)
     build_seconds: float  # of `seconds`, the host's building frame rows (examples, tokens, spans)
     objective_losses: dict[str, float]  # mean loss per objective drawn this step
+    contrast: float | None = None  # the contrast hinge per answer token, over the step's
+    # qa / expand micro-steps (None: no contrast weight, or none drawn)
 
 
 PROBES = ("probe", "answer_probe", "recon_probe")  # their results' keys in the log
@@ -233,7 +240,7 @@ class Trainer:
         start, cpu_start = time.perf_counter(), time.process_time()
         self.build_seconds = 0.0
         self.tokenizer.train()
-        ks, objectives, sums, counts, micro_means = [], [], [], [], []
+        ks, objectives, sums, counts, micro_means, penalties = [], [], [], [], [], []
         for micro in range(cfg.grad_accum):
             g = self.step * cfg.grad_accum + micro
             objective = self.objective_for(g)
@@ -241,7 +248,8 @@ class Trainer:
             sums.append(losses.nll.detach().sum())
             counts.append(losses.count.sum())
             micro_means.append(losses.mean().detach())
-            (losses.mean() / cfg.grad_accum).backward()
+            penalties.append(losses.penalty_mean().detach())
+            (losses.objective() / cfg.grad_accum).backward()
             ks += micro_ks
             objectives.append(objective)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -261,8 +269,22 @@ class Trainer:
         self.elapsed += seconds
         self.cpu_elapsed += cpu
         means = {name: sum(v) / len(v) for name, v in by_objective.items()}
+        contrast = [
+            p
+            for objective, p in zip(objectives, torch.stack(penalties).tolist(), strict=True)
+            if cfg.contrast_weight and objective in CONTRAST_OBJECTIVES
+        ]
         return StepStats(
-            self.step, total / max(count, 1), lr, ks, count, seconds, cpu, self.build_seconds, means
+            self.step,
+            total / max(count, 1),
+            lr,
+            ks,
+            count,
+            seconds,
+            cpu,
+            self.build_seconds,
+            means,
+            sum(contrast) / len(contrast) if contrast else None,
         )
 
     def run(
@@ -291,6 +313,7 @@ class Trainer:
                         "step": stats.step,
                         "loss": stats.loss,
                         "objectives": stats.objective_losses,
+                        **({} if stats.contrast is None else {"contrast": stats.contrast}),
                         "lr": stats.lr,
                         "k": stats.ks,
                         "tokens": stats.tokens,

@@ -33,15 +33,18 @@ from extok_rag.training.frame import (
     FrameData,
     FrameExample,
     answer_row,
+    bare_rows,
     compressed_rows,
+    expand_rows,
     qa_example,
     raw_rows,
+    rotated,
     span_candidates,
     span_example,
     text_tokens,
     truncate_text,
 )
-from extok_rag.training.objective import distill_losses, row_losses
+from extok_rag.training.objective import contrast_losses, distill_losses, row_losses
 from extok_rag.training.trainer import Trainer
 
 PARAGRAPHS = [
@@ -207,6 +210,123 @@ def test_distill_is_zero_against_itself_and_trains_the_student(tiny_llm, tok):
     assert float(loss.mean().detach()) > 0
     loss.mean().backward()
     assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+# -- the content contrast ---------------------------------------------------------------------
+def embeds_of(row) -> list[torch.Tensor]:
+    return [s.embeds for s in row if isinstance(s, EmbeddingSegment)]
+
+
+def test_contrast_rows_read_each_question_over_the_next_examples_paragraphs(
+    tiny_llm, data, frame, tmp_path
+):
+    """With a contrast weight, qa / expand batches keep the very rows (and draws) of a run
+    without one, and add each question over the next example's paragraphs at its own k (and
+    expand share), and with no context; other objectives add nothing."""
+    base = replace(CFG, answer_probe_every=0, frame_rows=3)
+    runs = [
+        Trainer(c, tiny_llm, *data, tmp_path / d, frame, QA)
+        for c, d in ((base, "a"), (replace(base, contrast_weight=1.0), "b"))
+    ]
+    runs[1].tokenizer.load_state_dict(runs[0].tokenizer.state_dict())
+    for objective in ("qa", "expand", "span", "distill"):
+        rng = [random.Random(f"frame:{base.seed}:1") for _ in runs]
+        examples = runs[0].frame_examples(objective, rng[0], 3)
+        assert examples == runs[1].frame_examples(objective, rng[1], 3)
+        plain, contrast = (
+            batches.frame_rows(tiny_llm, t.tokenizer, t.cfg, examples, r, objective)
+            for t, r in zip(runs, rng, strict=True)
+        )
+        assert plain.ks == contrast.ks and rng[0].random() == rng[1].random()
+        for a, b in zip(plain.rows, contrast.rows, strict=True):
+            assert all(
+                torch.allclose(x, y, atol=1e-5)
+                for x, y in zip(embeds_of(a), embeds_of(b), strict=True)
+            )
+        if objective in ("span", "distill"):
+            assert contrast.other is None and contrast.bare is None
+            continue
+        other = rotated(examples)
+        assert [ex.contexts for ex in other] == [examples[(i + 1) % 3].contexts for i in range(3)]
+        assert [ex.question for ex in other] == [ex.question for ex in examples]
+        tok = runs[1].tokenizer
+        if objective == "qa":
+            expected = compressed_rows(tiny_llm, tok, other, contrast.ks, CFG.context_len)
+        else:  # the shares: drawn after the ks, one per example
+            again = random.Random(f"frame:{base.seed}:1")
+            runs[1].frame_examples(objective, again, 3)
+            [again.choice(base.k_choices) for _ in range(3)]
+            shares = [again.uniform(*base.expand_share) for _ in range(3)]
+            expected = expand_rows(tiny_llm, tok, other, contrast.ks, shares, CFG.context_len)
+        for a, b in zip(contrast.other, expected, strict=True):
+            assert [type(s) for s in a] == [type(s) for s in b]
+            assert all(
+                torch.allclose(x, y, atol=1e-5)
+                for x, y in zip(embeds_of(a), embeds_of(b), strict=True)
+            )
+        bare = bare_rows(tiny_llm, examples)
+        assert [[len(s) for s in r] for r in contrast.bare] == [[len(s) for s in r] for r in bare]
+        assert not any(embeds_of(r) for r in contrast.bare)
+
+
+def test_contrast_hinge_penalises_only_a_gain_over_no_context(tiny_llm, tok):
+    """penalty_i = weight * max(0, NLL(floor_i) - NLL(other_i)), with grad only through the
+    other rows; the own rows' NLL stays the loss reported. Two readings of the other rows
+    (k 2 and 4) serve as each other's floor, so in every row one of the two hinges is live."""
+    examples = [FrameExample((p,), "What?", p.split()[1]) for p in PARAGRAPHS[:3]]
+    tok.requires_grad_(False)
+    tok.adapter = None
+    param = next(tok.encoder.layers[0].parameters())
+    param.requires_grad_(True)
+
+    def rows():  # a fresh graph for each backward
+        own = compressed_rows(tiny_llm, tok, examples, [2, 2, 2], 40)
+        reads = [compressed_rows(tiny_llm, tok, rotated(examples), [k] * 3, 40) for k in (2, 4)]
+        return own, reads
+
+    own, reads = rows()
+    with torch.no_grad():
+        nll = [row_losses(tiny_llm, r).nll for r in reads]
+    penalties = []
+    for weight, (i, j) in zip((0.5, 2.0), ((0, 1), (1, 0)), strict=True):
+        param.grad = None
+        own, reads = rows()
+        got = contrast_losses(tiny_llm, own, reads[i], reads[j], weight)
+        torch.testing.assert_close(got.nll, row_losses(tiny_llm, own).nll, rtol=1e-4, atol=1e-4)
+        expected = weight * (nll[j] - nll[i]).clamp(min=0)
+        torch.testing.assert_close(got.penalty.detach(), expected, rtol=1e-4, atol=1e-4)
+        total = got.mean() + expected.sum() / got.count.sum()
+        torch.testing.assert_close(got.objective().detach(), total, rtol=1e-4, atol=1e-4)
+        got.penalty.sum().backward()  # through reads[i] alone, and only where live
+        live = bool((expected > 0).any())
+        assert (param.grad is not None and bool(param.grad.abs().sum() > 0)) == live
+        penalties.append(expected)
+    assert bool(((penalties[0] > 0) | (penalties[1] > 0)).all())
+    bare = bare_rows(tiny_llm, examples)  # the floor training uses: no embeddings at all
+    assert not any(embeds_of(r) for r in bare)
+    assert contrast_losses(tiny_llm, own, reads[0], bare, 1.0).penalty.shape == (3,)
+    with pytest.raises(ValueError, match="contrast_weight"):
+        replace(CFG, contrast_weight=-1.0)
+    with pytest.raises(ValueError, match="frame_rows"):
+        replace(CFG, contrast_weight=1.0, frame_rows=1)
+
+
+def test_a_contrast_run_logs_its_hinge_and_trains(tiny_llm, data, frame, tmp_path):
+    cfg = replace(
+        CFG,
+        answer_probe_every=0,
+        contrast_weight=1.0,
+        frame_rows=3,
+        mix=(MixPhase({"qa": 1.0, "expand": 1.0, "span": 1.0}),),
+    )
+    trainer = Trainer(cfg, tiny_llm, *data, tmp_path, frame, QA)
+    trainer.run(stop_at=3)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert len(steps) == 3 and all(np.isfinite(r["loss"]) for r in steps)
+    for r in steps:
+        assert ("contrast" in r) == bool({"qa", "expand"} & set(r["objectives"]))
+        assert r.get("contrast", 0.0) >= 0
 
 
 # -- the mixture in the trainer ---------------------------------------------------------------
