@@ -142,23 +142,19 @@ def frame_rows(
     ks = [cfg.frame_k(objective, rng.choice(cfg.k_choices)) for _ in examples]
     max_tokens = cfg.recon_len if objective == "reconstruction" else cfg.context_len
     contrast = cfg.contrast_weight > 0 and objective in CONTRAST_OBJECTIVES
+    reads = 2 if contrast else 1  # each example as drawn, then (contrast) over the next's
     read = examples + rotated(examples) if contrast else examples
-    n = len(examples)
+    teacher = raw_rows(llm, examples, max_tokens) if objective == "distill" else None
     if objective == "expand":
         shares = [rng.uniform(*cfg.expand_share) for _ in examples]
-        if contrast:
-            shares += shares
         rows = expand_rows(
-            llm, tokenizer, read, ks * (len(read) // n), shares, max_tokens, cfg.downscale
+            llm, tokenizer, read, ks * reads, shares * reads, max_tokens, cfg.downscale
         )
-        teacher = None
     else:
-        rows = compressed_rows(
-            llm, tokenizer, read, ks * (len(read) // n), max_tokens, cfg.downscale
-        )
-        teacher = raw_rows(llm, examples, max_tokens) if objective == "distill" else None
+        rows = compressed_rows(llm, tokenizer, read, ks * reads, max_tokens, cfg.downscale)
     if not contrast:
         return FrameRows(rows, teacher, ks)
+    n = len(examples)
     return FrameRows(rows[:n], teacher, ks, other=rows[n:], bare=bare_rows(llm, examples))
 
 
