@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -78,12 +77,7 @@ def main() -> None:
     greedy_ks = tuple(int(k) for k in args.greedy_ks.split(","))
     llm = FrozenLLM.load(None, RuntimeConfig(device="auto", dtype=fastest_dtype("cpu")))
     items = read_answer_probe()
-    probe = AnswerProbe.sample(items, args.items, ks=ks)
-    n = len(probe.items)
-    mismatched = AnswerProbe(  # each question with the next item's paragraphs
-        [replace(it, gold=probe.items[(i + 1) % n].gold) for i, it in enumerate(probe.items)],
-        ks=(4,),
-    )
+    probe = AnswerProbe.sample(items, args.items, ks=ks, other_k=4)
     examples = probe_examples(probe.items)[: args.greedy]
     results: dict[str, dict] = {}
     detailed: dict[str, dict[str, ChunkLosses]] = {}
@@ -95,10 +89,10 @@ def main() -> None:
     for spec in args.checkpoints:
         name, _, path = spec.partition("=")
         tok = ExtensibleTokenizer.from_pretrained(init_path(path), llm)
-        probe.method = mismatched.method = tok.config.downscale  # as the checkpoint was trained
+        probe.method = tok.config.downscale  # as the checkpoint was trained
         detailed[name] = probe.run_detailed(llm, tok)
         results[name] = summarise(detailed[name], ks)
-        other = float(mismatched.run_detailed(llm, tok)["k4"].mean())
+        other = float(probe.other_losses(llm, tok).mean())  # the next item's paragraphs ×4
         results[name]["nll_k4_other"] = other
         results[name]["gap_k4_other"] = gap_closed(
             results[name]["nll_none"], results[name]["nll_raw"], other

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -57,9 +58,13 @@ def probe_rows(log: list[dict]) -> list[str]:
             (r["recon_probe"] for r in log if r["step"] == rec["step"] and "recon_probe" in r), {}
         )
         content = next((r["probe"] for r in log if r["step"] == rec["step"] and "probe" in r), {})
-        ks = sorted(int(k[5:]) for k in ans if k.startswith("gap_k"))
+        ks = sorted(int(k[5:]) for k in ans if re.fullmatch(r"gap_k\d+", k))
         nan = float("nan")
         cells = [" / ".join(f"{ans[f'gap_k{k}']:.0%}" for k in ks)]
+        other = ans.get("gap_k4_other")  # logged since session 33
+        cells.append(
+            "—" if other is None else f"{other:.0%} / {(ans['gap_k4'] - other) * 100:+.1f}"
+        )
         cells.append(
             " / ".join(
                 f"{ans.get(f'greedy_{k}', nan):.0%}"
@@ -184,9 +189,10 @@ def render(name: str, runs: list[Path]) -> str:
         "reconstruction gap closed (128 tokens), and the content probe's perplexity of a chunk "
         "after its own / another chunk's ×2 embeddings:",
         "",
-        "| step | answer gap closed | greedy accuracy none / raw / ×k | reconstruction gap "
-        "closed | self / other ×2 ppl |",
-        "|---:|---|---|---|---|",
+        "| step | answer gap closed | ×4 with another item's paragraphs / content (own − "
+        "other, points) | greedy accuracy none / raw / ×k | reconstruction gap closed | self / "
+        "other ×2 ppl |",
+        "|---:|---|---|---|---|---|",
         *probe_rows(log),
         *(["", *probe_errors(log)] if probe_errors(log) else []),
     ]

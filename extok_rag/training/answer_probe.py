@@ -41,6 +41,7 @@ from extok_rag.training.frame import (
     frame_users,
     raw_rows,
     reconstruction_example,
+    rotated,
     truncate_text,
 )
 from extok_rag.training.objective import ChunkLosses, row_losses
@@ -69,6 +70,9 @@ class AnswerProbe:
         return cls(chosen[:n], **kwargs)
 
     greedy_items: int = 0  # >0: also greedy accuracy on the first n items (greedy_*)
+    # >0: also each question over the *next* item's paragraphs compressed by this k
+    # (nll_k{k}_other, gap_k{k}_other): a gap closed there is format, not content
+    other_k: int = 0
     _greedy_baselines: dict[str, float] = field(default_factory=dict)
 
     @torch.no_grad()
@@ -78,6 +82,10 @@ class AnswerProbe:
         answer is in 32 greedy tokens (greedy_none, greedy_raw, greedy_k{k}): teacher-forced
         NLL can fall far while greedy answers stay wrong."""
         out = summarise(self.run_detailed(llm, tokenizer), self.ks)
+        if self.other_k:
+            other = float(self.other_losses(llm, tokenizer).mean())
+            out[f"nll_k{self.other_k}_other"] = other
+            out[f"gap_k{self.other_k}_other"] = gap_closed(out["nll_none"], out["nll_raw"], other)
         if self.greedy_items:
             out.update(self.greedy(llm, tokenizer))
         return out
@@ -115,14 +123,32 @@ class AnswerProbe:
         with evaluating(tokenizer):
             result = dict(self._baselines)
             for k in self.ks:
-                rows = []
-                for start in range(0, len(examples), self.batch_size):
-                    part = examples[start : start + self.batch_size]
-                    rows += compressed_rows(
-                        llm, tokenizer, part, [k] * len(part), self.context_len, self.method
-                    )
-                result[f"k{k}"] = self.losses(llm, rows)
+                result[f"k{k}"] = self.losses(llm, self.compressed(llm, tokenizer, examples, k))
         return result
+
+    @torch.no_grad()
+    def other_losses(self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer) -> ChunkLosses:
+        """Per-item answer NLL with each question over the next item's paragraphs (`rotated`,
+        as the contrast loss reads them), compressed by `other_k`."""
+        with evaluating(tokenizer):
+            other = rotated(self.examples(llm))
+            return self.losses(llm, self.compressed(llm, tokenizer, other, self.other_k))
+
+    def compressed(
+        self,
+        llm: FrozenLLM,
+        tokenizer: ExtensibleTokenizer,
+        examples: Sequence[FrameExample],
+        k: int,
+    ) -> list[Row]:
+        """The examples' rows with their paragraphs compressed by k, `batch_size` at a time."""
+        rows = []
+        for start in range(0, len(examples), self.batch_size):
+            part = examples[start : start + self.batch_size]
+            rows += compressed_rows(
+                llm, tokenizer, part, [k] * len(part), self.context_len, self.method
+            )
+        return rows
 
     def examples(self, llm: FrozenLLM) -> list[FrameExample]:
         return probe_examples(self.items)

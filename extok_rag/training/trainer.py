@@ -128,6 +128,7 @@ class Trainer:
             cfg.answer_probe_every,
             context_len=cfg.context_len,
             greedy_items=cfg.answer_probe_greedy,
+            other_k=4 if 4 in cfg.answer_probe_ks else 0,  # content at ×4 as it trains
         )
         self.recon_probe = self.frame_probe(
             ReconstructionProbe, probe_items, cfg.recon_probe_every, recon_len=cfg.recon_len

@@ -390,7 +390,10 @@ def test_mixed_run_resumes_exactly_and_logs_the_answer_probe(tiny_llm, data, fra
     log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     probes = [r["answer_probe"] for r in log if "answer_probe" in r]
     assert len(probes) == 3  # step 0, 2, 4
-    assert set(probes[0]) == {"nll_none", "nll_raw", "nll_k2", "nll_k4", "gap_k2", "gap_k4"}
+    assert set(probes[0]) == {"nll_none", "nll_raw", "nll_k2", "nll_k4", "gap_k2", "gap_k4"} | {
+        "nll_k4_other",  # ×4 with another item's paragraphs: content as the run trains
+        "gap_k4_other",
+    }
     assert probes[0]["nll_none"] == probes[-1]["nll_none"]
     assert next(set(r["objectives"]) for r in log if "loss" in r) == {"reconstruction"}
 
@@ -449,6 +452,16 @@ def test_answer_probe_rows_and_gap(tiny_llm, tok):
         gap_closed(summary["nll_none"], summary["nll_raw"], summary["nll_k2"])
     )
     assert gap_closed(4.0, 2.0, 3.0) == 0.5
+    assert "gap_k2_other" not in summary
+    # `other_k`: each question over the next item's paragraphs, read as the contrast loss is
+    probe = AnswerProbe(QA[:3], ks=(2,), context_len=40, batch_size=2, other_k=2)
+    summary = probe.run(tiny_llm, tok)
+    swapped = rotated([FrameExample(q.gold, q.question, q.answer) for q in QA[:3]])
+    expected = row_losses(tiny_llm, compressed_rows(tiny_llm, tok, swapped, [2] * 3, 40))
+    assert summary["nll_k2_other"] == pytest.approx(float(expected.mean()), rel=1e-4)
+    assert summary["gap_k2_other"] == pytest.approx(
+        gap_closed(summary["nll_none"], summary["nll_raw"], summary["nll_k2_other"])
+    )
 
 
 def test_answer_probe_greedy_accuracy(tiny_llm, tok, monkeypatch):
