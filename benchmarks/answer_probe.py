@@ -33,7 +33,6 @@ from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training.answer_probe import (
     AnswerProbe,
-    gap_closed,
     greedy_accuracy,
     greedy_hits,
     probe_examples,
@@ -92,11 +91,7 @@ def main() -> None:
         probe.method = tok.config.downscale  # as the checkpoint was trained
         detailed[name] = probe.run_detailed(llm, tok)
         results[name] = summarise(detailed[name], ks)
-        other = float(probe.other_losses(llm, tok).mean())  # the next item's paragraphs ×4
-        results[name]["nll_k4_other"] = other
-        results[name]["gap_k4_other"] = gap_closed(
-            results[name]["nll_none"], results[name]["nll_raw"], other
-        )
+        results[name].update(probe.other_summary(llm, tok, results[name]))  # next item's ×4
         for k in greedy_ks:
             users = frame_users(
                 llm, examples, probe.context_len, tok, [k] * len(examples), probe.method

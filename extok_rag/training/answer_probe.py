@@ -83,9 +83,7 @@ class AnswerProbe:
         NLL can fall far while greedy answers stay wrong."""
         out = summarise(self.run_detailed(llm, tokenizer), self.ks)
         if self.other_k:
-            other = float(self.other_losses(llm, tokenizer).mean())
-            out[f"nll_k{self.other_k}_other"] = other
-            out[f"gap_k{self.other_k}_other"] = gap_closed(out["nll_none"], out["nll_raw"], other)
+            out.update(self.other_summary(llm, tokenizer, out))
         if self.greedy_items:
             out.update(self.greedy(llm, tokenizer))
         return out
@@ -133,6 +131,15 @@ class AnswerProbe:
         with evaluating(tokenizer):
             other = rotated(self.examples(llm))
             return self.losses(llm, self.compressed(llm, tokenizer, other, self.other_k))
+
+    def other_summary(
+        self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer, summary: dict[str, float]
+    ) -> dict[str, float]:
+        """nll_k{other_k}_other and gap_k{other_k}_other, the gap against `summary`'s
+        (`summarise`'s) none and raw NLL."""
+        other = float(self.other_losses(llm, tokenizer).mean())
+        gap = gap_closed(summary["nll_none"], summary["nll_raw"], other)
+        return {f"nll_k{self.other_k}_other": other, f"gap_k{self.other_k}_other": gap}
 
     def compressed(
         self,

@@ -22,12 +22,7 @@ from pathlib import Path
 
 import torch
 
-from extok_rag.config import (
-    CONTRAST_OBJECTIVES,
-    FRAME_OBJECTIVES,
-    TrainConfig,
-    cpu_description,
-)
+from extok_rag.config import FRAME_OBJECTIVES, TrainConfig, cpu_description
 from extok_rag.datasets.training_files import QAExample
 from extok_rag.models.llm import FrozenLLM
 from extok_rag.training import batches, schedule
@@ -249,7 +244,8 @@ class Trainer:
             sums.append(losses.nll.detach().sum())
             counts.append(losses.count.sum())
             micro_means.append(losses.mean().detach())
-            penalties.append(losses.penalty_mean().detach())
+            if losses.penalty is not None:  # a micro-step with the contrast hinge
+                penalties.append(losses.penalty_mean().detach())
             (losses.objective() / cfg.grad_accum).backward()
             ks += micro_ks
             objectives.append(objective)
@@ -270,11 +266,7 @@ class Trainer:
         self.elapsed += seconds
         self.cpu_elapsed += cpu
         means = {name: sum(v) / len(v) for name, v in by_objective.items()}
-        contrast = [
-            p
-            for objective, p in zip(objectives, torch.stack(penalties).tolist(), strict=True)
-            if cfg.contrast_weight and objective in CONTRAST_OBJECTIVES
-        ]
+        contrast = float(torch.stack(penalties).mean()) if penalties else None
         return StepStats(
             self.step,
             total / max(count, 1),
@@ -285,7 +277,7 @@ class Trainer:
             cpu,
             self.build_seconds,
             means,
-            sum(contrast) / len(contrast) if contrast else None,
+            contrast,
         )
 
     def run(
