@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,7 @@ def shingle_hashes(passages: list[str]) -> set[int]:
     return {hash(p[i : i + SHINGLE]) for p in passages for i in range(len(p) - SHINGLE + 1)}
 
 
-def probed_hits(training_text: str, shingles: set[int]) -> list[str]:
+def probed_hits(training_text: str, shingles: Collection[int]) -> list[str]:
     text = normalise(training_text)
     return [
         text[i : i + SHINGLE]
@@ -177,13 +178,12 @@ def test_no_evaluation_passage_occurs_in_training_text(prepared_text):
     label, text = prepared_text
     passages = evaluation_passages()
     assert len(text) > 100_000, label
+    assert all(len(sample) >= 500 for sample in passages.values())
+    source = {h: name for name, sample in passages.items() for h in shingle_hashes(sample)}
     found = {}
-    for name, sample in passages.items():
-        assert len(sample) >= 500, name
-        hits = probed_hits(text, shingle_hashes(sample))
-        if hits:
-            found[name] = hits[:3]
-    assert not found, f"evaluation text in the {label}: {found}"
+    for hit in probed_hits(text, source.keys()):  # the training text is read once
+        found.setdefault(source[hash(hit)], []).append(hit)
+    assert not found, f"evaluation text in the {label}: { {n: h[:3] for n, h in found.items()} }"
 
 
 def test_the_probe_finds_a_planted_passage(prepared_text):

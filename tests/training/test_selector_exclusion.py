@@ -49,14 +49,15 @@ def test_no_training_question_is_held_out(training, held_out):
 
 def test_no_training_paragraph_is_held_out_or_squad(training, held_out):
     _, titles, texts = held_out
-    squad = {squeezed(text) for _, text in squad_paragraphs()}
-    squad_titles = {title for title, _ in squad_paragraphs()}
+    squad = squad_paragraphs()
+    forbidden_titles = titles | {title for title, _ in squad}
+    forbidden_texts = texts | {squeezed(text) for _, text in squad}
     for q in training:
         for para in q.paragraphs:
             title = para[0].title
             text = squeezed(" ".join(s.text for s in para))
-            assert title not in titles | squad_titles, (q.qid, title)
-            assert text not in texts | squad, (q.qid, title)
+            assert title not in forbidden_titles, (q.qid, title)
+            assert text not in forbidden_texts, (q.qid, title)
 
 
 def test_the_span_probes_draw_is_held_out(held_out):
