@@ -239,6 +239,10 @@ class TrainConfig:
     # from k_choices, and its draw maps by position onto this set, so a run with it and one
     # without read the same examples and differ only in k (a paired variant).
     answer_k_choices: tuple[int, ...] = ()
+    # The expand objective's ratios, mapped the same way, in place of answer_k_choices for its
+    # rows (empty: as qa's). `ask --mode expand` mostly serves the compressed rest at the largest
+    # k that leaves room for the spans (16 or 32 at 0.25-0.35 of raw's positions).
+    expand_k_choices: tuple[int, ...] = ()
     downscale: DownscaleMethod = "strided"
     objective: Objective = "ar"  # used when `mix` is empty
     reconstruction_steps: int = 0  # warm-up steps of chunk reconstruction (when `mix` is empty)
@@ -306,18 +310,20 @@ class TrainConfig:
             )
         if any(p.share for p in self.mix) and self.max_minutes <= 0:
             raise ValueError("a phase set as a share of the budget needs max_minutes > 0")
-        if self.answer_k_choices and len(self.k_choices) % len(self.answer_k_choices):
-            raise ValueError(
-                f"answer_k_choices {list(self.answer_k_choices)} must divide k_choices "
-                f"{list(self.k_choices)} evenly (each k of it drawn as often)"
-            )
+        for name in ("answer_k_choices", "expand_k_choices"):
+            ratios = getattr(self, name)
+            if ratios and len(self.k_choices) % len(ratios):
+                raise ValueError(
+                    f"{name} {list(ratios)} must divide k_choices {list(self.k_choices)} "
+                    "evenly (each k of it drawn as often)"
+                )
 
     def frame_k(self, objective: str, k: int) -> int:
         """The ratio a frame row of `objective` reads, given its draw `k` from k_choices."""
-        if objective not in QA_OBJECTIVES or not self.answer_k_choices:
-            return k
-        answer = self.answer_k_choices
-        return answer[self.k_choices.index(k) % len(answer)]
+        ratios = self.answer_k_choices if objective in QA_OBJECTIVES else ()
+        if objective == "expand" and self.expand_k_choices:
+            ratios = self.expand_k_choices
+        return ratios[self.k_choices.index(k) % len(ratios)] if ratios else k
 
     @property
     def budget_s(self) -> float:
@@ -365,6 +371,7 @@ class TrainConfig:
         for key in (
             "k_choices",
             "answer_k_choices",
+            "expand_k_choices",
             "answer_probe_ks",
             "recon_chunks",
             "expand_share",

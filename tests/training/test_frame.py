@@ -347,10 +347,11 @@ def test_mixture_follows_its_phases(tiny_llm, data, frame, tmp_path):
 
 
 def test_answer_ratios_read_the_same_examples_at_their_own_ks(tiny_llm, data, frame, tmp_path):
-    """`answer_k_choices`: the QA objectives' rows map their k_choices draw onto that set, the
-    other objectives keep it, and both runs read the same examples (a paired variant)."""
+    """`answer_k_choices`: the QA objectives' rows map their k_choices draw onto that set
+    (`expand_k_choices`, where set, for expand's), the other objectives keep it, and both runs
+    read the same examples (a paired variant)."""
     base = replace(CFG, answer_probe_every=0, k_choices=(1, 2, 4, 8), frame_rows=4)
-    variant = replace(base, answer_k_choices=(4, 8))
+    variant = replace(base, answer_k_choices=(4, 8), expand_k_choices=(16, 32))
     runs = [
         Trainer(c, tiny_llm, *data, tmp_path / d, frame, QA)
         for c, d in ((base, "a"), (variant, "b"))
@@ -369,12 +370,16 @@ def test_answer_ratios_read_the_same_examples_at_their_own_ks(tiny_llm, data, fr
             assert rows[1].ks == [variant.frame_k(objective, k) for k in rows[0].ks]
             drawn += rows[1].ks
         seen[objective] = set(drawn)
-    assert seen["qa"] == seen["expand"] == seen["distill"] == {4, 8}
+    assert seen["qa"] == seen["distill"] == {4, 8}
+    assert seen["expand"] == {16, 32}
     assert {1, 2} <= seen["span"] | seen["reconstruction"]
-    with pytest.raises(ValueError, match="divide k_choices"):
-        replace(base, answer_k_choices=(2, 4, 8))
-    loaded = TrainConfig.from_dict({"k_choices": [1, 2, 4, 8], "answer_k_choices": [4, 8]})
-    assert loaded.answer_k_choices == (4, 8)
+    for name in ("answer_k_choices", "expand_k_choices"):
+        with pytest.raises(ValueError, match=f"{name} .* must divide k_choices"):
+            replace(base, **{name: (2, 4, 8)})
+    loaded = TrainConfig.from_dict(
+        {"k_choices": [1, 2, 4, 8], "answer_k_choices": [4, 8], "expand_k_choices": [32]}
+    )
+    assert (loaded.answer_k_choices, loaded.expand_k_choices) == ((4, 8), (32,))
 
 
 def test_mixed_run_resumes_exactly_and_logs_the_answer_probe(tiny_llm, data, frame, tmp_path):
