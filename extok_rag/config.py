@@ -396,10 +396,6 @@ SCORERS = ("minilm", "lexical", "both", "learned", "llm")
 # question once; no default system prompt) or standard (ask_frame's, the other modes': the
 # question twice, a slot for every chunk offered; kept to compare the two, issue 29)
 FRAMES = ("light", "standard")
-# what of the chunks `expand` reads compressed (`spans.plan_expansion`): the rest of every chunk
-# offered, or only of the chunks holding a raw span (the others not read; docs/training.md,
-# "What next" 14)
-EXPAND_RESTS = ("every", "spanned")
 RETRIEVERS = ("vector", "text", "hybrid", "two-hop")  # how chunks are retrieved (`ask.retrieval`)
 RETRIEVAL_HELP = (
     "vector (MiniLM), text (BM25), hybrid (both, rank-fused) or two-hop (hybrid, then a "
@@ -457,6 +453,5 @@ class AskConfig:
     # (learned: the shipped span selector, the answer in the raw spans most often,
     # docs/benchmarks.md "span-probe"; confirmed on eval qa, "span-scorer-qa")
     frame: str = "light"  # expand / spans / truncated: one of FRAMES
-    expand_rest: str = "every"  # expand: one of EXPAND_RESTS
     retrieval: str = "two-hop"  # one of RETRIEVERS: vectors, BM25, both fused, or two hops
     # (hybrid: recall@4 and accuracy up on SQuAD and HotpotQA, docs/benchmarks.md "retrieval-qa")

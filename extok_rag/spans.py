@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extok_rag.config import EXPAND_RESTS, SCORERS, DownscaleMethod, k_choices
+from extok_rag.config import SCORERS, DownscaleMethod, k_choices
 from extok_rag.errors import IncompatibleModelError
 from extok_rag.models.extensible_tokenizer import downscale
 from extok_rag.models.sentence_selector import default_selector
@@ -314,35 +314,25 @@ def compressed_count(n_states: int, k: int, stride: int) -> int:
 class Plan:
     raw: set[tuple[int, int, int]]  # (chunk, start, end) of expanded spans
     k: int
-    read: frozenset[int]  # the chunks the prompt reads (raw spans and compressed rest)
 
 
 def plan_expansion(
     spans: Sequence[Span],
     raw_cost: Callable[[Span], int],
-    frame: Callable[[frozenset[int]], int],
+    fixed: int,
     budget: int,
     stride: int,
     k: int | None = None,
-    rest: str = "every",
 ) -> Plan | None:
-    """Greedy by score: expand a span while the prompt (the `frame`'s positions around the
-    chunks read, the expanded spans' tokens, the rest of the chunks read compressed at the
-    largest k, or at `k` when one is given) fits `budget`; then the smallest k that fits.
-    `rest` (EXPAND_RESTS): "every" reads every chunk of `spans`, "spanned" only those holding
-    an expanded span. None when nothing fits even with no span expanded."""
-    if rest not in EXPAND_RESTS:
-        raise ValueError(f"unknown expand rest {rest!r}; one of {', '.join(EXPAND_RESTS)}")
+    """Greedy by score: expand a span while the prompt (its `fixed` positions, the expanded
+    spans' tokens, the rest compressed at the largest k, or at `k` when one is given) fits
+    `budget`; then the smallest k that fits. None when nothing fits even with no span
+    expanded."""
     ks = k_choices(stride, k)
-    offered = frozenset(s.chunk for s in spans)
-
-    def read(raw: set) -> frozenset[int]:
-        return offered if rest == "every" else frozenset(chunk for chunk, _, _ in raw)
 
     def positions(raw: set, k: int) -> int:
-        chunks = read(raw)
-        cost = frame(chunks)
-        for chunk in sorted(chunks):
+        cost = fixed
+        for chunk in sorted({s.chunk for s in spans}):
             run = 0
             for s in (x for x in spans if x.chunk == chunk):
                 if (s.chunk, s.start, s.end) in raw:
@@ -360,4 +350,4 @@ def plan_expansion(
         key = (span.chunk, span.start, span.end)
         if positions(raw | {key}, ks[-1]) <= budget:
             raw.add(key)
-    return Plan(raw, next(k for k in ks if positions(raw, k) <= budget), read(raw))
+    return Plan(raw, next(k for k in ks if positions(raw, k) <= budget))

@@ -79,36 +79,11 @@ def test_plan_fills_the_budget_by_score_then_picks_the_smallest_k():
         return cost[(s.start, s.end)]
 
     # nothing expanded, all 24 tokens (12 states) at k=32: 1 position; fixed 10
-    assert plan_expansion(spans, raw_cost, lambda read: 10, 10, stride=2) is None
-    plan = plan_expansion(spans, raw_cost, lambda read: 10, 20, stride=2)
+    assert plan_expansion(spans, raw_cost, 10, 10, stride=2) is None
+    plan = plan_expansion(spans, raw_cost, 10, 20, stride=2)
     assert plan.raw == {(0, 8, 16)}  # the best span; a second would not fit at any k
     # the rest (4 states before, 4 after): k=4 takes 10 + 2 + 8 + 2 = 22; k=8 takes 20
-    assert plan.k == 8 and plan.read == {0}
-
-
-def test_a_spanned_rest_charges_only_the_chunks_it_reads():
-    """Two chunks of 24 tokens, the best spans in chunk 0. Every rest: chunk 1's rest (12
-    states at k=32: 1) and its frame slot (5) are paid whether or not it is read raw; spanned:
-    chunk 1 is not read, and what it would cost buys chunk 0 a second raw span."""
-    spans = [
-        *(Span(0, a, a + 8, "x", v) for a, v in [(0, 0.1), (8, 0.9), (16, 0.5)]),
-        *(Span(1, a, a + 8, "y", 0.0) for a in (0, 8, 16)),
-    ]
-
-    def frame(read):  # 10 for the question, 5 per chunk read
-        return 10 + 5 * len(read)
-
-    budget = 10 + 5 + 8 + 8 + 1  # one chunk's slot, two raw spans, one position of rest
-    every = plan_expansion(spans, lambda s: 8, frame, budget, stride=2)
-    assert every.raw == {(0, 8, 16)} and every.read == {0, 1}
-    spanned = plan_expansion(spans, lambda s: 8, frame, budget, stride=2, rest="spanned")
-    assert spanned.raw == {(0, 8, 16), (0, 16, 24)} and spanned.read == {0}
-    assert spanned.k == 8  # the rest, 4 states before the raw spans: one position at k=8
-    # nothing raw: nothing read, only the frame (where "every" pays for both chunks' rest)
-    assert plan_expansion(spans, lambda s: 8, frame, 10, stride=2, rest="spanned").read == set()
-    assert plan_expansion(spans, lambda s: 8, frame, 10, stride=2) is None
-    with pytest.raises(ValueError, match="every, spanned"):
-        plan_expansion(spans, lambda s: 8, frame, budget, stride=2, rest="some")
+    assert plan.k == 8
 
 
 @pytest.mark.parametrize("scorer", ["minilm", "lexical", "both", "learned", "llm"])
@@ -137,24 +112,6 @@ def test_controls_spans_only_and_truncated_keep_to_the_budget(tiny_llm, chunks, 
         assert prompt.positions <= budget
         assert not any(isinstance(seg, EmbeddingSegment) for seg in prompt.row)
     assert spans.expanded and spans.k is None
-
-
-def test_a_spanned_rest_reads_only_the_chunks_with_a_raw_span(tiny_llm, chunks, embedder):
-    """Under a budget for about one chunk, `expand_rest="spanned"` reads Alpha's chunk (its
-    best spans raw, any rest compressed) and leaves Beta's out, where the default reads
-    Beta's chunk compressed too."""
-    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
-    cfg = AskConfig(mode="expand", budget=int(0.6 * raw.positions), scorer="lexical")
-    every = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
-    spanned_cfg = replace(cfg, expand_rest="spanned")
-    spanned = build_prompt(tiny_llm, QUESTION, chunks, spanned_cfg, 2, 8, embedder)
-    assert every.chunks_read == 2 and spanned.positions <= cfg.budget
-    assert {s.chunk for s in spanned.expanded} == {0} and spanned.chunks_read == 1
-    text = tiny_llm.tokenizer.decode(torch.cat([s.ids for s in spanned.row if hasattr(s, "ids")]))
-    for span in spanned.expanded:
-        assert span.text.strip() in text
-    assert "Beta" not in text  # nor compressed: only Alpha's chunk is read
-    assert len(spanned.expanded) >= len(every.expanded)  # Beta's rest paid for more of Alpha
 
 
 def test_a_budget_below_the_frame_is_a_clear_error(tiny_llm, chunks, embedder):

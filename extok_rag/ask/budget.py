@@ -117,13 +117,13 @@ def spans_row(req: PromptRequest, keep: Sequence[Span]) -> tuple[Row, int]:
 
 
 def expand_prompt(req: PromptRequest) -> Prompt:
-    """The best spans raw and the rest compressed (of every chunk, or under
-    `expand_rest="spanned"` only of the chunks holding a raw span); the lowest-ranked chunks go
-    first (as in truncated) while not even the compressed chunks fit."""
+    """The best spans raw and the rest compressed; the lowest-ranked chunks go first (as in
+    truncated) while not even the compressed chunks fit."""
     spans = scored_spans(req)
     for n in range(len(req.chunks), 0, -1):
         kept = [s for s in spans if s.chunk < n]
-        prompt = expand_chunks(req, req.chunks[:n], kept)
+        fixed = req.frame_positions(range(n), n)  # every chunk kept is read, compressed or raw
+        prompt = expand_chunks(req, req.chunks[:n], kept, fixed)
         if prompt is not None:
             return prompt
     if req.cfg.k is not None:
@@ -134,24 +134,15 @@ def expand_prompt(req: PromptRequest) -> Prompt:
     return question_only(req)
 
 
-def expand_chunks(req, chunks, spans) -> Prompt | None:
+def expand_chunks(req, chunks, spans, fixed) -> Prompt | None:
     """Plan by estimated costs, then build rows: from the planned k upwards (only at `k` when
     one is given), and dropping the weakest expanded span when no k fits (token merges at
     joins can add a few positions). None when the chunks compressed at the largest k (at `k`)
     overflow the budget."""
     llm, stride, budget, k = req.llm, req.stride, req.budget, req.cfg.k
-    every = req.cfg.expand_rest == "every"
-    offered = frozenset(range(len(chunks)))
-    frame = frame_costs(req, len(chunks))
     costs = {(s.chunk, s.start, s.end): len(llm.tokenize(s.text)) for s in spans}
     plan = plan_expansion(
-        spans,
-        lambda s: costs[(s.chunk, s.start, s.end)],
-        lambda read: frame(offered if every else read),  # "every": every chunk offered is read
-        budget,
-        stride,
-        k,
-        req.cfg.expand_rest,
+        spans, lambda s: costs[(s.chunk, s.start, s.end)], fixed, budget, stride, k
     )
     if plan is None:
         return None
@@ -160,29 +151,26 @@ def expand_chunks(req, chunks, spans) -> Prompt | None:
     stored = (states, [c.pooling for c in chunks])
     ks = k_choices(stride, k, at_least=plan.k)
     while True:
-        read = sorted(offered if every else {s.chunk for s in raw})
         for kk in ks:
-            row = expanded_row(req, stored, spans, raw, read, kk)
+            row = expanded_row(req, stored, spans, raw, kk)
             if row_length(row) <= budget:
-                return Prompt(row, kk if read else None, row_length(row), raw, len(read))
+                return Prompt(row, kk, row_length(row), raw, len(chunks))
         if not raw:
             return None
         raw.remove(min(raw, key=lambda s: s.score))
         ks = k_choices(stride, k)
 
 
-def expanded_row(req: PromptRequest, stored, spans, raw, read, k) -> Row:
-    """`stored`: (each chunk's states (n_i, d), each chunk's pooling); each chunk of `read`
-    is read, its expanded spans as text and the runs between them as states down-scaled to
-    k."""
+def expanded_row(req: PromptRequest, stored, spans, raw, k) -> Row:
+    """`stored`: (each chunk's states (n_i, d), each chunk's pooling); every chunk is read,
+    its expanded spans as text and the runs between them as states down-scaled to k."""
     keys = {(s.chunk, s.start, s.end) for s in raw}
     contexts = []
-    for i in read:
-        chunk_states, pooling = stored[0][i], stored[1][i]
+    for i, (chunk_states, pooling) in enumerate(zip(*stored, strict=True)):
         own = [s for s in spans if s.chunk == i]
         mine = {(s.start, s.end) for s in own if (i, s.start, s.end) in keys}
         contexts.append(chunk_parts(chunk_states, own, mine, k, req.stride, pooling))
-    return req.budget_row(read, contexts)
+    return req.budget_row(range(len(contexts)), contexts)
 
 
 def describe_spans(chunks: Sequence[Retrieved], spans: Sequence[Span]) -> list[dict]:

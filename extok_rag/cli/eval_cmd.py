@@ -11,14 +11,7 @@ from typing import Annotated
 import typer
 
 from extok_rag.cli.console import err_console, out_console, reports_errors
-from extok_rag.config import (
-    DTYPE_HELP,
-    EXPAND_RESTS,
-    FRAMES,
-    RETRIEVERS,
-    SCORERS,
-    AskConfig,
-)
+from extok_rag.config import DTYPE_HELP, FRAMES, RETRIEVERS, SCORERS, AskConfig
 from extok_rag.evaluation.qa_conditions import ROW_FAMILIES
 
 eval_app = typer.Typer(
@@ -229,14 +222,6 @@ def qa(
             "standard: the other modes' frame)."
         ),
     ] = AskConfig.frame,
-    expand_rests: Annotated[
-        str,
-        typer.Option(
-            help=f"Rests of the expand rows, comma-separated: {', '.join(EXPAND_RESTS)} "
-            "(every: the rest of every chunk offered compressed; spanned: only of the chunks "
-            "holding a raw span, the others not read)."
-        ),
-    ] = AskConfig.expand_rest,
     retrieval: Annotated[
         str, typer.Option(help=f"How chunks are retrieved: {', '.join(RETRIEVERS)}.")
     ] = AskConfig.retrieval,
@@ -320,7 +305,6 @@ def qa(
         expand_budgets=parse_shares(expand_budgets),
         expand_scorer=expand_scorer,
         frames=parse_choices(frames, "--frames", FRAMES),
-        expand_rests=parse_choices(expand_rests, "--expand-rests", EXPAND_RESTS),
         retrieval=retrieval,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,

@@ -7,8 +7,7 @@ row answers under. No torch here: the CLI reads the row families to build its op
     hybrid×k            the best chunk raw, the other n-1 compressed by k
     extok×k top-(k·n)   k·n chunks compressed by k: about raw top-n's position budget
     expand / spans / truncated at shares of each question's raw top-n positions, in each of
-                        `frames` (light, the budget modes' own; standard, the frame before);
-                        expand with each of `expand_rests` (whose chunks' rest it reads)
+                        `frames` (light, the budget modes' own; standard, the frame before)
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ class QAEvalConfig:
     expand_scorer: str = AskConfig.scorer
     frames: tuple[str, ...] = (AskConfig.frame,)  # the budget rows' frames (FRAMES); a row
     # in another than AskConfig's is named "... <frame> frame"
-    expand_rests: tuple[str, ...] = (AskConfig.expand_rest,)  # the expand rows' rests
-    # (EXPAND_RESTS); a row with another than AskConfig's is named "expand ... <rest> rest"
     max_new_tokens: int = 32
     repeat_stop: int = 8  # GenerationConfig.repeat_stop: an answer stops at a loop
     retrieval: str = AskConfig.retrieval  # one of RETRIEVERS, as `ask` retrieves
@@ -53,7 +50,6 @@ class Condition:
     share: float | None = None  # budget modes: this share of the question's raw positions
     scorer: str = AskConfig.scorer
     frame: str = AskConfig.frame
-    rest: str = AskConfig.expand_rest
 
     def ask_config(self, budget: int | None = None) -> AskConfig:
         return AskConfig(
@@ -63,7 +59,6 @@ class Condition:
             budget=budget,
             scorer=self.scorer,
             frame=self.frame,
-            expand_rest=self.rest,
         )  # type: ignore[arg-type]
 
 
@@ -90,28 +85,22 @@ def conditions(cfg: QAEvalConfig) -> list[Condition]:
         *(Condition(f"extok ×{k} top-{k * n}", "compressed", k * n, k) for k in cfg.budget_ks),
         *(
             Condition(
-                budget_name(mode, share, n, frame, rest),
+                budget_name(mode, share, n, frame),
                 mode,
                 n,
                 share=share,
                 scorer=cfg.expand_scorer,
                 frame=frame,
-                rest=rest,
             )
             for share in cfg.expand_budgets
             for frame in cfg.frames
             for mode in ("expand", "spans", "truncated")
-            for rest in (cfg.expand_rests if mode == "expand" else (AskConfig.expand_rest,))
         ),
     ]
 
 
-def budget_name(
-    mode: str, share: float, n: int, frame: str, rest: str = AskConfig.expand_rest
-) -> str:
+def budget_name(mode: str, share: float, n: int, frame: str) -> str:
     """A budget row's name: "spans 0.35·raw top-4", with " standard frame" after it when the
-    frame is not AskConfig's and " spanned rest" when expand's rest is not AskConfig's."""
+    frame is not AskConfig's."""
     suffix = "" if frame == AskConfig.frame else f" {frame} frame"
-    if rest != AskConfig.expand_rest:
-        suffix += f" {rest} rest"
     return f"{mode} {share:.2f}·raw top-{n}{suffix}"

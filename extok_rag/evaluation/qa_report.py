@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from extok_rag.config import AskConfig
-from extok_rag.evaluation.qa_conditions import budget_name
-
 if TYPE_CHECKING:
     from extok_rag.evaluation.qa import ConditionResult, SetResult
 
@@ -124,11 +121,8 @@ def expand_targets(result: SetResult) -> list[str]:
             f"positions (target ≥ 95% at ≤ 0.35: {verdict}); "
             f"{speed_text(raw, s, checked=c.share == 0.35)}."
         )
-        controls = ["spans", "truncated"]
-        if c.rest != AskConfig.expand_rest:
-            controls.insert(0, "expand")  # the same budget with the default rest
-        for control in controls:
-            other = by.get(budget_name(control, c.share, c.top_n, c.frame))
+        for control in ("spans", "truncated"):
+            other = by.get(c.name.replace("expand", control, 1))
             if other is not None:
                 lines.append(f"  - {paired(row, other)}.")
     return lines

@@ -136,23 +136,6 @@ def test_budget_rows_in_two_frames_answer_the_same_questions(tiny_set, tiny_llm,
         assert a <= round(0.6 * full) and b <= round(0.6 * full)
 
 
-def test_expand_rows_with_a_spanned_rest_are_paired_with_the_default(tiny_set, tiny_llm, indexed):
-    """`--expand-rests every,spanned`: the expand row once per rest (spans and truncated once),
-    the other rest's named so, on the same budgets; the report pairs it with the default's."""
-    snapshot, embedder = indexed
-    cfg = replace(CFG, expand_budgets=(0.6,), expand_rests=("every", "spanned"))
-    cfg = replace(cfg, latency_questions=0)
-    result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, cfg, rows=("raw", "expand"))
-    names = [r.condition.name for r in result.results]
-    assert names == ["raw top-2", "expand 0.60·raw top-2", "expand 0.60·raw top-2 spanned rest"]
-    assert [c.rest for c in conditions(cfg) if c.mode == "spans"] == ["every"]
-    raw, every, spanned = result.results
-    for a, b, full in zip(every.positions, spanned.positions, raw.positions, strict=True):
-        assert a <= round(0.6 * full) and b <= round(0.6 * full)
-    text = qa_markdown([result])
-    assert "expand 0.60·raw top-2 spanned rest vs expand 0.60·raw top-2: right only" in text
-
-
 def test_scores_follow_the_answers(tiny_set, tiny_llm, indexed):
     snapshot, embedder = indexed
     result = evaluate_qa(tiny_llm, embedder, snapshot, tiny_set, CFG)
