@@ -1,6 +1,7 @@
 """Expand's compressed rest of every chunk against only of the chunks it reads raw from
 (`AskConfig.expand_rest`, docs/training.md "What next" 14), with spans-only as the control:
-`eval qa` rows on the same questions, paired.
+`eval qa` rows on the same questions, paired. The option measured no change and was removed
+again; its rows are run at commit 0de36ad (where `--expand-rests` exists).
 
     .venv/bin/extok-rag eval qa --sets hotpotqa --rows expand,spans \
         --expand-budgets 0.25,0.35 --expand-rests every,spanned --out HOTPOT.json ...
