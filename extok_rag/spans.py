@@ -75,8 +75,9 @@ def sentence_starts(text: str) -> list[int]:
 
 
 def chunk_spans(chunk: int, text: str, starts: np.ndarray, stride: int) -> list[Span]:
-    """Cut one chunk into state-aligned spans: sentence starts snapped to the nearest multiple
-    of `stride` (in tokens), windows of ~SPAN_MAX_TOKENS inside longer sentences."""
+    """Cut one chunk into spans: sentence starts snapped to the nearest multiple of `stride`
+    (in tokens: the index's stride aligns spans with stored states, 1 keeps the sentences'
+    own starts), windows of ~SPAN_MAX_TOKENS inside longer sentences."""
     n = len(starts) - 1
     if n <= 0:
         return []

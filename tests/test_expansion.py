@@ -114,6 +114,27 @@ def test_controls_spans_only_and_truncated_keep_to_the_budget(tiny_llm, chunks, 
     assert spans.expanded and spans.k is None
 
 
+def test_spans_only_cuts_at_sentence_starts_whatever_the_index_stride(tiny_llm, chunks, embedder):
+    """At stride 2, expand's state-aligned spans can start on the last token of the sentence
+    before ("... planet. I" / "t has seven moons"); spans-only reads no states, so its spans
+    start where the sentences do."""
+    raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
+    budget = int(0.6 * raw.positions)
+    expand = AskConfig(mode="expand", budget=budget, scorer="lexical")
+    aligned = scored_spans(request(tiny_llm, chunks, expand))
+    assert any(not s.text[0].isupper() for s in aligned)  # the stride split a word here
+    cfg = AskConfig(mode="spans", budget=budget, scorer="lexical")
+    prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
+    assert prompt.expanded and prompt.positions <= budget
+    for span in prompt.expanded:  # cut at stride 1: sentence starts, and 48-token windows
+        c = chunks[span.chunk]
+        exact = chunk_spans(
+            span.chunk, c.text, token_starts(tiny_llm.tokenizer, c.text, c.n_tokens), 1
+        )
+        assert (span.start, span.end, span.text) in {(s.start, s.end, s.text) for s in exact}
+    assert any(s.text.startswith("It has seven moons") for s in prompt.expanded)
+
+
 def test_a_budget_below_the_frame_is_a_clear_error(tiny_llm, chunks, embedder):
     from extok_rag.errors import InputTooLongError
 
@@ -278,7 +299,7 @@ def test_a_chunk_not_read_takes_no_positions(tiny_llm, chunks, embedder):
     nowhere; the standard frame, which keeps a slot for chunk 1 as well, cannot read it."""
     cfg = AskConfig(mode="spans", scorer="lexical", source_lines=True)
     req = request(tiny_llm, chunks, cfg)
-    best = max(scored_spans(req), key=lambda s: s.score)
+    best = max(scored_spans(req, cut=1), key=lambda s: s.score)  # spans-only's cut
     assert best.chunk == 0
     assert req.frame_positions({0}, 2) < req.frame_positions({0, 1}, 2)
     budget = req.frame_positions({0}, 2) + len(tiny_llm.tokenize(best.text))

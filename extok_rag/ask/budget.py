@@ -28,13 +28,16 @@ from extok_rag.spans import (
 )
 
 
-def scored_spans(req: PromptRequest) -> list[Span]:
-    """Every retrieved chunk cut into state-aligned spans, scored against the question."""
+def scored_spans(req: PromptRequest, cut: int | None = None) -> list[Span]:
+    """Every retrieved chunk cut into spans, scored against the question: sentence starts
+    snapped to multiples of `cut` tokens (default the index's stride: state-aligned spans,
+    which expand's compressed runs need; 1: the text's own sentence starts)."""
     llm, stride = req.llm, req.stride
+    cut = stride if cut is None else cut
     spans = [
         span
         for i, c in enumerate(req.chunks)
-        for span in chunk_spans(i, c.text, token_starts(llm.tokenizer, c.text, c.n_tokens), stride)
+        for span in chunk_spans(i, c.text, token_starts(llm.tokenizer, c.text, c.n_tokens), cut)
     ]
     return score_spans(
         req.cfg.scorer,
@@ -89,13 +92,15 @@ def cut_to_budget(req: PromptRequest, contexts: list[str]) -> Row:
 
 def spans_prompt(req: PromptRequest) -> Prompt:
     """The best spans raw, in document order, and nothing else, within the budget; a chunk's
-    slot in the frame is paid when its first span is chosen."""
+    slot in the frame is paid when its first span is chosen. It reads no states, so its
+    spans are cut at the sentences' own starts, not at the index's stride (which can start a
+    span on the last token of the sentence before; docs/training.md, "What next" 15)."""
     llm, budget = req.llm, req.budget
     frame = frame_costs(req, len(req.chunks))
     chosen: list[Span] = []
     read: frozenset[int] = frozenset()
     used = 0  # content positions so far
-    for span in sorted(scored_spans(req), key=lambda s: -s.score):
+    for span in sorted(scored_spans(req, cut=1), key=lambda s: -s.score):
         cost, reading = len(llm.tokenize(span.text)), read | {span.chunk}
         if frame(reading) + used + cost <= budget:
             chosen.append(span)

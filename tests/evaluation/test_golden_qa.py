@@ -3,8 +3,10 @@ controls at two budgets), on the tiny models. Recorded before the read path move
 package (issue 26); the positions and k of every row must stay identical through any
 refactoring of the read path, and its answers too, up to a near-tie flip or two (below). The
 budget rows run in both frames: the light one (issue 29) and the standard one, whose rows were
-those recorded before it until the learned span scorer became the default (issue 29). A
-deliberate change of prompts rewrites the file:
+those recorded before it until the learned span scorer became the default (issue 29). The
+spans rows were recorded again when spans-only began to cut at sentence starts rather than at
+the index's stride (docs/training.md, "What next" 15), the other rows kept. A deliberate
+change of prompts rewrites the file:
 
     EXTOK_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/evaluation/test_golden_qa.py
 """
