@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import sign_test
+from paired_runs import paired_cell
 from report import machine_line, write_section
 
 ROW = re.compile(r"^(expand|spans) (\d\.\d\d)·raw top-(\d+)( spanned rest)?$")
@@ -45,18 +45,9 @@ def cells(result: dict) -> dict[str, dict[str, str]]:
     return {s: arms for s, arms in sorted(out.items()) if set(arms) == set(ARMS)}
 
 
-def only(a: list[bool], b: list[bool], keep: list[bool] | None = None) -> tuple[int, int]:
-    pick = keep or [True] * len(a)
-    wins = sum(x and not y and k for x, y, k in zip(a, b, pick, strict=True))
-    losses = sum(y and not x and k for x, y, k in zip(a, b, pick, strict=True))
-    return wins, losses
-
-
-def pair_text(wins: int, losses: int) -> str:
-    return f"{wins} / {losses} (p {sign_test(wins, losses):.3f})"
-
-
-def set_table(result: dict, types: dict[str, str] | None) -> tuple[list[str], tuple[int, int]]:
+def set_table(result: dict, types: dict[str, str] | None) -> tuple[list[str], list, list]:
+    """The set's lines, and its spanned and every rows' `correct` lists, cells concatenated
+    (for the pooled count)."""
     per, qids = result["per_question"], result["qids"]
     n = len(qids)
     lines = [
@@ -67,31 +58,32 @@ def set_table(result: dict, types: dict[str, str] | None) -> tuple[list[str], tu
         "spans | only every / only spans |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    pooled = [0, 0]
+    spanned, every = [], []
     groups = sorted(set(types[q] for q in qids)) if types else []
     by_type = []
     for share, arms in cells(result).items():
         right = {arm: per[name]["correct"] for arm, name in arms.items()}
         pos = {arm: f"{statistics.median(per[name]['positions']):g}" for arm, name in arms.items()}
-        se = only(right["spanned"], right["every"])
-        pooled[0] += se[0]
-        pooled[1] += se[1]
+        spanned += right["spanned"]
+        every += right["every"]
         acc = {arm: 100 * sum(right[arm]) / n for arm in ARMS}
         lines.append(
             f"| {share} | {acc['every']:.1f}% | {acc['spanned']:.1f}% | {acc['spans']:.1f}% | "
-            f"{pos['every']} / {pos['spanned']} / {pos['spans']} | {pair_text(*se)} | "
-            f"{pair_text(*only(right['spanned'], right['spans']))} | "
-            f"{pair_text(*only(right['every'], right['spans']))} |"
+            f"{pos['every']} / {pos['spanned']} / {pos['spans']} | "
+            f"{paired_cell(right['spanned'], right['every'])} | "
+            f"{paired_cell(right['spanned'], right['spans'])} | "
+            f"{paired_cell(right['every'], right['spans'])} |"
         )
         for group in groups:
-            keep = [types[q] == group for q in qids]
-            counts = {
-                arm: sum(r and k for r, k in zip(right[arm], keep, strict=True)) for arm in ARMS
+            mine = {
+                arm: [r for r, q in zip(right[arm], qids, strict=True) if types[q] == group]
+                for arm in ARMS
             }
             by_type.append(
-                f"| {share} | {group} ({sum(keep)}) | {counts['every']} / {counts['spanned']} / "
-                f"{counts['spans']} | {pair_text(*only(right['spanned'], right['every'], keep))} | "
-                f"{pair_text(*only(right['spanned'], right['spans'], keep))} |"
+                f"| {share} | {group} ({len(mine['every'])}) | {sum(mine['every'])} / "
+                f"{sum(mine['spanned'])} / {sum(mine['spans'])} | "
+                f"{paired_cell(mine['spanned'], mine['every'])} | "
+                f"{paired_cell(mine['spanned'], mine['spans'])} |"
             )
     if by_type:
         lines += [
@@ -103,7 +95,7 @@ def set_table(result: dict, types: dict[str, str] | None) -> tuple[list[str], tu
             "|---|---|---:|---:|---:|",
             *by_type,
         ]
-    return lines, (pooled[0], pooled[1])
+    return lines, spanned, every
 
 
 def main() -> None:
@@ -126,19 +118,17 @@ def main() -> None:
         "Paired counts are questions right with only one row of the pair, with the exact "
         "two-sided sign test.",
     ]
-    pooled = [0, 0]
+    spanned, every = [], []
     for run in runs:
         for result in run["sets"]:
-            lines, (wins, losses) = set_table(
-                result, types if result["name"] == "hotpotqa" else None
-            )
-            pooled[0] += wins
-            pooled[1] += losses
+            lines, s, e = set_table(result, types if result["name"] == "hotpotqa" else None)
+            spanned += s
+            every += e
             body += ["", *lines]
     body += [
         "",
         f"Pooled over every cell, right only with the spanned rest / only with every rest: "
-        f"**{pair_text(*pooled)}**.",
+        f"**{paired_cell(spanned, every)}**.",
     ]
     text = "\n".join(body)
     if not args.no_write:
