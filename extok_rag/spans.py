@@ -1,10 +1,10 @@
 """Query-aware expansion: raw tokens where the question points, extensible embeddings for the
 rest, under a budget of LLM positions.
 
-Each retrieved chunk is cut into spans (sentences; fixed windows inside very long ones) whose
-token boundaries fall on the index's stride s, so every stored state belongs to exactly one
-span. Spans are scored against the question; the best are read as raw text and the rest of each
-chunk as its stored states, down-scaled to k, in document order:
+Each retrieved chunk is cut into spans (sentences; fixed windows inside very long ones).
+Spans are scored against the question; the best are read as raw text and the rest of each
+chunk as its stored states (one per s tokens, s the index's stride), down-scaled to k, in
+document order; a state a raw span shares with the run beside it is read in the run:
 
     [emb: tokens 0..t0)  [raw: sentence t0..t1]  [emb: tokens t1..n)
 
@@ -43,7 +43,7 @@ STOPWORDS = frozenset(
 
 @dataclass(frozen=True)
 class Span:
-    """Tokens [start, end) of retrieved chunk `chunk` (state-aligned), its text and score."""
+    """Tokens [start, end) of retrieved chunk `chunk`, its text and score."""
 
     chunk: int
     start: int
@@ -293,8 +293,8 @@ def chunk_parts(
 
     def flush() -> None:
         if run:
-            lo, hi = run[0].start // stride, -(-run[-1].end // stride)
-            parts.append(pool_run(states, lo, hi, k // stride, pooling))
+            lo = run[0].start // stride
+            parts.append(pool_run(states, lo, lo + run_states(run, stride), k // stride, pooling))
             run.clear()
 
     for span in spans:
@@ -305,6 +305,13 @@ def chunk_parts(
             run.append(span)
     flush()
     return parts
+
+
+def run_states(run: Sequence[Span], stride: int) -> int:
+    """The stored states a run of compressed spans reads (as `chunk_parts` does): from the
+    state holding its first token to the one holding its last, a state shared with a raw
+    span beside it included."""
+    return -(-run[-1].end // stride) - run[0].start // stride if run else 0
 
 
 def compressed_count(n_states: int, k: int, stride: int) -> int:
@@ -334,14 +341,14 @@ def plan_expansion(
     def positions(raw: set, k: int) -> int:
         cost = fixed
         for chunk in sorted({s.chunk for s in spans}):
-            run = 0
+            run: list[Span] = []  # the compressed spans since the last raw one
             for s in (x for x in spans if x.chunk == chunk):
                 if (s.chunk, s.start, s.end) in raw:
-                    cost += compressed_count(run, k, stride) + raw_cost(s)
-                    run = 0
+                    cost += compressed_count(run_states(run, stride), k, stride) + raw_cost(s)
+                    run = []
                 else:
-                    run += -(-s.end // stride) - s.start // stride
-            cost += compressed_count(run, k, stride)
+                    run.append(s)
+            cost += compressed_count(run_states(run, stride), k, stride)
         return cost
 
     raw: set[tuple[int, int, int]] = set()

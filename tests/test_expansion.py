@@ -1,4 +1,4 @@
-"""Query-aware expansion on the tiny models: state-aligned sentence spans, scoring, the greedy
+"""Query-aware expansion on the tiny models: sentence spans, scoring, the greedy
 budget plan, and prompts (expand, spans only, raw truncated) that keep to their budget."""
 
 from __future__ import annotations
@@ -114,18 +114,21 @@ def test_controls_spans_only_and_truncated_keep_to_the_budget(tiny_llm, chunks, 
     assert spans.expanded and spans.k is None
 
 
-def test_spans_only_cuts_at_sentence_starts_whatever_the_index_stride(tiny_llm, chunks, embedder):
-    """At stride 2, expand's state-aligned spans can start on the last token of the sentence
-    before ("... planet. I" / "t has seven moons"); spans-only reads no states, so its spans
-    start where the sentences do."""
+@pytest.mark.parametrize("mode", ["spans", "expand"])
+def test_spans_are_cut_at_sentence_starts_whatever_the_index_stride(
+    tiny_llm, chunks, embedder, mode
+):
+    """At stride 2, state-aligned spans can start on the last token of the sentence before
+    ("... planet. I" / "t has seven moons"); the raw spans read start where the sentences do,
+    in expand too, whose compressed runs read the state a raw span shares with them."""
     raw = build_prompt(tiny_llm, QUESTION, chunks, AskConfig(mode="raw"), 2, 8)
     budget = int(0.6 * raw.positions)
-    expand = AskConfig(mode="expand", budget=budget, scorer="lexical")
-    aligned = scored_spans(request(tiny_llm, chunks, expand))
+    cfg = AskConfig(mode=mode, budget=budget, scorer="lexical")
+    aligned = scored_spans(request(tiny_llm, chunks, cfg), cut=2)
     assert any(not s.text[0].isupper() for s in aligned)  # the stride split a word here
-    cfg = AskConfig(mode="spans", budget=budget, scorer="lexical")
     prompt = build_prompt(tiny_llm, QUESTION, chunks, cfg, 2, 8, embedder)
     assert prompt.expanded and prompt.positions <= budget
+    assert any(isinstance(seg, EmbeddingSegment) for seg in prompt.row) == (mode == "expand")
     for span in prompt.expanded:  # cut at stride 1: sentence starts, and 48-token windows
         c = chunks[span.chunk]
         exact = chunk_spans(
@@ -184,7 +187,7 @@ def test_auto_budget_is_the_window_less_the_answer(tiny_llm, chunks, embedder):
     assert prompt.positions <= tiny_llm.max_positions - 8
     # the tiny window holds both chunks raw: every span is expanded, nothing compressed
     assert len(prompt.expanded) == sum(
-        len(chunk_spans(i, c.text, token_starts(tiny_llm.tokenizer, c.text, c.n_tokens), 2))
+        len(chunk_spans(i, c.text, token_starts(tiny_llm.tokenizer, c.text, c.n_tokens), 1))
         for i, c in enumerate(chunks)
     )
     req = request(tiny_llm, chunks, AskConfig(mode="expand"))
@@ -203,6 +206,27 @@ def test_compressed_runs_are_pooled_the_way_the_chunk_was_stored(pooling):
     assert parts[1] == "s8"
     torch.testing.assert_close(parts[0], downscale(states[0:4], 2, pooling))
     torch.testing.assert_close(parts[2], downscale(states[8:12], 2, pooling))
+
+
+def test_a_run_reads_the_state_it_shares_with_a_raw_span_and_the_plan_counts_it():
+    """Spans cut at sentence starts (odd tokens) over states stored at stride 2: each
+    compressed run reads from the state holding its first token to the one holding its last,
+    and the plan's count of positions is the row's."""
+    states = torch.randn(12, 3)  # 24 tokens at stride 2
+    spans = [Span(0, 0, 7, "s0", 0.0), Span(0, 7, 15, "s7", 1.0), Span(0, 15, 24, "s15", 0.0)]
+    parts = chunk_parts(states, spans, {(7, 15)}, k=4, stride=2)
+    assert parts[1] == "s7"
+    torch.testing.assert_close(parts[0], downscale(states[0:4], 2))  # tokens 0..7
+    torch.testing.assert_close(parts[2], downscale(states[7:12], 2))  # tokens 14..23
+
+    def cost(s):  # only the middle span is short enough to read raw
+        return 8 if s.start == 7 else 30
+
+    # raw s7, the runs of tokens 0..7 (states 0..3) and 14..23 (states 7..11) at k=4: 2 + 3
+    assert plan_expansion(spans, cost, 10, 10 + 2 + 8 + 3, stride=2, k=4).raw == {(0, 7, 15)}
+    assert plan_expansion(spans, cost, 10, 10 + 2 + 8 + 2, stride=2, k=4).raw == set()
+    # nothing raw: one run of 12 states (the shared ones once), 6 positions at k=4
+    assert plan_expansion(spans, cost, 10, 10 + 6, stride=2, k=4).raw == set()
 
 
 def test_expand_honours_a_given_k_or_refuses(tiny_llm, embedder, chunks):
@@ -299,7 +323,7 @@ def test_a_chunk_not_read_takes_no_positions(tiny_llm, chunks, embedder):
     nowhere; the standard frame, which keeps a slot for chunk 1 as well, cannot read it."""
     cfg = AskConfig(mode="spans", scorer="lexical", source_lines=True)
     req = request(tiny_llm, chunks, cfg)
-    best = max(scored_spans(req, cut=1), key=lambda s: s.score)  # spans-only's cut
+    best = max(scored_spans(req), key=lambda s: s.score)
     assert best.chunk == 0
     assert req.frame_positions({0}, 2) < req.frame_positions({0, 1}, 2)
     budget = req.frame_positions({0}, 2) + len(tiny_llm.tokenize(best.text))

@@ -30,10 +30,10 @@ from extok_rag.spans import (
 
 def scored_spans(req: PromptRequest, cut: int | None = None) -> list[Span]:
     """Every retrieved chunk cut into spans, scored against the question: sentence starts
-    snapped to multiples of `cut` tokens (default the index's stride: state-aligned spans,
-    which expand's compressed runs need; 1: the text's own sentence starts)."""
+    snapped to multiples of `cut` tokens (1, the default: the text's own sentence starts; the
+    index's stride: spans aligned with the stored states)."""
     llm, stride = req.llm, req.stride
-    cut = stride if cut is None else cut
+    cut = 1 if cut is None else cut
     spans = [
         span
         for i, c in enumerate(req.chunks)
@@ -92,15 +92,13 @@ def cut_to_budget(req: PromptRequest, contexts: list[str]) -> Row:
 
 def spans_prompt(req: PromptRequest) -> Prompt:
     """The best spans raw, in document order, and nothing else, within the budget; a chunk's
-    slot in the frame is paid when its first span is chosen. It reads no states, so its
-    spans are cut at the sentences' own starts, not at the index's stride (which can start a
-    span on the last token of the sentence before; docs/training.md, "What next" 15)."""
+    slot in the frame is paid when its first span is chosen."""
     llm, budget = req.llm, req.budget
     frame = frame_costs(req, len(req.chunks))
     chosen: list[Span] = []
     read: frozenset[int] = frozenset()
     used = 0  # content positions so far
-    for span in sorted(scored_spans(req, cut=1), key=lambda s: -s.score):
+    for span in sorted(scored_spans(req), key=lambda s: -s.score):
         cost, reading = len(llm.tokenize(span.text)), read | {span.chunk}
         if frame(reading) + used + cost <= budget:
             chosen.append(span)
@@ -123,7 +121,10 @@ def spans_row(req: PromptRequest, keep: Sequence[Span]) -> tuple[Row, int]:
 
 def expand_prompt(req: PromptRequest) -> Prompt:
     """The best spans raw and the rest compressed; the lowest-ranked chunks go first (as in
-    truncated) while not even the compressed chunks fit."""
+    truncated) while not even the compressed chunks fit. Spans start where sentences do, not
+    on the index's stride (which can start one on the last token of the sentence before;
+    docs/training.md, "What next" 15 and 16): a stored state a raw span shares with the run
+    beside it is read in the run."""
     spans = scored_spans(req)
     for n in range(len(req.chunks), 0, -1):
         kept = [s for s in spans if s.chunk < n]

@@ -5,8 +5,8 @@ build its options.
 
 What measures best (docs/benchmarks.md, `eval qa` on SQuAD and HotpotQA with the shipped
 checkpoint): raw top-n when it fits the budget; under a smaller budget, the question's best
-sentences raw (`spans`): at 0.25 and 0.35 of raw's positions it leads `expand` on HotpotQA and
-trails it on SQuAD within the noise (docs/training.md, "What next" 15), and reads no
+sentences raw (`spans`): at 0.25 and 0.35 of raw's positions it equals `expand` on both sets
+within the noise, both cut at sentence starts (docs/training.md, "What next" 16), and reads no
 compressed states. So `auto`, the default, is raw when it fits and `AUTO_BUDGET_MODE` when it
 does not.
 The ship check of a new checkpoint decides `AUTO_BUDGET_MODE` again (research/ship_check.sh).

@@ -5,7 +5,8 @@ refactoring of the read path, and its answers too, up to a near-tie flip or two 
 budget rows run in both frames: the light one (issue 29) and the standard one, whose rows were
 those recorded before it until the learned span scorer became the default (issue 29). The
 spans rows were recorded again when spans-only began to cut at sentence starts rather than at
-the index's stride (docs/training.md, "What next" 15), the other rows kept. A deliberate
+the index's stride (docs/training.md, "What next" 15), and the expand rows when expand did
+the same ("What next" 16), the other rows kept each time. A deliberate
 change of prompts rewrites the file:
 
     EXTOK_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/evaluation/test_golden_qa.py
