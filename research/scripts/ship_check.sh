@@ -5,8 +5,8 @@
 # positions, BUDGETS='' to skip them) and
 # `eval lm` ×4 at 2K/4K/8K (8 windows), for the shipped checkpoint (v1) and a candidate, on the
 # same questions and windows. About 110 minutes on this 2-core machine with two threads and no
-# other job (v1's qa rows 51 min, the candidate's 31, each lm 11-13); each step resumes a
-# killed run.
+# other job (v1's qa rows 51 min, the candidate's 31, each lm 11-13; on session 37's AMD EPYC
+# v1's qa rows took 57 min and its lm 13.5); each step resumes a killed run.
 #   bash research/scripts/ship_check.sh NAME CHECKPOINT
 #   bash research/scripts/ship_check.sh --baseline    # v1's rows only, ahead of a candidate
 # Output: <home>/ship-check/{qa,lm}-{v1,NAME}.json, paired with
