@@ -28,16 +28,14 @@ from extok_rag.spans import (
 )
 
 
-def scored_spans(req: PromptRequest, cut: int | None = None) -> list[Span]:
-    """Every retrieved chunk cut into spans, scored against the question: sentence starts
-    snapped to multiples of `cut` tokens (1, the default: the text's own sentence starts; the
-    index's stride: spans aligned with the stored states)."""
+def scored_spans(req: PromptRequest) -> list[Span]:
+    """Every retrieved chunk cut into spans at the text's own sentence starts (not snapped to
+    the index's stride), scored against the question."""
     llm, stride = req.llm, req.stride
-    cut = 1 if cut is None else cut
     spans = [
         span
         for i, c in enumerate(req.chunks)
-        for span in chunk_spans(i, c.text, token_starts(llm.tokenizer, c.text, c.n_tokens), cut)
+        for span in chunk_spans(i, c.text, token_starts(llm.tokenizer, c.text, c.n_tokens), 1)
     ]
     return score_spans(
         req.cfg.scorer,
