@@ -51,9 +51,8 @@ def accuracy(row: dict) -> str:
     return f"{100 * sum(row['correct']) / len(row['correct']):.1f}%"
 
 
-def qa_rows(a: dict, b: dict, prefixes: tuple[str, ...] = ("extok",)) -> list[str]:
-    """One table row per (set, condition) present in both runs."""
-    lines = []
+def qa_pairs(a: dict, b: dict, prefixes: tuple[str, ...] = ("extok",)):
+    """(set, row name, a's row, b's row) for each condition present in both runs."""
     other_sets = {s["name"]: s for s in b["sets"]}
     for x_set in a["sets"]:
         y_set = other_sets.get(x_set["name"])
@@ -61,20 +60,36 @@ def qa_rows(a: dict, b: dict, prefixes: tuple[str, ...] = ("extok",)) -> list[st
             continue
         if x_set["qids"] != y_set["qids"]:
             raise SystemExit(f"{x_set['name']}: the two runs asked different questions")
+        for name, x in x_set["per_question"].items():
+            y = y_set["per_question"].get(name)
+            if y is not None and name.startswith(prefixes):
+                yield x_set, name, x, y
+
+
+def qa_rows(a: dict, b: dict, prefixes: tuple[str, ...] = ("extok",)) -> list[str]:
+    """One table row per (set, condition) present in both runs."""
+    lines = []
+    for x_set, name, x, y in qa_pairs(a, b, prefixes):
         rows = x_set["per_question"]
         context = " / ".join(accuracy(rows[n]) if n in rows else "—" for n in ("none", "raw top-4"))
-        for name, x in rows.items():
-            y = y_set["per_question"].get(name)
-            if y is None or not name.startswith(prefixes):
-                continue
-            only_a, only_b, p = paired(x["correct"], y["correct"])
-            same = sum(u == v for u, v in zip(x["answers"], y["answers"], strict=True))
-            n = len(x["correct"])
-            lines.append(
-                f"| {x_set['name']} | {name} | {n} | {context} | {accuracy(x)} | "
-                f"{accuracy(y)} | {only_a} / {only_b} | {p:.3f} | {same} / {n} |"
-            )
+        only_a, only_b, p = paired(x["correct"], y["correct"])
+        same = sum(u == v for u, v in zip(x["answers"], y["answers"], strict=True))
+        n = len(x["correct"])
+        lines.append(
+            f"| {x_set['name']} | {name} | {n} | {context} | {accuracy(x)} | "
+            f"{accuracy(y)} | {only_a} / {only_b} | {p:.3f} | {same} / {n} |"
+        )
     return lines
+
+
+def pooled_line(pairs: list[tuple[str, str, dict, dict]], labels: tuple[str, str]) -> str:
+    """The rows' questions pooled: right only with a / only with b over every row paired."""
+    a = [r for _, _, x, _ in pairs for r in x["correct"]]
+    b = [r for _, _, _, y in pairs for r in y["correct"]]
+    return (
+        f"Pooled over every row above, right only {labels[0]} / only {labels[1]}: "
+        f"**{paired_cell(a, b)}**."
+    )
 
 
 def lm_rows(a: dict, b: dict) -> list[str]:
@@ -96,7 +111,9 @@ def lm_rows(a: dict, b: dict) -> list[str]:
     return lines
 
 
-def paired_body(title: str, intro: str, labels: tuple[str, str], qa: list, lm: list) -> str:
+def paired_body(
+    title: str, intro: str, labels: tuple[str, str], qa: list, lm: list, pooled: str = ""
+) -> str:
     a, b = labels
     body = [f"## {title}", "", intro]
     if qa:
@@ -107,6 +124,8 @@ def paired_body(title: str, intro: str, labels: tuple[str, str], qa: list, lm: l
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             *qa,
         ]
+    if pooled:
+        body += ["", pooled]
     if lm:
         body += [
             "",
@@ -130,13 +149,19 @@ def main(
     parser.add_argument("--section", default=section, help="docs/benchmarks.md section")
     parser.add_argument("--title", help="The section's heading (default: LABEL_A against B).")
     parser.add_argument("--rows", default="extok", help="Row-name prefixes, comma-separated.")
+    parser.add_argument(
+        "--pooled", action="store_true", help="Add the qa rows' questions pooled, paired."
+    )
     parser.add_argument("--no-write", action="store_true", help="Print only.")
     args = parser.parse_args()
     if not (args.section or args.no_write):
         parser.error("--section is needed unless --no-write")
     load = lambda path: json.loads(path.read_text())  # noqa: E731
     prefixes = tuple(args.rows.split(","))
-    qa = [line for a, b in args.qa for line in qa_rows(load(a), load(b), prefixes)]
+    runs = [(load(a), load(b)) for a, b in args.qa]
+    qa = [line for a, b in runs for line in qa_rows(a, b, prefixes)]
+    pairs = [pair for a, b in runs for pair in qa_pairs(a, b, prefixes)]
+    pooled = pooled_line(pairs, tuple(args.labels)) if args.pooled and pairs else ""
     lm = lm_rows(load(args.lm[0]), load(args.lm[1])) if args.lm else []
     title = args.title or title or f"{args.labels[1]} against {args.labels[0]}"
     intro = intro or (
@@ -144,7 +169,7 @@ def main(
         f"against run {args.labels[1]}. Paired: right only with one of them (exact sign test); "
         f"windows where {args.labels[1]}'s NLL is the higher."
     )
-    text = paired_body(title, intro, tuple(args.labels), qa, lm)
+    text = paired_body(title, intro, tuple(args.labels), qa, lm, pooled)
     print(text)
     if not args.no_write:
         write_section(args.section, text)
