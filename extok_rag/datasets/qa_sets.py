@@ -165,8 +165,14 @@ def _squad_build(articles: list[dict[str, Any]]) -> tuple[dict[str, str], tuple[
 
 def squad_paragraphs(data_dir: Path | None = None) -> list[tuple[str, str]]:
     """(article title, text) of every SQuAD paragraph: the whole `squad` corpus."""
-    paragraphs, _ = _squad_corpus(str(qa_json_path("squad", data_dir)))
+    paragraphs, _ = squad_questions(data_dir)
     return [(title, text) for title, _, text in (p.partition("\n\n") for p in paragraphs.values())]
+
+
+def squad_questions(data_dir: Path | None = None) -> tuple[dict[str, str], tuple[QAItem, ...]]:
+    """Every SQuAD paragraph file (name -> its title, a blank line, its text) and every
+    answerable question, in file order: the pool `eval qa` draws from, whole."""
+    return _squad_corpus(str(qa_json_path("squad", data_dir)))
 
 
 def _load_squad(path: Path, n_questions: int, seed: int) -> QASet:
