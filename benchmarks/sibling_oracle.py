@@ -208,16 +208,26 @@ def report(base: dict, arms: dict[str, dict], k: int) -> list[str]:
             f"{sum(cells['hit_own'])} / {sum(cells['hit_other'])} | {sum(cells['sib_hit'])} |"
         )
     sib, rep = arms["siblings"], arms["repeat"]
+    sib_share, rep_share = (sum(a["hit_own"]) / max(1, raw_held) for a in (sib, rep))
+
+    def pair(label: str, first: list, second: list, share: float) -> str:
+        return f"| {label} | {paired_cell(first, second)} | {share:.2f} |"
+
     lines += [
         "",
-        "| siblings arm, greedy | right only the arm / only … (sign-test p) | share of raw's |",
+        "| greedy: right only the first / only the second | paired (sign-test p) | "
+        "share of raw's (first) |",
         "|---|---:|---:|",
-        f"| held-out, against no context | {paired_cell(sib['hit_own'], base['hit_none'])} | "
-        f"{sum(sib['hit_own']) / max(1, raw_held):.2f} |",
-        f"| held-out, against the repeat arm | {paired_cell(sib['hit_own'], rep['hit_own'])} | "
-        f"(repeat: {sum(rep['hit_own']) / max(1, raw_held):.2f}) |",
-        f"| siblings (seen), against the repeat arm | {paired_cell(sib['sib_hit'], rep['sib_hit'])}"
-        f" | {sum(sib['sib_hit']) / max(1, raw_sib):.2f} |",
+        pair("held-out: siblings arm / no context", sib["hit_own"], base["hit_none"], sib_share),
+        pair("held-out: siblings arm / repeat arm", sib["hit_own"], rep["hit_own"], sib_share),
+        pair("held-out: repeat arm / no context", rep["hit_own"], base["hit_none"], rep_share),
+        pair("held-out: repeat arm / raw text", rep["hit_own"], base["hit_raw"], rep_share),
+        pair(
+            "siblings (seen): siblings arm / repeat arm",
+            sib["sib_hit"],
+            rep["sib_hit"],
+            sum(sib["sib_hit"]) / max(1, raw_sib),
+        ),
     ]
     return lines
 
