@@ -15,6 +15,7 @@ are the siblings. Two arms, each fitted per paragraph from the tokenizer's ×k s
 `--lr` × their RMS, `--steps` steps, the LLM frozen:
     repeat           the paragraph's repeat row alone (as `reader_oracle.py`)
     repeat+siblings  the repeat row and the siblings' answer rows, reading the same vectors
+                     (the two sets' mean losses added, as `reader_oracle.fit` adds blanks)
 Then every question is read greedily: the held-out one (unseen by both arms) with its own
 paragraph's vectors, with the next item's ("other"), with none and with the raw text; the
 siblings with each arm's vectors (seen by the second arm only), none and raw text.
