@@ -454,22 +454,31 @@ def arm_label(blanks: int) -> str:
     return f"fitted to repeat and fill {blanks} blanks" if blanks else "fitted to repeat"
 
 
+def recon_gap(base: dict[str, list], nll: list[float]) -> float:
+    """The reconstruction gap a chunk's repeat rows close at these NLLs (`base`: `chunk_base`'s
+    lists, gathered)."""
+    none, raw = (per_token(base[f"recon_{r}"], base["recon_tokens"]) for r in ("none", "raw"))
+    return gap_closed(none, raw, per_token(nll, base["recon_tokens"]))
+
+
+def answer_gaps(base: dict[str, list], cells: dict[str, list], suffix: str = ""):
+    """The answer gap closed with own and with other paragraphs by `cells`' NLLs (`nll_own`,
+    `nll_other`, + suffix); every row of a question scores the same answer."""
+
+    def gap(nll: list[float]) -> float:
+        none, raw = (per_token(base[f"nll_{r}"], base["tokens_none"]) for r in ("none", "raw"))
+        return gap_closed(none, raw, per_token(nll, base["tokens_none"]))
+
+    return gap(cells[f"nll_own{suffix}"]), gap(cells[f"nll_other{suffix}"])
+
+
 def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: int, init: str):
     """Totals over the items done (gaps from mean NLLs, greedy counts), then each arm's greedy
     answers paired against none, the tokenizer's states and the first arm."""
     n = len(base["hit_none"])
-
-    def answer(nll: list[float]) -> float:  # every row of a question scores the same answer
-        return per_token(nll, base["tokens_none"])
-
-    def recon(nll: list[float]) -> float:
-        none, raw = (per_token(base[f"recon_{r}"], base["recon_tokens"]) for r in ("none", "raw"))
-        return gap_closed(none, raw, per_token(nll, base["recon_tokens"]))
-
-    none, raw = answer(base["nll_none"]), answer(base["nll_raw"])
     first = next(iter(arms.values()))
-    rows = [(f"`{init}`'s states", "tokenizer", recon(first["nll_start"]))] + [
-        (arm_label(b), b, recon(arm["nll_end"])) for b, arm in arms.items()
+    rows = [(f"`{init}`'s states", "tokenizer", recon_gap(base, first["nll_start"]))] + [
+        (arm_label(b), b, recon_gap(base, arm["nll_end"])) for b, arm in arms.items()
     ]
     lines = [
         f"| ×{k}, {n} items | reconstruction gap | answer gap own / other (own − other) | "
@@ -480,8 +489,7 @@ def answers_table(base: dict[str, list], arms: dict[int, dict[str, list]], k: in
     for label, key, rec in rows:
         cells = base if key == "tokenizer" else arms[key]
         suffix = "_tokenizer" if key == "tokenizer" else ""
-        own = gap_closed(none, raw, answer(cells[f"nll_own{suffix}"]))
-        other = gap_closed(none, raw, answer(cells[f"nll_other{suffix}"]))
+        own, other = answer_gaps(base, cells, suffix)
         lines.append(
             f"| {label} | {rec:.1%} | {own:.1%} / {other:.1%} ({own - other:+.1%}) | "
             f"{sum(cells[f'hit_own{suffix}'])} / {sum(cells[f'hit_other{suffix}'])} |"
@@ -532,9 +540,9 @@ def repeat_answer_table(base: dict[str, list], arms: dict[int, dict[str, list]],
     return lines
 
 
-def done_chunks(journal: Journal, n_chunks: int, arms: list[int]) -> list[int]:
-    """The chunks whose every arm is in the journal."""
-    return [c for c in range(n_chunks) if all(f"{c}/blanks{b}" in journal.done for b in arms)]
+def done_chunks(journal: Journal, n_chunks: int, pieces: list[str]) -> list[int]:
+    """The chunks whose every piece (an arm's journal name) is in the journal."""
+    return [c for c in range(n_chunks) if all(f"{c}/{p}" in journal.done for p in pieces)]
 
 
 def gathered(journal: Journal, done: list[int], key: str) -> dict[str, list]:
@@ -610,7 +618,8 @@ def answers_main(args, llm, tok, k: int) -> None:
             journal.record(
                 f"{c}/blanks{b}", chunk_arm(llm, tok, chunk, k, b, base, args.steps, args.lr, log)
             )
-    done = done_chunks(journal, len(chunks), arms)
+    pieces = [f"blanks{b}" for b in arms]
+    done = done_chunks(journal, len(chunks), pieces)
     if not done:
         print("no chunk finished yet")
         return
@@ -619,7 +628,7 @@ def answers_main(args, llm, tok, k: int) -> None:
         for kk in (int(x) for x in args.against.split(",") if x)
     }
     for other in others.values():
-        finished = set(done_chunks(other, len(chunks), arms))
+        finished = set(done_chunks(other, len(chunks), pieces))
         done = [c for c in done if c in finished]  # paired: the chunks every ratio finished
     if not done:
         print(f"no chunk finished at ×{k} and at every ×k of --against")

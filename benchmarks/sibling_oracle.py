@@ -51,13 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_runs import paired_cell
 from reader_oracle import (
     AnswerChunk,
+    answer_gaps,
     chunk_base,
+    done_chunks,
     fit,
-    gap_closed,
     gathered,
     paragraph_states,
-    per_token,
     publish,
+    recon_gap,
     tokenizer_users,
 )
 from report import machine_line
@@ -176,20 +177,10 @@ def sibling_arm(llm, tok, chunk, items, k: int, arm: str, base: dict, steps: int
 def report(base: dict, arms: dict[str, dict], k: int) -> list[str]:
     """Totals over the items done, then the held-out questions paired."""
     n, n_sib = len(base["hit_none"]), len(base["sib_hit_none"])
-
-    def answer(nll):
-        return per_token(nll, base["tokens_none"])
-
-    def recon(nll):
-        none, raw = (per_token(base[f"recon_{r}"], base["recon_tokens"]) for r in ("none", "raw"))
-        return gap_closed(none, raw, per_token(nll, base["recon_tokens"]))
-
-    none, raw = answer(base["nll_none"]), answer(base["nll_raw"])
     raw_held, raw_sib = sum(base["hit_raw"]), sum(base["sib_hit_raw"])
 
     def content(cells, suffix=""):
-        own = gap_closed(none, raw, answer(cells[f"nll_own{suffix}"]))
-        other = gap_closed(none, raw, answer(cells[f"nll_other{suffix}"]))
+        own, other = answer_gaps(base, cells, suffix)
         return f"{own:.1%} / {other:.1%} ({own - other:+.1%})"
 
     lines = [
@@ -198,14 +189,14 @@ def report(base: dict, arms: dict[str, dict], k: int) -> list[str]:
         "|---|---:|---:|---:|---:|",
         f"| no context / raw text | — | — | {sum(base['hit_none'])} / {raw_held} | "
         f"{sum(base['sib_hit_none'])} / {raw_sib} |",
-        f"| the tokenizer's states | {recon(arms['repeat']['nll_start']):.1%} | "
+        f"| the tokenizer's states | {recon_gap(base, arms['repeat']['nll_start']):.1%} | "
         f"{content(base, '_tokenizer')} | {sum(base['hit_own_tokenizer'])} / "
         f"{sum(base['hit_other_tokenizer'])} | — |",
     ]
     labels = {"repeat": "fitted to repeat", "siblings": "fitted to repeat and answer the siblings"}
     for arm, cells in arms.items():
         lines.append(
-            f"| {labels[arm]} | {recon(cells['nll_end']):.1%} | {content(cells)} | "
+            f"| {labels[arm]} | {recon_gap(base, cells['nll_end']):.1%} | {content(cells)} | "
             f"{sum(cells['hit_own'])} / {sum(cells['hit_other'])} | {sum(cells['sib_hit'])} |"
         )
     sib, rep = arms["siblings"], arms["repeat"]
@@ -285,7 +276,7 @@ def main() -> None:
                     log,
                 ),
             )
-    done = [c for c in range(len(chunks)) if all(f"{c}/{a}" in journal.done for a in ARMS)]
+    done = done_chunks(journal, len(chunks), list(ARMS))
     if not done:
         print("no chunk finished yet")
         return
