@@ -174,12 +174,23 @@ def repeated(llm, examples, users) -> tuple[list[bool], list[float]]:
 
 
 def fit(
-    llm, examples, users, steps: int, lr: float, every: int, baselines, log, extra=((), ())
+    llm,
+    examples,
+    users,
+    steps: int,
+    lr: float,
+    every: int,
+    baselines,
+    log,
+    extra=((), ()),
+    checks: tuple[int, ...] = (),
+    at=None,
 ) -> dict:
     """Adam on the users' tensors (in place: the rows hold them), LLM frozen; the gap closed
     every `every` steps and at the end, each row's NLL at the start and the end, the greedy
     repeats at the end. `extra`: (examples, users) of more rows reading the same tensors, whose
-    mean loss is added."""
+    mean loss is added. `checks`: more steps to measure at; there `at()` (if given) reads the
+    tensors as they are, and "reads" holds, per check, the rows' NLLs and what it returned."""
     params = [p for user in users for p in user if isinstance(p, torch.Tensor)]
     for p in params:
         p.requires_grad_(True)
@@ -191,14 +202,18 @@ def fit(
     none, raw = per_token(baselines["none"], tokens), per_token(baselines["raw"], tokens)
     curve: dict[int, float] = {}
     nll: dict[int, list[float]] = {}
+    reads: list[dict] = []
 
     t0 = time.perf_counter()
     for step in range(steps + 1):
-        if step % every == 0 or step == steps:
+        if step % every == 0 or step == steps or step in checks:
             with torch.no_grad():
                 nll[step] = row_nll(llm, rows)[0]
             curve[step] = gap_closed(none, raw, per_token(nll[step], tokens))
             log(f"step {step}: gap {curve[step]:.1%} ({time.perf_counter() - t0:.0f} s)")
+        if step in checks and at is not None:
+            with torch.no_grad():
+                reads.append({"step": step, "nll": nll[step], **at()})
         if step == steps:
             break
         opt.zero_grad(set_to_none=True)
@@ -223,6 +238,7 @@ def fit(
         "rms_start": start_rms,
         "rms_end": rms(params),
         "seconds": time.perf_counter() - t0,
+        **({"reads": reads} if at is not None else {}),
     }
 
 

@@ -224,8 +224,8 @@ def report(base: dict, arms: dict[str, dict], k: int) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's settings (each in the journal's key) and the output switches."""
     parser.add_argument("--items", type=int, default=48)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--siblings", type=int, default=4)
@@ -236,7 +236,30 @@ def main() -> None:
     parser.add_argument("--init", default="shipped", help="a tokenizer checkpoint or 'shipped'")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+
+
+@dataclass
+class Run:
+    """The loaded models, the items in chunks, and the journal their pieces go to."""
+
+    llm: FrozenLLM
+    tok: ExtensibleTokenizer
+    items: list[SiblingItem]
+    groups: list[list[SiblingItem]]
+    chunks: list[AnswerChunk]
+    journal: Journal
+
+    def base(self, c: int, k: int) -> dict:
+        """Chunk c's baselines, from the journal or measured and journalled."""
+        if f"{c}/base" not in self.journal.done:
+            self.journal.record(
+                f"{c}/base", sibling_base(self.llm, self.tok, self.chunks[c], self.groups[c], k)
+            )
+        return self.journal.done[f"{c}/base"]
+
+
+def open_run(args) -> Run:
+    """Load the LLM and tokenizer, build the items and open the journal of these settings."""
     quiet_transformers()
     torch.manual_seed(0)
     llm = FrozenLLM.load(None, RuntimeConfig(device="auto", dtype=fastest_dtype("cpu")))
@@ -252,11 +275,19 @@ def main() -> None:
     print(f"journal {journal.path} ({len(journal.done)} pieces done)", flush=True)
     groups = [items[i : i + args.chunk] for i in range(0, len(items), args.chunk)]
     chunks = [answer_chunk(g, args.length) for g in groups]
-    for c, (group, chunk) in enumerate(zip(groups, chunks, strict=True)):
+    return Run(llm, tok, items, groups, chunks, journal)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args()
+    run = open_run(args)
+    journal = run.journal
+    for c, (group, chunk) in enumerate(zip(run.groups, run.chunks, strict=True)):
         if args.report_only:
             break
-        if f"{c}/base" not in journal.done:
-            journal.record(f"{c}/base", sibling_base(llm, tok, chunk, group, args.k))
+        base = run.base(c, args.k)
         for arm in ARMS:
             if f"{c}/{arm}" in journal.done:
                 continue
@@ -264,26 +295,17 @@ def main() -> None:
             journal.record(
                 f"{c}/{arm}",
                 sibling_arm(
-                    llm,
-                    tok,
-                    chunk,
-                    group,
-                    args.k,
-                    arm,
-                    journal.done[f"{c}/base"],
-                    args.steps,
-                    args.lr,
-                    log,
+                    run.llm, run.tok, chunk, group, args.k, arm, base, args.steps, args.lr, log
                 ),
             )
-    done = done_chunks(journal, len(chunks), list(ARMS))
+    done = done_chunks(journal, len(run.chunks), list(ARMS))
     if not done:
         print("no chunk finished yet")
         return
     base = gathered(journal, done, "base")
     arms = {a: gathered(journal, done, a) for a in ARMS}
     n = len(base["hit_none"])
-    partial = f" **Partial: {n} of {len(items)} paragraphs.**" if n < len(items) else ""
+    partial = f" **Partial: {n} of {len(run.items)} paragraphs.**" if n < len(run.items) else ""
     publish(
         args,
         "sibling-oracle",
