@@ -102,7 +102,9 @@ def verdict(rows: list[tuple[int, float, int, float]], raw: int) -> str:
     return f"(k): the qualifying check of least gap is step {step}, at {gap:.1%}"
 
 
-def report(base: dict, curve: dict, repeat: dict | None, checks: list[int]) -> list[str]:
+def report(
+    base: dict, curve: dict, checks: list[int], against: tuple[dict, dict] | None = None
+) -> list[str]:
     """One row per check, the rule's verdict, and the last check against the repeat arm."""
     none, raw = pooled(base, "_none"), pooled(base, "_raw")
     n, n_held = len(none), len(base["hit_none"])
@@ -124,14 +126,16 @@ def report(base: dict, curve: dict, repeat: dict | None, checks: list[int]) -> l
             f"{sum(curve[f'hit_{step}'])} |"
         )
     lines += ["", f"Rule (What next 18): {verdict(rows, sum(raw))}."]
-    if repeat is not None:
+    if against is not None:  # (the curve, the repeat arm) on the chunks both have done
+        mine, repeat = against
         last = checks[-1]
         same = (
-            curve[f"hit_{last}"] == repeat["hit_own"]
-            and curve[f"sib_hit_{last}"] == repeat["sib_hit"]
+            mine[f"hit_{last}"] == repeat["hit_own"]
+            and mine[f"sib_hit_{last}"] == repeat["sib_hit"]
         )
         lines.append(
-            f"Step {last} against `sibling_oracle.py`'s repeat arm on the same paragraphs: "
+            f"Step {last} against `sibling_oracle.py`'s repeat arm on the "
+            f"{len(repeat['hit_own'])} paragraphs it has read: "
             + ("every answer the same." if same else "**answers differ**.")
         )
     return lines
@@ -163,8 +167,10 @@ def main() -> None:
         return
     base = gathered(journal, done, "base")
     curve = gathered(journal, done, "curve")
-    with_repeat = [c for c in done if f"{c}/repeat" in journal.done]
-    repeat = gathered(journal, done, "repeat") if with_repeat == done else None
+    both = [c for c in done if f"{c}/repeat" in journal.done]
+    against = (
+        (gathered(journal, both, "curve"), gathered(journal, both, "repeat")) if both else None
+    )
     n = len(base["hit_none"])
     partial = f" **Partial: {n} of {len(run.items)} paragraphs.**" if n < len(run.items) else ""
     publish(
@@ -179,7 +185,7 @@ def main() -> None:
         f"repeat it, Adam lr {args.lr} × their RMS, no question seen; read at each step "
         f"listed. Greedy: the first gold answer contained in 32 tokens. Paired: right only "
         f"with the vectors / only with the other (sign-test p).{partial}",
-        report(base, curve, repeat, args.checks),
+        report(base, curve, args.checks, against),
     )
 
 
