@@ -103,13 +103,13 @@ def verdict(rows: list[tuple[int, float, int, float]], raw: int) -> str:
 
 
 def report(
-    base: dict, curve: dict, checks: list[int], against: tuple[dict, dict] | None = None
+    base: dict, curve: dict, checks: list[int], k: int, against: tuple[dict, dict] | None = None
 ) -> list[str]:
     """One row per check, the rule's verdict, and the last check against the repeat arm."""
     none, raw = pooled(base, "_none"), pooled(base, "_raw")
     n, n_held = len(none), len(base["hit_none"])
     lines = [
-        f"| ×4 step | reconstruction gap | greedy, every question ({n}) | share of raw's | "
+        f"| ×{k} step | reconstruction gap | greedy, every question ({n}) | share of raw's | "
         f"paired with none | paired with raw text | held-out only ({n_held}) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
         f"| no context / raw text | — | {sum(none)} / {sum(raw)} | — | — | — | "
@@ -185,7 +185,7 @@ def main() -> None:
         f"repeat it, Adam lr {args.lr} × their RMS, no question seen; read at each step "
         f"listed. Greedy: the first gold answer contained in 32 tokens. Paired: right only "
         f"with the vectors / only with the other (sign-test p).{partial}",
-        report(base, curve, args.checks, against),
+        report(base, curve, args.checks, args.k, against),
     )
 
 

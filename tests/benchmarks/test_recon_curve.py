@@ -39,12 +39,12 @@ def test_curve_reads_every_check_and_ends_at_the_repeat_arm(tiny_llm):
     assert curve["nll_3"] == curve["nll_end"] == repeat["nll_end"]  # the same fit
     assert curve["nll_1"] != curve["nll_0"]
     assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
-    lines = recon_curve.report(base, curve, [0, 1, 3], (curve, repeat))
+    lines = recon_curve.report(base, curve, [0, 1, 3], 4, (curve, repeat))
     assert lines[0].startswith("| ×4 step |") and "every question (8)" in lines[0]
     assert [line.split(" |")[0] for line in lines[3:6]] == ["| 0", "| 1", "| 3"]
     assert any(line.startswith("Rule (What next 18): (") for line in lines)
     assert lines[-1].endswith("the 2 paragraphs it has read: every answer the same.")
-    assert not recon_curve.report(base, curve, [0, 1, 3])[-1].startswith("Step 3 against")
+    assert not recon_curve.report(base, curve, [0, 1, 3], 4)[-1].startswith("Step 3 against")
 
 
 def test_verdict_takes_the_qualifying_check_of_least_gap():
