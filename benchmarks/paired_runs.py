@@ -42,7 +42,11 @@ def paired(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
 
 def paired_cell(a: list[bool], b: list[bool]) -> str:
     """Questions right only with a / only with b (sign-test p), as a table cell."""
-    only_a, only_b, p = paired(a, b)
+    return pair_cell(*paired(a, b))
+
+
+def pair_cell(only_a: int, only_b: int, p: float) -> str:
+    """`paired`'s result as a table cell: "only a / only b (p)"."""
     p_text = f"p {p:.3f}" if p >= 0.001 else "p < 0.001"
     return f"{only_a} / {only_b} ({p_text})"
 

@@ -349,12 +349,18 @@ def chunk_base(llm, tok, chunk: AnswerChunk, k: int) -> dict:
     }
 
 
+def recon_baselines(base: dict) -> dict[str, list]:
+    """The repeat rows' NLLs with no context and raw text, and their scored tokens, from a
+    chunk's baselines (`chunk_base`), as `fit` takes them."""
+    return {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
+
+
 def chunk_arm(llm, tok, chunk: AnswerChunk, k: int, blanks: int, base: dict, steps, lr, log):
     """Each paragraph's vectors, from the tokenizer's states at k, fitted alone to repeat it
     (and fill `blanks` blanks in it), the question unseen; then read by the questions."""
     users = tokenizer_users(llm, tok, chunk.repeats, chunk.length, k)
     states = paragraph_states(users)
-    baselines = {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
+    baselines = recon_baselines(base)
     extra = blank_rows(chunk.paragraphs, states, blanks)
     cosine = {"token_cos_start": chunk.token_cosine(llm, states)} if k == 1 else {}
     fitted = fit(llm, chunk.repeats, users, steps, lr, steps, baselines, log, extra)

@@ -34,13 +34,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import paired, paired_cell
+from paired_runs import pair_cell, paired, paired_cell
 from reader_oracle import (
     done_chunks,
     fit,
     gathered,
     paragraph_states,
     publish,
+    recon_baselines,
     recon_gap,
     tokenizer_users,
 )
@@ -67,7 +68,7 @@ def curve_arm(llm, tok, chunk: AnswerChunk, items: list[SiblingItem], k, base, a
             "sib_hit": greedy_hits(llm, *siblings),
         }
 
-    baselines = {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
+    baselines = recon_baselines(base)
     fitted = fit(
         llm,
         chunk.repeats,
@@ -119,10 +120,11 @@ def report(
     for step in checks:
         hits = pooled(curve, f"_{step}")
         gap = recon_gap(base, curve[f"nll_{step}"])
-        rows.append((step, gap, sum(hits), paired(hits, none)[2]))
+        with_none = paired(hits, none)
+        rows.append((step, gap, sum(hits), with_none[2]))
         lines.append(
             f"| {step} | {gap:.1%} | {sum(hits)} | {sum(hits) / max(1, sum(raw)):.2f} | "
-            f"{paired_cell(hits, none)} | {paired_cell(hits, raw)} | "
+            f"{pair_cell(*with_none)} | {paired_cell(hits, raw)} | "
             f"{sum(curve[f'hit_{step}'])} |"
         )
     lines += ["", f"Rule (What next 18): {verdict(rows, sum(raw))}."]

@@ -58,6 +58,7 @@ from reader_oracle import (
     gathered,
     paragraph_states,
     publish,
+    recon_baselines,
     recon_gap,
     tokenizer_users,
 )
@@ -164,7 +165,7 @@ def sibling_arm(llm, tok, chunk, items, k: int, arm: str, base: dict, steps: int
     users = tokenizer_users(llm, tok, chunk.repeats, chunk.length, k)
     states = paragraph_states(users)
     extra = sibling_rows(items, states)
-    baselines = {n: base[f"recon_{n}"] for n in ("none", "raw", "tokens")}
+    baselines = recon_baselines(base)
     rows = extra if arm == "siblings" else ((), ())
     fitted = fit(llm, chunk.repeats, users, steps, lr, steps, baselines, log, rows)
     return {
