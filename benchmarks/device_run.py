@@ -77,6 +77,25 @@ def probe_rows(log: list[dict]) -> list[str]:
     return rows
 
 
+KNEE = (0.45, 0.60)  # docs/training.md What next 18: x4 answers arrive between these gaps
+
+
+def knee_line(log: list[dict]) -> list[str]:
+    """The last ×4 reconstruction reading against the knee where repeat-fitted ×4 vectors
+    started to be answered from (What next 18)."""
+    gaps = [r["recon_probe"]["gap_k4"] for r in log if "gap_k4" in r.get("recon_probe", {})]
+    if not gaps:
+        return []
+    gap = gaps[-1]
+    where = "under" if gap < KNEE[0] else "over" if gap > KNEE[1] else "within"
+    return [
+        f"×4 reconstruction at the last probe: **{gap:.1%} of the gap, {where} the knee** of "
+        f"docs/training.md What next 18 ({KNEE[0]:.0%}–{KNEE[1]:.0%}: vectors fitted to repeat "
+        "a SQuAD paragraph went from 0.21 to 0.43 of raw text's answers there, each read "
+        "alone)."
+    ]
+
+
 def probe_errors(log: list[dict]) -> list[str]:
     """Probes that raised (`probe_failure` "record"): the run trained on."""
     return [f"- step {step}: {name} failed: {err}" for step, name, err in failed_probes(log)]
@@ -194,6 +213,7 @@ def render(name: str, runs: list[Path]) -> str:
         "other ×2 ppl |",
         "|---:|---|---|---|---|---|",
         *probe_rows(log),
+        *(["", *knee_line(log)] if knee_line(log) else []),
         *(["", *probe_errors(log)] if probe_errors(log) else []),
     ]
     return "\n".join(lines)
