@@ -173,15 +173,13 @@ def main() -> None:
         parser.error(f"--others: from 1 to --chunk − 1 ({args.chunk - 1})")
     run = open_run(args)
     journal = run.journal
-    for c, (group, chunk) in enumerate(zip(run.groups, run.chunks, strict=True)):
-        if args.report_only:
-            break
-        if f"{c}/company" in journal.done:
-            continue
-        base = run.base(c, args.k)
-        log = lambda m, c=c: print(f"chunk {c} company: {m}", flush=True)  # noqa: E731
-        journal.record(
-            f"{c}/company", company_arm(run.llm, run.tok, chunk, group, args.k, base, args, log)
+    if not args.report_only:
+        run.resume(
+            ["company"],
+            args.k,
+            lambda _, c, base, log: company_arm(
+                run.llm, run.tok, run.chunks[c], run.groups[c], args.k, base, args, log
+            ),
         )
     done = done_chunks(journal, len(run.chunks), ["base", "company", "repeat"])  # paired
     if not done:

@@ -153,15 +153,13 @@ def main() -> None:
         parser.error(f"--checks: steps from 0 to --steps ({args.steps})")
     run = open_run(args)
     journal = run.journal
-    for c, (group, chunk) in enumerate(zip(run.groups, run.chunks, strict=True)):
-        if args.report_only:
-            break
-        if f"{c}/curve" in journal.done:
-            continue
-        base = run.base(c, args.k)
-        log = lambda m, c=c: print(f"chunk {c} curve: {m}", flush=True)  # noqa: E731
-        journal.record(
-            f"{c}/curve", curve_arm(run.llm, run.tok, chunk, group, args.k, base, args, log)
+    if not args.report_only:
+        run.resume(
+            ["curve"],
+            args.k,
+            lambda _, c, base, log: curve_arm(
+                run.llm, run.tok, run.chunks[c], run.groups[c], args.k, base, args, log
+            ),
         )
     done = done_chunks(journal, len(run.chunks), ["base", "curve"])
     if not done:

@@ -258,6 +258,16 @@ class Run:
             )
         return self.journal.done[f"{c}/base"]
 
+    def resume(self, pieces: list[str], k: int, arm) -> None:
+        """Chunk by chunk, each of `pieces` the journal lacks: `arm(piece, c, base, log)`
+        measured and recorded as it finishes (a killed run resumes at the piece in flight)."""
+        for c in range(len(self.chunks)):
+            for piece in pieces:
+                if f"{c}/{piece}" in self.journal.done:
+                    continue
+                log = lambda m, c=c, piece=piece: print(f"chunk {c} {piece}: {m}", flush=True)  # noqa: E731
+                self.journal.record(f"{c}/{piece}", arm(piece, c, self.base(c, k), log))
+
 
 def open_run(args) -> Run:
     """Load the LLM and tokenizer, build the items and open the journal of these settings."""
@@ -285,20 +295,23 @@ def main() -> None:
     args = parser.parse_args()
     run = open_run(args)
     journal = run.journal
-    for c, (group, chunk) in enumerate(zip(run.groups, run.chunks, strict=True)):
-        if args.report_only:
-            break
-        base = run.base(c, args.k)
-        for arm in ARMS:
-            if f"{c}/{arm}" in journal.done:
-                continue
-            log = lambda m, c=c, arm=arm: print(f"chunk {c} {arm}: {m}", flush=True)  # noqa: E731
-            journal.record(
-                f"{c}/{arm}",
-                sibling_arm(
-                    run.llm, run.tok, chunk, group, args.k, arm, base, args.steps, args.lr, log
-                ),
-            )
+    if not args.report_only:
+        run.resume(
+            list(ARMS),
+            args.k,
+            lambda arm, c, base, log: sibling_arm(
+                run.llm,
+                run.tok,
+                run.chunks[c],
+                run.groups[c],
+                args.k,
+                arm,
+                base,
+                args.steps,
+                args.lr,
+                log,
+            ),
+        )
     done = done_chunks(journal, len(run.chunks), list(ARMS))
     if not done:
         print("no chunk finished yet")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -15,6 +16,7 @@ import sibling_oracle
 
 from extok_rag.config import TokenizerConfig
 from extok_rag.datasets.qa_sets import QAItem
+from extok_rag.evaluation.journal import Journal
 from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 
 PARAGRAPHS = {
@@ -79,3 +81,29 @@ def test_arms_fit_on_their_own_rows_and_record_every_question(tiny_llm):
     lines = sibling_oracle.report(base, arms, 4)
     assert lines[0].startswith("| ×4, 2 paragraphs |") and "siblings greedy (6)" in lines[0]
     assert sum("fitted to repeat" in line for line in lines) == 2
+
+
+def test_resume_records_chunk_by_chunk_and_picks_up_at_the_piece_in_flight(tmp_path):
+    journal = Journal.open("oracle", {"k": 4}, root=tmp_path)
+    for c in range(2):
+        journal.record(f"{c}/base", {"c": c})
+    run = sibling_oracle.Run(None, None, [], [[], []], [None, None], journal)
+    calls = []
+
+    def arm(piece, c, base, log):
+        if (piece, c) == ("b", 1) and not calls.count(("b", 1)):
+            calls.append((piece, c))
+            raise KeyboardInterrupt  # stopped with this piece in flight
+        calls.append((piece, c))
+        assert base == {"c": c}
+        return {"piece": piece}
+
+    with pytest.raises(KeyboardInterrupt):
+        run.resume(["a", "b"], 4, arm)
+    assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    reopened = Journal.open("oracle", {"k": 4}, root=tmp_path)
+    assert set(reopened.done) == {"0/base", "1/base", "0/a", "0/b", "1/a"}
+    run.journal = reopened
+    run.resume(["a", "b"], 4, arm)
+    assert calls[4:] == [("b", 1)]
+    assert reopened.done["1/b"] == {"piece": "b"}
