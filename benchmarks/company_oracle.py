@@ -45,13 +45,12 @@ from reader_oracle import (
     recon_baselines,
     tokenizer_users,
 )
+from recon_curve import BAR, pooled  # BAR: here a share of raw's in the same company
 from report import machine_line
 from sibling_oracle import AnswerChunk, SiblingItem, add_arguments, open_run
 
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.training.answer_probe import greedy_hits
-
-BAR = 0.40  # the issue's ×4 answer target: a share of raw text's count, in the same company
 
 
 def in_company(parts: list, i: int, others: int) -> list:
@@ -94,11 +93,6 @@ def company_arm(llm, tok, chunk: AnswerChunk, items, k: int, base, args, log) ->
             out |= {f"{key}_{name}_{n}": v for key, v in reads.items()}
         log(f"{n} others read")
     return out
-
-
-def pooled(cells: dict, suffix: str) -> list[bool]:
-    """Every question of every paragraph, held-out ones first, then the siblings."""
-    return list(cells[f"hit{suffix}"]) + list(cells[f"sib_hit{suffix}"])
 
 
 def qualifies(vectors: list[bool], raw: list[bool], none: list[bool]) -> bool:
