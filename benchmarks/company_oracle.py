@@ -34,6 +34,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_runs import pair_cell, paired, paired_cell
 from reader_oracle import (
@@ -49,6 +51,7 @@ from recon_curve import BAR, pooled  # BAR: here a share of raw's in the same co
 from report import machine_line
 from sibling_oracle import AnswerChunk, SiblingItem, add_arguments, open_run
 
+from extok_rag.evaluation.journal import Journal
 from extok_rag.models.ask_frame import ask_frame
 from extok_rag.training.answer_probe import greedy_hits
 
@@ -76,9 +79,12 @@ def company_reads(llm, items: list[SiblingItem], parts: list, others: int) -> di
     return {"hit": greedy_hits(llm, held, held_users), "sib_hit": greedy_hits(llm, sibs, sib_users)}
 
 
-def company_arm(llm, tok, chunk: AnswerChunk, items, k: int, base, args, log) -> dict:
+def company_arm(
+    llm, tok, chunk: AnswerChunk, items, k: int, base, args, log, save: Path | None = None
+) -> dict:
     """The repeat arm's fit, then every question in each company, with the fitted vectors and
-    with raw text."""
+    with raw text. `save`: where the fitted vectors go (a list of (n/k, d) float32 tensors, one
+    per paragraph), so later reads need no fit."""
     if len(items) <= max(args.others):
         raise ValueError(f"a chunk of {len(items)} paragraphs has no {max(args.others)} others")
     users = tokenizer_users(llm, tok, chunk.repeats, chunk.length, k)
@@ -86,6 +92,9 @@ def company_arm(llm, tok, chunk: AnswerChunk, items, k: int, base, args, log) ->
     fitted = fit(
         llm, chunk.repeats, users, args.steps, args.lr, args.steps, recon_baselines(base), log
     )
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save([t.detach().clone() for t in states], save)
     out = {"nll_end": fitted["nll_end"], "gap": fitted["gap"]}
     for n in args.others:
         for name, parts in (("vectors", states), ("raw", chunk.paragraphs)):
@@ -93,6 +102,11 @@ def company_arm(llm, tok, chunk: AnswerChunk, items, k: int, base, args, log) ->
             out |= {f"{key}_{name}_{n}": v for key, v in reads.items()}
         log(f"{n} others read")
     return out
+
+
+def vectors_path(journal: Journal, c: int) -> Path:
+    """Where chunk c's repeat-fitted vectors are kept, beside the journal."""
+    return journal.path.parent / f"{journal.path.stem}-repeat-vectors" / f"chunk{c}.pt"
 
 
 def qualifies(vectors: list[bool], raw: list[bool], none: list[bool]) -> bool:
@@ -172,7 +186,15 @@ def main() -> None:
             ["company"],
             args.k,
             lambda _, c, base, log: company_arm(
-                run.llm, run.tok, run.chunks[c], run.groups[c], args.k, base, args, log
+                run.llm,
+                run.tok,
+                run.chunks[c],
+                run.groups[c],
+                args.k,
+                base,
+                args,
+                log,
+                vectors_path(journal, c),
             ),
         )
     done = done_chunks(journal, len(run.chunks), ["base", "company", "repeat"])  # paired

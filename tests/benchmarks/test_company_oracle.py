@@ -31,18 +31,21 @@ def test_the_own_paragraph_takes_every_position_in_turn():
     assert all(sorted(t) == parts for t in threes)
 
 
-def test_company_arm_is_the_repeat_fit_read_in_company(tiny_llm):
+def test_company_arm_is_the_repeat_fit_read_in_company(tiny_llm, tmp_path):
     tok = ExtensibleTokenizer.from_llm(tiny_llm, TokenizerConfig(num_layers=1)).eval()
     items = sibling_oracle.sibling_items(tiny_llm, PARAGRAPHS, QUESTIONS, 5, 3, 160)
     chunk = sibling_oracle.answer_chunk(items, 160)
     base = sibling_oracle.sibling_base(tiny_llm, tok, chunk, items, 4)
     weights = [w.clone() for w in tiny_llm.model.parameters()]
     args = Namespace(steps=2, lr=0.3, others=[1])
-    company = company_oracle.company_arm(tiny_llm, tok, chunk, items, 4, base, args, print)
+    saved = tmp_path / "vectors" / "chunk0.pt"
+    company = company_oracle.company_arm(tiny_llm, tok, chunk, items, 4, base, args, print, saved)
     repeat = sibling_oracle.sibling_arm(
         tiny_llm, tok, chunk, items, 4, "repeat", base, 2, 0.3, print
     )
     assert company["nll_end"] == repeat["nll_end"]  # the same fit
+    vectors = torch.load(saved)
+    assert len(vectors) == 2 and all(v.ndim == 2 and v.dtype == torch.float32 for v in vectors)
     for name in ("vectors", "raw"):
         assert len(company[f"hit_{name}_1"]) == 2 and len(company[f"sib_hit_{name}_1"]) == 6
     assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
