@@ -124,8 +124,36 @@ def verdict(with_one: bool, with_three: bool) -> str:
     return "(o): any company costs them: they qualify with neither 1 other nor 3"
 
 
-def report(base: dict, company: dict, repeat: dict, others: list[int], k: int) -> list[str]:
-    """Counts alone and in each company, paired cells, the rule, and the fit's check."""
+def positions(paragraphs: int, siblings: int, chunk: int, others: int) -> list[int]:
+    """Per pooled question (`pooled`'s order), the own paragraph's position in its context
+    with `others` others (`in_company`: paragraph i of its chunk at i mod (others + 1))."""
+    owner = [*range(paragraphs), *(j // siblings for j in range(paragraphs * siblings))]
+    return [(p % chunk) % (others + 1) for p in owner]
+
+
+def position_lines(company: dict, others: list[int], chunk: int, siblings: int) -> list[str]:
+    """Descriptive: right answers by the own paragraph's position, vectors and raw text."""
+    lines = [
+        "| own paragraph's position | questions | vectors | raw text |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in others:
+        vec, raw = pooled(company, f"_vectors_{m}"), pooled(company, f"_raw_{m}")
+        at = positions(len(company[f"hit_vectors_{m}"]), siblings, chunk, m)
+        for pos in range(m + 1):
+            picked = [i for i, a in enumerate(at) if a == pos]
+            lines.append(
+                f"| with {m} other{'s' if m > 1 else ''}: {pos + 1} of {m + 1} | {len(picked)} | "
+                f"{sum(vec[i] for i in picked)} | {sum(raw[i] for i in picked)} |"
+            )
+    return lines
+
+
+def report(
+    base: dict, company: dict, repeat: dict, others: list[int], k: int, chunk: int, siblings: int
+) -> list[str]:
+    """Counts alone and in each company, paired cells, the rule, the fit's check, and the
+    answers by the own paragraph's position."""
     none = pooled(base, "_none")
     alone_raw = pooled(base, "_raw")
     alone = list(repeat["hit_own"]) + list(repeat["sib_hit"])  # as `pooled` orders them
@@ -168,7 +196,7 @@ def report(base: dict, company: dict, repeat: dict, others: list[int], k: int) -
         "The fit against `sibling_oracle.py`'s repeat arm: "
         + ("every repeat NLL the same." if same else "**the NLLs differ**.")
     )
-    return lines
+    return [*lines, "", *position_lines(company, others, chunk, siblings)]
 
 
 def main() -> None:
@@ -219,7 +247,7 @@ def main() -> None:
         f"paragraphs' of its chunk (own at position i mod (n + 1)), and raw text in the same "
         f"company. Greedy: the first gold answer contained in 32 tokens. Paired: right only "
         f"with the first / only with the second (sign-test p).{partial}",
-        report(base, company, repeat, args.others, args.k),
+        report(base, company, repeat, args.others, args.k, args.chunk, args.siblings),
     )
 
 

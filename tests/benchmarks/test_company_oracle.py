@@ -22,6 +22,9 @@ from .test_sibling_oracle import PARAGRAPHS, QUESTIONS
 
 
 def test_the_own_paragraph_takes_every_position_in_turn():
+    # two paragraphs with two siblings each, chunks of 2: held-out questions, then siblings
+    assert company_oracle.positions(2, 2, 2, 1) == [0, 1, 0, 0, 1, 1]
+    assert company_oracle.positions(4, 1, 2, 1) == [0, 1, 0, 1] * 2  # the next chunk starts at 0
     parts = ["a", "b", "c", "d"]
     ones = [company_oracle.in_company(parts, i, 1) for i in range(4)]
     assert ones == [["a", "b"], ["c", "b"], ["c", "d"], ["a", "d"]]
@@ -49,11 +52,16 @@ def test_company_arm_is_the_repeat_fit_read_in_company(tiny_llm, tmp_path):
     for name in ("vectors", "raw"):
         assert len(company[f"hit_{name}_1"]) == 2 and len(company[f"sib_hit_{name}_1"]) == 6
     assert all(torch.equal(a, b) for a, b in zip(weights, tiny_llm.model.parameters(), strict=True))
-    lines = company_oracle.report(base, company, repeat, [1], 4)
+    lines = company_oracle.report(base, company, repeat, [1], 4, 2, 3)
     assert lines[0].startswith("| ×4, every question (8) |")
     assert lines[2].startswith("| alone (the repeat arm) |")
     assert lines[3].startswith("| with 1 other |")
-    assert lines[-1].endswith("every repeat NLL the same.")
+    assert any(line.endswith("every repeat NLL the same.") for line in lines)
+    assert [line.split(" |")[0] for line in lines[-2:]] == [
+        "| with 1 other: 1 of 2",
+        "| with 1 other: 2 of 2",
+    ]
+    assert sum(int(line.split("|")[2]) for line in lines[-2:]) == 8
     assert not any(line.startswith("Rule") for line in lines)  # the rule needs 1 and 3
     with_three = Namespace(steps=2, lr=0.3, others=[1, 3])
     with pytest.raises(ValueError, match="no 3 others"):
