@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_runs import pair_cell, paired, paired_cell
+from paired_runs import paired, paired_cell
 from reader_oracle import (
     done_chunks,
     fit,
@@ -128,7 +128,8 @@ def positions(paragraphs: int, siblings: int, chunk: int, others: int) -> list[i
     """Per pooled question (`pooled`'s order), the own paragraph's position in its context
     with `others` others (`in_company`: paragraph i of its chunk at i mod (others + 1))."""
     owner = [*range(paragraphs), *(j // siblings for j in range(paragraphs * siblings))]
-    return [(p % chunk) % (others + 1) for p in owner]
+    order = list(range(chunk))
+    return [in_company(order, p % chunk, others).index(p % chunk) for p in owner]
 
 
 def position_lines(company: dict, others: list[int], chunk: int, siblings: int) -> list[str]:
@@ -169,26 +170,26 @@ def report(
         f"{sum(alone) / max(1, sum(alone_raw)):.2f} | {paired_cell(alone, none)} | "
         f"{paired_cell(alone, alone_raw)} | {sum(repeat['hit_own'])} / {sum(base['hit_raw'])} |"
     )
-    passed = {}
+    passed, pairs = {}, []
     for m in others:
         vec, raw = pooled(company, f"_vectors_{m}"), pooled(company, f"_raw_{m}")
-        with_none = paired(vec, none)
         passed[m] = qualifies(vec, raw, none)
         lines.append(
             f"| with {m} other{'s' if m > 1 else ''} | {sum(raw)} | {sum(vec)} | "
-            f"{sum(vec) / max(1, sum(raw)):.2f} | {pair_cell(*with_none)} | "
+            f"{sum(vec) / max(1, sum(raw)):.2f} | {paired_cell(vec, none)} | "
             f"{paired_cell(vec, raw)} | {sum(company[f'hit_vectors_{m}'])} / "
             f"{sum(company[f'hit_raw_{m}'])} |"
         )
+        pairs += [
+            f"| vectors: with {m} / alone | {paired_cell(vec, alone)} |",
+            f"| raw text: with {m} / alone | {paired_cell(raw, alone_raw)} |",
+        ]
     lines += [
         "",
         "| right only the first / only the second | paired (sign-test p) |",
         "|---|---:|",
+        *pairs,
     ]
-    for m in others:
-        vec, raw = pooled(company, f"_vectors_{m}"), pooled(company, f"_raw_{m}")
-        lines.append(f"| vectors: with {m} / alone | {paired_cell(vec, alone)} |")
-        lines.append(f"| raw text: with {m} / alone | {paired_cell(raw, alone_raw)} |")
     if 1 in passed and 3 in passed:
         lines += ["", f"Rule (What next 19): {verdict(passed[1], passed[3])}."]
     same = company["nll_end"] == repeat["nll_end"]

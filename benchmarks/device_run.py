@@ -96,6 +96,11 @@ def knee_line(log: list[dict]) -> list[str]:
     ]
 
 
+def after_blank(lines: list[str]) -> list[str]:
+    """Lines set off by a blank line, or nothing when there are none."""
+    return ["", *lines] if lines else []
+
+
 def probe_errors(log: list[dict]) -> list[str]:
     """Probes that raised (`probe_failure` "record"): the run trained on."""
     return [f"- step {step}: {name} failed: {err}" for step, name, err in failed_probes(log)]
@@ -213,8 +218,8 @@ def render(name: str, runs: list[Path]) -> str:
         "other ×2 ppl |",
         "|---:|---|---|---|---|---|",
         *probe_rows(log),
-        *(["", *knee_line(log)] if knee_line(log) else []),
-        *(["", *probe_errors(log)] if probe_errors(log) else []),
+        *after_blank(knee_line(log)),
+        *after_blank(probe_errors(log)),
     ]
     return "\n".join(lines)
 
