@@ -65,18 +65,22 @@ def in_company(parts: list, i: int, others: int) -> list:
     return [*company[:at], parts[i], *company[at:]]
 
 
-def company_reads(llm, items: list[SiblingItem], parts: list, others: int) -> dict[str, list]:
-    """Greedy answers to each paragraph's held-out question and its siblings, each reading its
-    own part in the company of `others` (parts: text or vectors, one per paragraph)."""
+def context_reads(llm, items: list[SiblingItem], contexts: list[list]) -> dict[str, list]:
+    """Greedy answers to each paragraph's held-out question and its siblings, paragraph i's
+    questions reading `contexts[i]` (its parts: text or vectors)."""
     held, held_users, sibs, sib_users = [], [], [], []
-    for i, item in enumerate(items):
-        context = in_company(parts, i, others)
+    for item, context in zip(items, contexts, strict=True):
         held.append(item.held_out)
         held_users.append(ask_frame(item.held_out.question, context))
         for ex in item.siblings:
             sibs.append(ex)
             sib_users.append(ask_frame(ex.question, context))
     return {"hit": greedy_hits(llm, held, held_users), "sib_hit": greedy_hits(llm, sibs, sib_users)}
+
+
+def company_reads(llm, items: list[SiblingItem], parts: list, others: int) -> dict[str, list]:
+    """`context_reads` with each paragraph's part among the next `others` (`in_company`)."""
+    return context_reads(llm, items, [in_company(parts, i, others) for i in range(len(items))])
 
 
 def company_arm(

@@ -258,10 +258,11 @@ class Run:
             )
         return self.journal.done[f"{c}/base"]
 
-    def resume(self, pieces: list[str], k: int, arm) -> None:
-        """Chunk by chunk, each of `pieces` the journal lacks: `arm(piece, c, base, log)`
-        measured and recorded as it finishes (a killed run resumes at the piece in flight)."""
-        for c in range(len(self.chunks)):
+    def resume(self, pieces: list[str], k: int, arm, chunks=None) -> None:
+        """Chunk by chunk (all, or those of `chunks`), each of `pieces` the journal lacks:
+        `arm(piece, c, base, log)` measured and recorded as it finishes (a killed run resumes
+        at the piece in flight)."""
+        for c in range(len(self.chunks)) if chunks is None else chunks:
             for piece in pieces:
                 if f"{c}/{piece}" in self.journal.done:
                     continue
