@@ -47,7 +47,7 @@ from reader_oracle import (
     recon_baselines,
     tokenizer_users,
 )
-from recon_curve import BAR, pooled  # BAR: here a share of raw's in the same company
+from recon_curve import BAR, owners, pooled  # BAR: here a share of raw's in the same company
 from report import machine_line
 from sibling_oracle import AnswerChunk, SiblingItem, add_arguments, open_run
 
@@ -131,9 +131,10 @@ def verdict(with_one: bool, with_three: bool) -> str:
 def positions(paragraphs: int, siblings: int, chunk: int, others: int) -> list[int]:
     """Per pooled question (`pooled`'s order), the own paragraph's position in its context
     with `others` others (`in_company`: paragraph i of its chunk at i mod (others + 1))."""
-    owner = [*range(paragraphs), *(j // siblings for j in range(paragraphs * siblings))]
     order = list(range(chunk))
-    return [in_company(order, p % chunk, others).index(p % chunk) for p in owner]
+    return [
+        in_company(order, p % chunk, others).index(p % chunk) for p in owners(paragraphs, siblings)
+    ]
 
 
 def position_lines(company: dict, others: list[int], chunk: int, siblings: int) -> list[str]:

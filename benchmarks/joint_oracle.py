@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from company_oracle import context_reads, qualifies, vectors_path
 from paired_runs import paired, paired_cell
 from reader_oracle import done_chunks, fit, gathered, publish, repeat_baselines, tokenizer_users
-from recon_curve import BAR, pooled
+from recon_curve import BAR, owners, pooled
 from report import machine_line
 from sibling_oracle import AnswerChunk, add_arguments, open_run
 
@@ -117,8 +117,7 @@ def mixed_verdict(mix: list[bool], alone: list[bool]) -> str:
 
 def positions(paragraphs: int, siblings: int, size: int) -> list[int]:
     """Per pooled question (`pooled`'s order), the own paragraph's position in its group."""
-    owner = [*range(paragraphs), *(j // siblings for j in range(paragraphs * siblings))]
-    return [p % size for p in owner]
+    return [p % size for p in owners(paragraphs, siblings)]
 
 
 def report(base: dict, joint: dict, repeat: dict, gaps: dict, size: int, k: int, siblings: int):

@@ -92,6 +92,11 @@ def pooled(cells: dict, suffix: str) -> list[bool]:
     return list(cells[f"hit{suffix}"]) + list(cells[f"sib_hit{suffix}"])
 
 
+def owners(paragraphs: int, siblings: int) -> list[int]:
+    """Per pooled question (`pooled`'s order), the index of the paragraph it asks about."""
+    return [*range(paragraphs), *(j // siblings for j in range(paragraphs * siblings))]
+
+
 def verdict(rows: list[tuple[int, float, int, float]], raw: int) -> str:
     """The rule on (step, gap, count, p against none) rows."""
     qualifying = [(gap, step) for step, gap, count, p in rows if count >= BAR * raw and p < 0.05]

@@ -107,3 +107,5 @@ def test_resume_records_chunk_by_chunk_and_picks_up_at_the_piece_in_flight(tmp_p
     run.resume(["a", "b"], 4, arm)
     assert calls[4:] == [("b", 1)]
     assert reopened.done["1/b"] == {"piece": "b"}
+    run.resume(["c"], 4, arm, chunks=[1])  # only the chunks asked for
+    assert calls[5:] == [("c", 1)] and "0/c" not in reopened.done
