@@ -113,6 +113,12 @@ def vectors_path(journal: Journal, c: int) -> Path:
     return journal.path.parent / f"{journal.path.stem}-repeat-vectors" / f"chunk{c}.pt"
 
 
+def alone_answers(repeat: dict) -> list[bool]:
+    """The repeat arm's answers, each paragraph's own vectors read alone, in `pooled`'s order
+    (its held-out key is `hit_own`, its siblings' `sib_hit`)."""
+    return list(repeat["hit_own"]) + list(repeat["sib_hit"])
+
+
 def qualifies(vectors: list[bool], raw: list[bool], none: list[bool]) -> bool:
     return sum(vectors) >= BAR * sum(raw) and paired(vectors, none)[2] < 0.05
 
@@ -162,7 +168,7 @@ def report(
     answers by the own paragraph's position."""
     none = pooled(base, "_none")
     alone_raw = pooled(base, "_raw")
-    alone = list(repeat["hit_own"]) + list(repeat["sib_hit"])  # as `pooled` orders them
+    alone = alone_answers(repeat)
     n, n_held = len(none), len(base["hit_none"])
     lines = [
         f"| ×{k}, every question ({n}) | raw text | repeat-fitted vectors | share of raw's | "

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from company_oracle import context_reads, qualifies, vectors_path
+from company_oracle import alone_answers, context_reads, qualifies, vectors_path
 from paired_runs import paired, paired_cell
 from reader_oracle import done_chunks, fit, gathered, publish, repeat_baselines, tokenizer_users
 from recon_curve import BAR, owners, pooled
@@ -123,7 +123,7 @@ def positions(paragraphs: int, siblings: int, size: int) -> list[int]:
 def report(base: dict, joint: dict, repeat: dict, gaps: dict, size: int, k: int, siblings: int):
     """Counts in the groups, paired cells, the rules, the fits' gaps, answers by position."""
     none, rows = pooled(base, "_none"), {name: pooled(joint, f"_{name}") for name in READS}
-    alone_read = list(repeat["hit_own"]) + list(repeat["sib_hit"])
+    alone_read = alone_answers(repeat)
     raw = sum(rows["raw"])
     label = {
         "joint": "jointly fitted vectors (the group repeated together)",
