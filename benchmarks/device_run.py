@@ -71,6 +71,8 @@ def probe_rows(log: list[dict]) -> list[str]:
                 for k in ("none", "raw", *(f"k{k}" for k in ks))
             )
         )
+        company = ans.get("greedy_k4_company")  # logged since session 42
+        cells.append("—" if company is None else f"{company:.0%} / {ans['greedy_raw_company']:.0%}")
         cells.append(" / ".join(f"{rec_probe.get(f'gap_k{k}', nan):.0%}" for k in ks))
         cells.append(f"{content.get('self_k2', nan):.2f} / {content.get('other_k2', nan):.2f}")
         rows.append(f"| {rec['step']} | " + " | ".join(cells) + " |")
@@ -214,9 +216,9 @@ def render(name: str, runs: list[Path]) -> str:
         "after its own / another chunk's ×2 embeddings:",
         "",
         "| step | answer gap closed | ×4 with another item's paragraphs / content (own − "
-        "other, points) | greedy accuracy none / raw / ×k | reconstruction gap closed | self / "
-        "other ×2 ppl |",
-        "|---:|---|---|---|---|---|",
+        "other, points) | greedy accuracy none / raw / ×k | greedy ×4 / raw beside the next "
+        "item's paragraphs | reconstruction gap closed | self / other ×2 ppl |",
+        "|---:|---|---|---|---|---|---|",
         *probe_rows(log),
         *after_blank(knee_line(log)),
         *after_blank(probe_errors(log)),

@@ -10,8 +10,10 @@ in the exact `ask` prompt frame as
 
 and the teacher-forced NLL of the answer tokens is measured. The headline number is the
 *answer gap closed* at k: (NLL_none - NLL_k) / (NLL_none - NLL_raw), per answer token over all
-items. No generation here, so it is cheap enough to run inside `train`; greedy accuracy is the
-benchmark script's (`benchmarks/answer_probe.py`).
+items. With `greedy_items`, greedy accuracy on the first items too (teacher-forced NLL can fall
+far while greedy answers stay wrong). With `other_k`, each question is also read over the next
+item's paragraphs compressed (a gap closed there is format, not content) and, with greedy
+accuracy on, beside them (`in_company`: the top-4 frame `eval qa` and `ask` read).
 
 The reconstruction probe asks the same question of exact content: each item's first gold
 paragraph, cut to `recon_len` tokens, is given none / raw / compressed and asked back with
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -53,6 +55,18 @@ def probe_examples(items: Sequence[QAExample]) -> list[FrameExample]:
     return [FrameExample(item.gold, item.question, item.answer) for item in items]
 
 
+def in_company(examples: Sequence[FrameExample]) -> list[FrameExample]:
+    """Each example's paragraphs beside the next example's (the last beside the first's): its
+    own first at even positions, last at odd ones, so the answer is read at either end."""
+    n = len(examples)
+    out = []
+    for i, ex in enumerate(examples):
+        other = examples[(i + 1) % n].contexts
+        contexts = ex.contexts + other if i % 2 == 0 else other + ex.contexts
+        out.append(replace(ex, contexts=contexts))
+    return out
+
+
 @dataclass
 class AnswerProbe:
     items: list[QAExample]
@@ -71,7 +85,8 @@ class AnswerProbe:
 
     greedy_items: int = 0  # >0: also greedy accuracy on the first n items (greedy_*)
     # >0: also each question over the *next* item's paragraphs compressed by this k
-    # (nll_k{k}_other, gap_k{k}_other): a gap closed there is format, not content
+    # (nll_k{k}_other, gap_k{k}_other): a gap closed there is format, not content; with
+    # greedy_items, also greedy answers in company at this k (greedy_k{k}_company)
     other_k: int = 0
     _greedy_baselines: dict[str, float] = field(default_factory=dict)
 
@@ -105,7 +120,32 @@ class AnswerProbe:
                     llm, examples, self.context_len, tokenizer, [k] * len(examples), self.method
                 )
                 out[f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
+        if self.other_k and len(examples) > 1:
+            out.update(self.greedy_company(llm, tokenizer, examples))
         return out
+
+    @torch.no_grad()
+    def greedy_company(
+        self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer, examples: Sequence[FrameExample]
+    ) -> dict[str, float]:
+        """Greedy answers with each item's paragraphs read beside the next item's (`in_company`,
+        the top-4 frame of `eval qa` for two-paragraph items): raw text (once per run) and
+        compressed by `other_k`. Vectors answered alone can fall to no context's level there
+        (docs/training.md, What next 19 and 20)."""
+        company = in_company(examples)
+        if "greedy_raw_company" not in self._greedy_baselines:
+            users = frame_users(llm, company, self.context_len)
+            self._greedy_baselines["greedy_raw_company"] = greedy_accuracy(llm, company, users)
+        k = self.other_k
+        with evaluating(tokenizer):
+            users = frame_users(
+                llm, company, self.context_len, tokenizer, [k] * len(company), self.method
+            )
+            hits = greedy_accuracy(llm, company, users)
+        return {
+            "greedy_raw_company": self._greedy_baselines["greedy_raw_company"],
+            f"greedy_k{k}_company": hits,
+        }
 
     @torch.no_grad()
     def run_detailed(

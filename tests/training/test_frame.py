@@ -27,7 +27,12 @@ from extok_rag.models.extensible_tokenizer import ExtensibleTokenizer
 from extok_rag.models.mixed_input import EmbeddingSegment, TokenSegment
 from extok_rag.spans import token_starts
 from extok_rag.training import batches, schedule
-from extok_rag.training.answer_probe import AnswerProbe, ReconstructionProbe, gap_closed
+from extok_rag.training.answer_probe import (
+    AnswerProbe,
+    ReconstructionProbe,
+    gap_closed,
+    in_company,
+)
 from extok_rag.training.frame import (
     BLANK,
     FrameData,
@@ -490,6 +495,25 @@ def test_answer_probe_greedy_accuracy(tiny_llm, tok, monkeypatch):
     assert fresh.greedy(tiny_llm, tok) == {"greedy_none": 1.0, "greedy_raw": 1.0, "greedy_k2": 1.0}
     fresh.greedy(tiny_llm, tok)
     assert calls == [2, 2, 2, 2]  # none and raw once, k2 each run
+    # `other_k` with greedy: also in company (raw once per run, compressed each run)
+    calls.clear()
+    company = AnswerProbe(items, ks=(2,), context_len=40, batch_size=2, greedy_items=2, other_k=2)
+    want = {"greedy_none", "greedy_raw", "greedy_k2", "greedy_raw_company", "greedy_k2_company"}
+    first = company.greedy(tiny_llm, tok)
+    assert set(first) == want and all(v == 1.0 for v in first.values())
+    assert company.greedy(tiny_llm, tok) == first
+    assert calls == [2, 2, 2, 2, 2, 2, 2]  # none, raw, raw in company once; k2 twice a run
+
+
+def test_in_company_reads_each_item_beside_the_next_at_either_end():
+    examples = [FrameExample((f"p{i}a", f"p{i}b"), f"q{i}", f"a{i}") for i in range(3)]
+    got = in_company(examples)
+    assert [ex.contexts for ex in got] == [
+        ("p0a", "p0b", "p1a", "p1b"),  # own first
+        ("p2a", "p2b", "p1a", "p1b"),  # own last
+        ("p2a", "p2b", "p0a", "p0b"),  # the last beside the first
+    ]
+    assert [(ex.question, ex.answer) for ex in got] == [(e.question, e.answer) for e in examples]
 
 
 def test_reconstruction_probe_scores_each_paragraph_repeated_back(tiny_llm, tok):
