@@ -64,9 +64,10 @@ def in_group(parts: list, i: int, size: int) -> list:
 
 
 def mixed(vectors: list, texts: list, i: int, size: int) -> list:
-    """Paragraph i's group with its own vectors and the others' raw text."""
-    start = i - i % size
-    return [vectors[j] if j == i else texts[j] for j in range(start, start + size)]
+    """Paragraph i's group (`in_group`) with its own vectors and the others' raw text."""
+    group = in_group(texts, i, size)
+    group[i % size] = vectors[i]
+    return group
 
 
 def joint_fit(llm, tok, chunk: AnswerChunk, size: int, k: int, steps: int, lr: float, log):
