@@ -56,15 +56,14 @@ def probe_examples(items: Sequence[QAExample]) -> list[FrameExample]:
 
 
 def in_company(examples: Sequence[FrameExample]) -> list[FrameExample]:
-    """Each example's paragraphs beside the next example's (the last beside the first's): its
-    own first at even positions, last at odd ones, so the answer is read at either end."""
-    n = len(examples)
-    out = []
-    for i, ex in enumerate(examples):
-        other = examples[(i + 1) % n].contexts
-        contexts = ex.contexts + other if i % 2 == 0 else other + ex.contexts
-        out.append(replace(ex, contexts=contexts))
-    return out
+    """Each example's paragraphs beside the next example's (`rotated`'s pairing): its own
+    first at even positions, last at odd ones, so the answer is read at either end."""
+    return [
+        replace(
+            ex, contexts=ex.contexts + nxt.contexts if i % 2 == 0 else nxt.contexts + ex.contexts
+        )
+        for i, (ex, nxt) in enumerate(zip(examples, rotated(examples), strict=True))
+    ]
 
 
 @dataclass
@@ -105,47 +104,40 @@ class AnswerProbe:
 
     @torch.no_grad()
     def greedy(self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer) -> dict[str, float]:
+        """Greedy accuracy on the first `greedy_items` items: none and raw (once per run), each
+        k; with `other_k`, also each item's paragraphs beside the next item's (`in_company`, the
+        top-4 frame, where vectors answered alone can fall to no context's level:
+        docs/training.md, What next 19 and 20), raw and compressed by `other_k`."""
         examples = self.examples(llm)[: self.greedy_items]
+        company = in_company(examples) if self.other_k and len(examples) > 1 else []
         if not self._greedy_baselines:
             self._greedy_baselines = {
                 "greedy_none": greedy_accuracy(llm, examples, frame_users(llm, examples, 0)),
-                "greedy_raw": greedy_accuracy(
-                    llm, examples, frame_users(llm, examples, self.context_len)
-                ),
+                "greedy_raw": self.greedy_read(llm, examples),
             }
+            if company:
+                self._greedy_baselines["greedy_raw_company"] = self.greedy_read(llm, company)
+        out = dict(self._greedy_baselines)
         with evaluating(tokenizer):
-            out = dict(self._greedy_baselines)
             for k in self.ks:
-                users = frame_users(
-                    llm, examples, self.context_len, tokenizer, [k] * len(examples), self.method
-                )
-                out[f"greedy_k{k}"] = greedy_accuracy(llm, examples, users)
-        if self.other_k and len(examples) > 1:
-            out.update(self.greedy_company(llm, tokenizer, examples))
+                out[f"greedy_k{k}"] = self.greedy_read(llm, examples, tokenizer, k)
+            if company:
+                k = self.other_k
+                out[f"greedy_k{k}_company"] = self.greedy_read(llm, company, tokenizer, k)
         return out
 
-    @torch.no_grad()
-    def greedy_company(
-        self, llm: FrozenLLM, tokenizer: ExtensibleTokenizer, examples: Sequence[FrameExample]
-    ) -> dict[str, float]:
-        """Greedy answers with each item's paragraphs read beside the next item's (`in_company`,
-        the top-4 frame of `eval qa` for two-paragraph items): raw text (once per run) and
-        compressed by `other_k`. Vectors answered alone can fall to no context's level there
-        (docs/training.md, What next 19 and 20)."""
-        company = in_company(examples)
-        if "greedy_raw_company" not in self._greedy_baselines:
-            users = frame_users(llm, company, self.context_len)
-            self._greedy_baselines["greedy_raw_company"] = greedy_accuracy(llm, company, users)
-        k = self.other_k
-        with evaluating(tokenizer):
-            users = frame_users(
-                llm, company, self.context_len, tokenizer, [k] * len(company), self.method
-            )
-            hits = greedy_accuracy(llm, company, users)
-        return {
-            "greedy_raw_company": self._greedy_baselines["greedy_raw_company"],
-            f"greedy_k{k}_company": hits,
-        }
+    def greedy_read(
+        self,
+        llm: FrozenLLM,
+        examples: Sequence[FrameExample],
+        tokenizer: ExtensibleTokenizer | None = None,
+        k: int = 1,
+    ) -> float:
+        """`greedy_accuracy` with the examples' paragraphs raw (no tokenizer) or compressed by
+        k, each cut to `context_len` tokens."""
+        ks = [k] * len(examples) if tokenizer is not None else ()
+        users = frame_users(llm, examples, self.context_len, tokenizer, ks, self.method)
+        return greedy_accuracy(llm, examples, users)
 
     @torch.no_grad()
     def run_detailed(
